@@ -1,0 +1,108 @@
+"""The model zoo: the study's six torchvision architectures adapted to 32x32 inputs, and the default network.
+
+Every adaptation follows one rule, applied once per architecture below: the ImageNet stem's stride-2
+convolution becomes a 3x3 stride-1 convolution and the stem's early pooling is removed, so a 32x32 image
+keeps enough resolution to reach the last stage; the classifier is replaced by one for `num_classes`.
+Weights are randomly initialised (torchvision's own initialisers); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+from torchvision import models
+from torchvision.models.googlenet import BasicConv2d as GoogLeNetConv
+from torchvision.models.inception import BasicConv2d as InceptionConv
+
+from miscause.errors import MiscauseError
+from miscause.jobs.cifarnet import CifarNet
+
+DEFAULT_ARCH = "cifarnet"
+STUDY_ARCHS = ("vgg16_bn", "resnet50", "googlenet", "densenet161", "mobilenet_v2", "inception_v3")
+
+
+def vgg16_bn(num_classes: int) -> nn.Module:
+    """VGG16-BN: its 3x3 stride-1 convs already suit 32x32; five poolings leave 1x1x512, so one linear layer."""
+    model = models.vgg16_bn(num_classes=num_classes)
+    model.avgpool = nn.AdaptiveAvgPool2d(1)
+    model.classifier = nn.Linear(512, num_classes)
+    return model
+
+
+def resnet50(num_classes: int) -> nn.Module:
+    """ResNet-50: 3x3 stride-1 stem, no max-pool; stages run at 32, 16, 8, 4."""
+    model = models.resnet50(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def googlenet(num_classes: int) -> nn.Module:
+    """GoogLeNet: 3x3 stride-1 stem, both stem poolings removed; inception stages at 32, 16, 8."""
+    model = models.googlenet(num_classes=num_classes, aux_logits=False, transform_input=False, init_weights=True)
+    model.conv1 = GoogLeNetConv(3, 64, kernel_size=3, stride=1, padding=1)
+    model.maxpool1 = nn.Identity()
+    model.maxpool2 = nn.Identity()
+    return model
+
+
+def densenet161(num_classes: int) -> nn.Module:
+    """DenseNet-161: 3x3 stride-1 stem, no pool0; dense blocks at 32, 16, 8, 4."""
+    model = models.densenet161(num_classes=num_classes)
+    model.features.conv0 = nn.Conv2d(3, 96, 3, stride=1, padding=1, bias=False)
+    model.features.pool0 = nn.Identity()
+    return model
+
+
+def mobilenet_v2(num_classes: int) -> nn.Module:
+    """MobileNet V2: stride 1 in the stem and in the first stride-2 block, so the last stage runs at 4x4."""
+    model = models.mobilenet_v2(num_classes=num_classes)
+    model.features[0][0].stride = (1, 1)
+    model.features[2].conv[1][0].stride = (1, 1)
+    return model
+
+
+def inception_v3(num_classes: int) -> nn.Module:
+    """Inception V3: padded stride-1 stem, first pooling removed; Mixed_5 at 16x16, Mixed_6 at 7, Mixed_7 at 3.
+
+    torchvision's network needs at least 75x75 input; these changes make it run, unchanged otherwise, at 32x32.
+    """
+    model = models.inception_v3(num_classes=num_classes, aux_logits=False, transform_input=False,
+                                init_weights=True)
+    model.Conv2d_1a_3x3 = InceptionConv(3, 32, kernel_size=3, stride=1, padding=1)
+    model.Conv2d_2a_3x3 = InceptionConv(32, 32, kernel_size=3, padding=1)
+    model.maxpool1 = nn.Identity()
+    model.Conv2d_4a_3x3 = InceptionConv(80, 192, kernel_size=3, padding=1)
+    return model
+
+
+REGISTRY: dict[str, Callable[[int], nn.Module]] = {
+    "cifarnet": lambda num_classes: CifarNet(num_classes),
+    "vgg16_bn": vgg16_bn,
+    "resnet50": resnet50,
+    "googlenet": googlenet,
+    "densenet161": densenet161,
+    "mobilenet_v2": mobilenet_v2,
+    "inception_v3": inception_v3,
+}
+
+
+def build(arch: str, num_classes: int = 10) -> nn.Module:
+    """A fresh model of architecture `arch`; a clear error naming the choices for an unknown name."""
+    try:
+        factory = REGISTRY[arch]
+    except KeyError:
+        raise MiscauseError(f"unknown architecture {arch!r}: choose one of {', '.join(REGISTRY)}") from None
+    return factory(num_classes)
+
+
+class FlipTTA(nn.Module):
+    """Test-time augmentation inside the graph: the mean of the logits of the image and its mirror image."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return 0.5 * (self.model(x) + self.model(x.flip(-1)))
