@@ -1,0 +1,121 @@
+"""Export a checkpoint into a model repository: ONNX (opset 18, dynamic batch) and a torch.export program.
+
+The network is exported as it is served (flip test-time augmentation inside the graph when its recipe uses
+it). Before anything is written, ONNX Runtime's output is compared with the checkpoint's on the same batch;
+on a mismatch nothing is written. The version folder and config.json are each replaced atomically.
+
+example:
+  miscause export --checkpoint runs/cifarnet/checkpoint.pt --repository models --name cifarnet
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from miscause import __version__, repository
+from miscause.atomic import atomic_directory, atomic_path
+from miscause.errors import MiscauseError
+from miscause.jobs.checkpoint import load_model
+from miscause.jobs.data import load_split, normalize
+from miscause.jobs.evaluate import served_model
+
+OPSET = 18
+PARITY_BATCH = 64
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """ONNX through the dynamo exporter, batch dimension dynamic."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
+                                input_names=[repository.INPUT_NAME], output_names=[repository.OUTPUT_NAME],
+                                dynamic_shapes=({0: batch},), verbose=False)
+    program.save(str(path))
+
+
+def export_program(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """A torch.export program (the current replacement for TorchScript), batch dimension dynamic."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), str(path))
+
+
+def parity(model: torch.nn.Module, onnx_path: Path, images: torch.Tensor) -> tuple[float, int]:
+    """(max |logit difference|, argmax disagreements) between torch and ONNX Runtime on `images`."""
+    with torch.no_grad():
+        expected = model(images).numpy()
+    got = repository.onnx_session(onnx_path).run(None, {repository.INPUT_NAME: images.numpy()})[0]
+    return float(np.abs(expected - got).max()), int((expected.argmax(1) != got.argmax(1)).sum())
+
+
+def parity_images(state: dict, data: str | None) -> torch.Tensor:
+    """A batch to compare on: real test images where data is given, else seeded Gaussian noise."""
+    if data:
+        split = load_split(data, "test")
+        index = np.random.default_rng(0).permutation(len(split))[:PARITY_BATCH]
+        return normalize(torch.from_numpy(split.images[index]), state["mean"], state["std"])
+    height, width, channels = state.get("input_shape", (32, 32, 3))
+    return torch.randn(PARITY_BATCH, channels, height, width, generator=torch.Generator().manual_seed(0))
+
+
+def build_config(name: str, state: dict, checkpoint: Path, tta: str) -> dict:
+    """config.json: everything a reader needs to feed the model and name its outputs."""
+    height, width, channels = state.get("input_shape", (32, 32, 3))
+    return {
+        "name": name,
+        "architecture": state["arch"],
+        "input": {"name": repository.INPUT_NAME, "shape": [channels, height, width], "dtype": "float32",
+                  "layout": "NCHW", "normalized": True},
+        "output": {"name": repository.OUTPUT_NAME, "shape": [len(state["classes"])], "dtype": "float32"},
+        "classes": list(state["classes"]),
+        "normalization": {"mean": list(state["mean"]), "std": list(state["std"])},
+        "tta": tta,
+        "files": {"onnx": f"{repository.VERSION}/{repository.ONNX_FILE}",
+                  "torch_export": f"{repository.VERSION}/{repository.PROGRAM_FILE}"},
+        "training": {"epochs": state["epoch"], "seed": state.get("seed"), "split": state.get("split"),
+                     "recipe": state["recipe"],
+                     "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()},
+        "versions": {"miscause": __version__, "torch": torch.__version__, "onnx_opset": OPSET},
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--repository", required=True, type=Path, help="model repository folder")
+    parser.add_argument("--name", required=True, help="model name: the folder under the repository")
+    parser.add_argument("--data", help="compare on real test images from here (default: Gaussian noise)")
+    parser.add_argument("--tolerance", type=float, default=1e-3, help="largest |logit difference| accepted")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.name or "/" in args.name or args.name.startswith("."):
+        raise MiscauseError(f"invalid model name {args.name!r}: one folder name, not starting with '.'")
+    model, state = load_model(args.checkpoint)
+    tta = state["recipe"].get("tta", "none")
+    model = served_model(model, tta)
+    images = parity_images(state, args.data)
+    model_dir = args.repository / args.name
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_path, program_path = Path(scratch) / repository.ONNX_FILE, Path(scratch) / repository.PROGRAM_FILE
+        export_onnx(model, images[:2], onnx_path)
+        difference, disagreements = parity(model, onnx_path, images)
+        print(f"parity on {len(images)} images: max |logit difference| {difference:.2e}, "
+              f"argmax disagreements {disagreements}")
+        if disagreements or difference > args.tolerance:
+            raise MiscauseError(f"ONNX Runtime disagrees with the checkpoint (max difference {difference:.2e}, "
+                                f"{disagreements} labels): nothing written")
+        export_program(model, images[:2], program_path)
+        with atomic_directory(model_dir / repository.VERSION) as version:
+            for path in (onnx_path, program_path):
+                shutil.move(path, version / path.name)
+    with atomic_path(model_dir / repository.CONFIG) as tmp:
+        tmp.write_text(json.dumps(build_config(args.name, state, args.checkpoint, tta), indent=2) + "\n")
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted((model_dir / "1").iterdir()))
+    print(f"exported {state['arch']} as {model_dir} ({sizes})")
+    return 0
