@@ -27,3 +27,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+proto: $(STAMP)
+	$(BIN)/python -m miscause.proto.generate
