@@ -26,7 +26,8 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, zipfile errors...
-        raise MiscauseError(f"cannot read checkpoint {path} (truncated or not a checkpoint): {error}") from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MiscauseError(f"cannot read checkpoint {path} (truncated or not a checkpoint): {reason}") from None
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise MiscauseError(f"{path} is not a miscause checkpoint: missing {', '.join(missing)}")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miscause.errors import MiscauseError
 from miscause.atomic import atomic_path
+from miscause.errors import MiscauseError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -58,6 +58,14 @@ def detect_format(root: Path) -> str:
         f"{root} is neither CIFAR-10 pickle batches (data_batch_1, test_batch) "
         "nor an image folder with train/<class>/ and test/<class>/"
     )
+
+
+def download_cifar10(root: str | os.PathLike) -> Path:
+    """Fetch CIFAR-10's pickle batches into `root` with torchvision (needs internet); return the root."""
+    from torchvision import datasets
+
+    datasets.CIFAR10(str(root), train=True, download=True)
+    return Path(root)
 
 
 def cache_dir() -> Path:

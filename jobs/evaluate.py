@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from miscause.jobs.checkpoint import load_model
+from miscause.jobs.data import Split, load_split, normalize
+from miscause.jobs.device import autocast, pick_device
+from miscause.jobs.zoo import FlipTTA
 from tqdm import tqdm
 
 from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
-from miscause.jobs.checkpoint import load_model
-from miscause.jobs.data import Split, load_split, normalize
-from miscause.jobs.device import autocast, pick_device
-from miscause.repository import OnnxModel, read_config
-from miscause.jobs.zoo import FlipTTA
+from miscause.repository import OnnxModel
 
 
 def served_model(model: torch.nn.Module, tta: str) -> torch.nn.Module:
@@ -76,24 +76,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def check_classes(model_classes: tuple[str, ...], split: Split) -> None:
+    """The model's classes must be the data's, in the same order, or every label would be misread."""
+    if tuple(model_classes) != split.classes:
+        raise MiscauseError(f"the model has {len(model_classes)} classes {list(model_classes)[:3]}..., the data "
+                            f"{len(split.classes)} {list(split.classes)[:3]}...: they must match")
+
+
 def run(args: argparse.Namespace) -> int:
     split = load_split(args.data, args.split)
     if args.checkpoint:
         model, state = load_model(args.checkpoint)
+        check_classes(state["classes"], split)
         name = args.name or state["arch"]
-        classes = tuple(state["classes"])
         tta = state["recipe"].get("tta", "none") if args.tta == "auto" else args.tta
         logits = predict_torch(served_model(model, tta), split, state["mean"], state["std"],
                                pick_device(args.device), progress=not args.no_progress)
     else:
         if not args.name:
             raise MiscauseError("--repository needs --name (the model's folder in the repository)")
-        config = read_config(args.repository / args.name)
-        name, classes = args.name, tuple(config["classes"])
-        logits = predict_onnx(OnnxModel(args.repository / args.name), split, progress=not args.no_progress)
-    if classes != split.classes:
-        raise MiscauseError(f"the model has {len(classes)} classes {list(classes)[:3]}..., the data "
-                            f"{len(split.classes)} {list(split.classes)[:3]}...: they must match")
+        model = OnnxModel(args.repository / args.name)
+        check_classes(model.config["classes"], split)
+        name = args.name
+        logits = predict_onnx(model, split, progress=not args.no_progress)
     accuracy = write_predictions(args.out, name, logits, split)
     print(f"{name}: {args.split} accuracy {accuracy:.4f} ({round(accuracy * len(split))}/{len(split)}) "
           f"-> {args.out}")

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from miscause.jobs.checkpoint import load_model
+from miscause.jobs.data import load_split, normalize
+from miscause.jobs.evaluate import served_model
 
 from miscause import __version__, repository
 from miscause.atomic import atomic_directory, atomic_path
 from miscause.errors import MiscauseError
-from miscause.jobs.checkpoint import load_model
-from miscause.jobs.data import load_split, normalize
-from miscause.jobs.evaluate import served_model
 
 OPSET = 18
 PARITY_BATCH = 64

@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from miscause.jobs import zoo
+from miscause.jobs.checkpoint import load_checkpoint, save_checkpoint
+from miscause.jobs.data import CIFAR10_MEAN, CIFAR10_STD, GpuLoader, Split, download_cifar10, load_split
+from miscause.jobs.device import autocast, bf16_supported, pick_device
 from torch import nn
 from tqdm import tqdm
 
 from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
-from miscause.jobs import zoo
-from miscause.jobs.checkpoint import load_checkpoint, save_checkpoint
-from miscause.jobs.data import CIFAR10_MEAN, CIFAR10_STD, GpuLoader, Split, load_split
-from miscause.jobs.device import autocast, bf16_supported, pick_device
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ def evaluate_loader(model: nn.Module, loader: GpuLoader, device: torch.device) -
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default=zoo.DEFAULT_ARCH, help=f"one of: {', '.join(zoo.REGISTRY)}")
     parser.add_argument("--data", help="CIFAR-10 batches or an image folder (default: $MISCAUSE_DATA)")
+    parser.add_argument("--download", action="store_true",
+                        help="first fetch CIFAR-10's pickle batches into --data (needs internet)")
     parser.add_argument("--split", default="train", choices=("train", "trainval"),
                         help="train: 45,000 images, validation each epoch; trainval: all 50,000, for final models")
     parser.add_argument("--out", required=True, type=Path, help="run directory: checkpoint.pt, metrics.jsonl")
@@ -127,6 +129,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.download:
+        if not args.data:
+            raise MiscauseError("--download needs --data, the folder to download into")
+        download_cifar10(args.data)
     rank, world = distributed()
     device = pick_device(args.device, rank)
     recipe = recipe_for(args.arch, {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -183,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
         if whiten is not None:
             whiten.bias.requires_grad_(epoch < recipe.whiten_bias_epochs)
         generator = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
-        started, seen, loss_sum, correct = time.perf_counter(), 0, torch.zeros((), device=device), 0
+        started, seen = time.perf_counter(), 0
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         bar = tqdm(loader.epoch(generator, rank, world), total=steps_per_epoch, leave=False,
                    disable=args.no_progress or rank != 0, desc=f"epoch {epoch + 1}/{recipe.epochs}")
         for step, (images, labels) in enumerate(bar, start=epoch * steps_per_epoch):
@@ -197,15 +204,15 @@ def run(args: argparse.Namespace) -> int:
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
+            correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
             if step % 10 == 0:
                 rate = seen * world / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:.0f}")
         if not math.isfinite(loss_sum.item()):
             raise MiscauseError(f"the loss diverged in epoch {epoch + 1}: lower --lr")
         seconds = time.perf_counter() - started
-        record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct / seen,
+        record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
                   "images_per_s": seen * world / seconds, "seconds": seconds, "lr_factor": factor}
         if val_loader is not None:
             record["val_acc"] = evaluate_loader(model, val_loader, device)

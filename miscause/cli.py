@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except MiscauseError as error:
-        print(f"miscause {args.command}: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())  # one line, however the cause was worded
+        print(f"miscause {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"miscause {args.command}: interrupted", file=sys.stderr)
