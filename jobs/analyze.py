@@ -1,0 +1,132 @@
+"""Misclassification analysis: confusion patterns, misclassification networks, cause attribution per class
+pair, and (with --erasure) the erasure study and the service's correction policy; one report directory.
+
+From predictions files (fast, CPU), each written by `miscause evaluate` on the same split:
+  miscause analyze --predictions runs/cifarnet.npz runs/resnet50.npz --out reports/patterns
+
+From a model repository and a dataset (inference, saliency and erasure; GPU when present):
+  miscause analyze --repository models --models cifarnet resnet50 --data ../shared/data/cifar10 \\
+      --erasure --out reports/study
+
+The output directory (report.md, report.html, metrics.json, figures/, networks/) is written completely or not
+at all; with --erasure each model's policy.json is written into its repository folder. See docs/analysis.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from datetime import UTC, datetime
+from pathlib import Path
+
+from miscause.jobs.device import pick_device
+from miscause.jobs.erasure_study import SWEEP_BOX, SWEEP_TOP_PERCENT, ErasureOptions
+from miscause.jobs.misclassification import AnalysisOptions, analyze_predictions
+from miscause.jobs.policy import write_policy
+from miscause.jobs.predictions_file import load_predictions
+from miscause.jobs.report import versions, write_report
+from miscause.jobs.repository_analysis import RepositoryRequest, analyze_repository
+from miscause.jobs.repository_model import repository_models
+from miscause.jobs.significance import CORRECTIONS
+
+from miscause.errors import MiscauseError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `analyze` subcommand's options."""
+    source = parser.add_argument_group("input (one of)")
+    source.add_argument("--predictions", nargs="+", metavar="NPZ", help="predictions files, one per model")
+    source.add_argument("--repository", metavar="DIR", help="model repository (DIR/NAME/config.json, 1/model.pt2)")
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="models of the repository (default: all)")
+    parser.add_argument("--data", metavar="PATH", help="dataset root (default: $MISCAUSE_DATA)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="report directory (replaced whole)")
+    stats = parser.add_argument_group("significance and attribution")
+    stats.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    stats.add_argument("--correction", choices=CORRECTIONS, default="holm",
+                       help="multiple-comparison correction over a model's class pairs (default holm)")
+    stats.add_argument("--min-count", type=int, default=5, help="errors an edge needs to count (default 5)")
+    stats.add_argument("--tolerance", type=int, default=1,
+                       help="models a shared edge may miss; the quorum is max(M - tolerance, M//2 + 1) "
+                            "(default 1)")
+    study = parser.add_argument_group("erasure study (with --repository)")
+    study.add_argument("--erasure", action="store_true", help="run the erasure study and fit the policy")
+    study.add_argument("--top-percent", type=float, default=5.0, help="default anchor share p (default 5)")
+    study.add_argument("--box", type=int, default=3, help="default box size b, odd (default 3)")
+    study.add_argument("--sweep-top-percent", type=float, nargs="+", default=list(SWEEP_TOP_PERCENT),
+                       metavar="P", help="p values of the sweep (default 1 2 5 10 20)")
+    study.add_argument("--sweep-box", type=int, nargs="+", default=list(SWEEP_BOX), metavar="B",
+                       help="b values of the sweep (default 1 3 5)")
+    study.add_argument("--fill", type=float, nargs=3, metavar="V",
+                       help="erased value per channel, normalised units (default 0: the dataset mean)")
+    study.add_argument("--saliency-method", default="gradient", help="saliency method (default gradient)")
+    study.add_argument("--max-images", type=int, help="analyse a random subset of this many images per split")
+    study.add_argument("--examples", type=int, default=8, help="example images per model in the report")
+    study.add_argument("--policy-min-gain", type=int, default=3,
+                       help="net validation images a policy rule must gain (default 3)")
+    study.add_argument("--no-policy", action="store_true", help="do not write policy.json into the repository")
+    study.add_argument("--batch-size", type=int, default=256)
+    study.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    study.add_argument("--seed", type=int, default=0, help="random anchors, subsets and bootstrap")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Combinations the parser cannot check."""
+    if bool(args.predictions) == bool(args.repository):
+        raise MiscauseError("give exactly one of --predictions or --repository")
+    if args.predictions and (args.erasure or args.models):
+        raise MiscauseError("--erasure and --models need --repository (predictions files hold no images)")
+    if args.max_images is not None and args.max_images < 1:
+        raise MiscauseError(f"--max-images must be at least 1, got {args.max_images}")
+    if args.examples < 0:
+        raise MiscauseError(f"--examples must be at least 0, got {args.examples}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise MiscauseError(f"--out {out} exists and is not a directory")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command with every option spelt out, defaults included, so the report says how to rerun it."""
+    words = ["miscause", "analyze"]
+    for key, value in vars(args).items():
+        if key in ("command", "run") or value is None or value is False:
+            continue
+        words.append("--" + key.replace("_", "-"))
+        if value is not True:
+            words += [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+    return shlex.join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse, write the report directory, then (with --erasure) the policies."""
+    check_arguments(args)
+    options = AnalysisOptions(args.alpha, args.correction, args.min_count, args.tolerance)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    context = {"created": created, "command": command_line(args), "versions": versions()}
+    if args.predictions:
+        analysis = analyze_predictions([load_predictions(p) for p in args.predictions], options)
+        n = next(iter(analysis.models.values())).n
+        context["data"] = {"predictions": list(args.predictions), "n": n,
+                           "description": f"Predictions files of {len(analysis.models)} model(s), {n} samples "
+                                          "each, on the same split."}
+        write_report(args.out, analysis, context)
+        print(f"wrote {args.out}")
+        return 0
+    erasure = None
+    if args.erasure:
+        erasure = ErasureOptions(args.top_percent, args.box, tuple(args.sweep_top_percent), tuple(args.sweep_box),
+                                 tuple(args.fill) if args.fill else None, args.saliency_method, args.batch_size,
+                                 args.seed)
+    names = tuple(args.models or repository_models(args.repository))
+    request = RepositoryRequest(args.repository, names, args.data, erasure, args.max_images, args.examples,
+                                args.policy_min_gain, args.seed)
+    result = analyze_repository(request, options, pick_device(args.device), created, context["versions"])
+    policy_paths = {} if args.no_policy else {name: Path(args.repository) / name / "policy.json"
+                                              for name in result.policies}
+    context.update(data=result.data, warnings=result.warnings,
+                   policy_paths={name: str(path) for name, path in policy_paths.items()})
+    write_report(args.out, result.analysis, context, result.study)
+    for name, path in policy_paths.items():
+        write_policy(path, result.policies[name])
+        print(f"wrote {path}")
+    print(f"wrote {args.out}")
+    return 0

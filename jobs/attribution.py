@@ -1,0 +1,62 @@
+"""Cause attribution per class pair: shared by (almost) every model, particular to few, or neither.
+
+The rule, applied to the edges each model has (see `significant_edges`):
+- quorum q = max(M - tolerance, floor(M/2) + 1) for M models: all but `tolerance` models, and always a strict
+  majority, so a confusion called shared is never in fewer models than not.
+- an edge significant in at least q models is `morphological_similarity` (the classes look alike to every
+  model: a property of the data); in 1 to q-1 models it is `non_essential_interference` for those models (a
+  property of what one model learned); in none, `not_significant`.
+- with one model q = 1: every edge is `morphological_similarity`, because nothing shows it is particular to the
+  model; with two, q = 2: an edge in both is shared, an edge in one is particular.
+- when the erasure study ran, a `non_essential_interference` pair stays so only if saliency-anchored erasure
+  verifiably corrects its errors in at least one of its models; otherwise it becomes `not_significant` (its
+  pattern cause is kept beside it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from miscause.jobs.significance import adjust, edge_p_values
+
+MORPHOLOGICAL = "morphological_similarity"
+NON_ESSENTIAL = "non_essential_interference"
+NOT_SIGNIFICANT = "not_significant"
+CAUSES = (MORPHOLOGICAL, NON_ESSENTIAL, NOT_SIGNIFICANT)
+
+
+def significant_edges(counts: np.ndarray, alpha: float, correction: str,
+                      min_count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p-values, adjusted p-values, significant) [K,K] for one model's confusion counts.
+
+    An edge i -> j is significant when its adjusted p-value (correction over the model's K(K-1) off-diagonal
+    pairs) is at most `alpha` and it holds at least `min_count` errors.
+    """
+    k = counts.shape[0]
+    p = edge_p_values(counts)
+    off = ~np.eye(k, dtype=bool)
+    adjusted = np.ones_like(p)
+    adjusted[off] = adjust(p[off], correction)
+    significant = off & (adjusted <= alpha) & (counts >= min_count)
+    return p, adjusted, significant
+
+
+def quorum(n_models: int, tolerance: int) -> int:
+    """Models an edge must be significant in to count as shared: all but `tolerance`, at least a majority."""
+    return max(n_models - tolerance, n_models // 2 + 1)
+
+
+def attribute(significant: list[np.ndarray], tolerance: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cause [K,K] of str, models significant [K,K] int) from each model's significant-edge matrix."""
+    n_significant = np.sum(significant, axis=0).astype(int)
+    q = quorum(len(significant), tolerance)
+    cause = np.full(n_significant.shape, NOT_SIGNIFICANT, dtype=object)
+    cause[(n_significant >= 1) & (n_significant < q)] = NON_ESSENTIAL
+    cause[n_significant >= q] = MORPHOLOGICAL
+    return cause, n_significant
+
+
+def verified_cause(pattern_cause: str, models: list[str], verified_models: list[str]) -> str:
+    """The cause after the erasure check: an unverified `non_essential_interference` is not a causal claim."""
+    if pattern_cause == NON_ESSENTIAL and not set(models) & set(verified_models):
+        return NOT_SIGNIFICANT
+    return pattern_cause

@@ -1,0 +1,116 @@
+"""The report's figures, each returned as PNG bytes (matplotlib `Figure` objects, no global pyplot state)."""
+
+from __future__ import annotations
+
+import io
+
+import networkx as nx
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def png(figure: Figure) -> bytes:
+    """Render a figure to PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _heatmap(ax, matrix: np.ndarray, rows: list[str], columns: list[str], title: str, fmt: str,
+             vmin: float | None = None, vmax: float | None = None, cmap: str = "viridis") -> None:
+    shown = np.ma.masked_invalid(matrix)
+    image = ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    if len(rows) <= 12:
+        for (i, j), value in np.ndenumerate(matrix):
+            if np.isfinite(value) and value != 0:
+                ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=5.5, color="white")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+
+
+def confusion_figure(name: str, classes: tuple[str, ...], rates: np.ndarray, conditional: np.ndarray) -> bytes:
+    """Row-normalised confusion and conditional confusion side by side (rows: true class)."""
+    figure = Figure(figsize=(12, 4.8))
+    left, right = figure.subplots(1, 2, gridspec_kw={"wspace": 0.45})
+    _heatmap(left, rates, list(classes), list(classes), f"{name}: P(pred | true)", ".2f", 0, 1)
+    _heatmap(right, conditional, list(classes), list(classes), f"{name}: P(pred | true, pred != true)",
+             ".2f", 0, max(float(conditional.max()), 1e-9))
+    for ax in (left, right):
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    return png(figure)
+
+
+def network_figure(graph: nx.DiGraph, title: str, width_key: str, label_key: str, label_format: str) -> bytes:
+    """A misclassification network on a circle; edge width from `width_key`, edge labels from `label_key`."""
+    figure = Figure(figsize=(6, 6))
+    ax = figure.subplots()
+    positions = nx.circular_layout(graph)
+    widths = [data[width_key] for _, _, data in graph.edges(data=True)]
+    top = max(widths, default=1) or 1
+    nx.draw_networkx_nodes(graph, positions, ax=ax, node_color="#dde6f2", node_size=1500)
+    nx.draw_networkx_labels(graph, positions, ax=ax, font_size=8)
+    nx.draw_networkx_edges(graph, positions, ax=ax, width=[0.8 + 4 * w / top for w in widths], arrowsize=14,
+                           node_size=1500, connectionstyle="arc3,rad=0.12", edge_color="#444444")
+    nx.draw_networkx_edge_labels(graph, positions, ax=ax, font_size=7, connectionstyle="arc3,rad=0.12",
+                                 edge_labels={(s, t): format(d[label_key], label_format)
+                                              for s, t, d in graph.edges(data=True)})
+    ax.set_title(title if graph.number_of_edges() else f"{title} (no significant edges)", fontsize=10)
+    ax.margins(0.12)
+    ax.set_axis_off()
+    return png(figure)
+
+
+def similarity_figure(names: list[str], spearman: np.ndarray, jaccard: np.ndarray) -> bytes:
+    """Model x model: rank correlation of conditional confusions, Jaccard of significant edges."""
+    size = 4 + 0.4 * len(names)
+    figure = Figure(figsize=(2 * size + 1, size))
+    left, right = figure.subplots(1, 2)
+    _heatmap(left, spearman, names, names, "Spearman of conditional confusions", ".2f", -1, 1, "coolwarm")
+    _heatmap(right, jaccard, names, names, "Jaccard of significant edges", ".2f", 0, 1)
+    return png(figure)
+
+
+def erasure_figure(name: str, settings: list[dict]) -> bytes:
+    """The sweep: errors corrected and correct answers broken, saliency-anchored vs random anchors, per box."""
+    figure = Figure(figsize=(11, 4))
+    corrected_ax, broken_ax = figure.subplots(1, 2)
+    boxes = sorted({s["box"] for s in settings})
+    colors = dict(zip(boxes, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"], strict=False))
+    for box in boxes:
+        rows = sorted((s for s in settings if s["box"] == box), key=lambda s: s["top_percent"])
+        p = [s["top_percent"] for s in rows]
+        for ax, key in ((corrected_ax, "corrected_rate"), (broken_ax, "broken_rate")):
+            ax.plot(p, [s["saliency"][key] for s in rows], "-o", color=colors.get(box), label=f"saliency, box {box}")
+            ax.plot(p, [s["random"][key] for s in rows], "--x", color=colors.get(box), label=f"random, box {box}")
+    corrected_ax.set_title(f"{name}: misclassified images corrected", fontsize=9)
+    broken_ax.set_title(f"{name}: correct images broken (control b)", fontsize=9)
+    for ax in (corrected_ax, broken_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("top percent of saliency used as anchors", fontsize=8)
+        ax.set_ylabel("fraction", fontsize=8)
+        ax.grid(alpha=0.3)
+    corrected_ax.legend(fontsize=6)
+    return png(figure)
+
+
+def examples_figure(name: str, examples: list[dict]) -> bytes:
+    """One row per image: original, saliency overlay, erased; labels before and after erasure."""
+    rows = max(len(examples), 1)
+    figure = Figure(figsize=(6, 2 * rows))
+    axes = np.asarray(figure.subplots(rows, 3, squeeze=False))
+    for row, example in zip(axes, examples, strict=False):
+        row[0].imshow(example["image"])
+        row[0].set_title(f"true {example['true']}", fontsize=7)
+        row[1].imshow(example["image"])
+        row[1].imshow(example["saliency"], cmap="inferno", alpha=0.6)
+        row[1].set_title(f"saliency of {example['before']}", fontsize=7)
+        row[2].imshow(example["erased"])
+        row[2].set_title(f"erased: {example['before']} -> {example['after']}", fontsize=7)
+    for ax in axes.reshape(-1):
+        ax.set_axis_off()
+    if not examples:
+        axes[0, 1].set_title(f"{name}: no misclassified images", fontsize=8)
+    return png(figure)

@@ -1,0 +1,148 @@
+"""Misclassification patterns of several models on one split, and the cause attributed to each class pair.
+
+`analyze_predictions` is the library entry point: predictions in, an `Analysis` out, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+from miscause.jobs import attribution
+from miscause.jobs.confusion import class_errors, conditional_confusion, confusion_matrix, row_normalized
+from miscause.jobs.networks import consensus_network, misclassification_network
+from miscause.jobs.predictions_file import Predictions, align
+from miscause.jobs.significance import CORRECTIONS
+from miscause.jobs.similarity import jaccard_matrix, spearman_matrix
+
+from miscause.errors import MiscauseError
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Significance and attribution thresholds (the CLI's defaults)."""
+
+    alpha: float = 0.05
+    correction: str = "holm"
+    min_count: int = 5
+    tolerance: int = 1
+
+    def check(self) -> None:
+        """A `MiscauseError` for an option out of range."""
+        if not 0 < self.alpha < 1:
+            raise MiscauseError(f"--alpha must lie in (0, 1), got {self.alpha}")
+        if self.correction not in CORRECTIONS:
+            raise MiscauseError(f"--correction must be one of {', '.join(CORRECTIONS)}")
+        if self.min_count < 1:
+            raise MiscauseError(f"--min-count must be at least 1, got {self.min_count}")
+        if self.tolerance < 0:
+            raise MiscauseError(f"--tolerance must be at least 0, got {self.tolerance}")
+
+
+@dataclass
+class ModelPattern:
+    """One model's error pattern: matrices [K,K] and its misclassification network."""
+
+    name: str
+    counts: np.ndarray
+    rates: np.ndarray
+    conditional: np.ndarray
+    p_values: np.ndarray
+    p_adjusted: np.ndarray
+    significant: np.ndarray
+    network: nx.DiGraph
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def errors(self) -> int:
+        return int(class_errors(self.counts).sum())
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.counts) / self.n)
+
+
+@dataclass
+class Analysis:
+    """Everything the pattern analysis found; `pairs` holds one record per ordered class pair."""
+
+    classes: tuple[str, ...]
+    options: AnalysisOptions
+    models: dict[str, ModelPattern]
+    consensus: nx.DiGraph
+    spearman: np.ndarray
+    jaccard: np.ndarray
+    quorum: int
+    pairs: list[dict] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def model_pattern(predictions: Predictions, options: AnalysisOptions) -> ModelPattern:
+    """Confusion, conditional confusion, edge tests and network of one model."""
+    k = len(predictions.classes)
+    counts = confusion_matrix(predictions.labels, predictions.predicted, k)
+    conditional = conditional_confusion(counts)
+    p, adjusted, significant = attribution.significant_edges(counts, options.alpha, options.correction,
+                                                             options.min_count)
+    network = misclassification_network(predictions.classes, counts, conditional, significant, p, adjusted)
+    return ModelPattern(predictions.name, counts, row_normalized(counts), conditional, p, adjusted, significant,
+                        network)
+
+
+def pair_records(classes: tuple[str, ...], models: dict[str, ModelPattern], tolerance: int) -> list[dict]:
+    """One record per ordered pair (true != pred), in class order: cause, models where significant, statistics."""
+    patterns = list(models.values())
+    cause, _ = attribution.attribute([m.significant for m in patterns], tolerance)
+    records = []
+    for i, true in enumerate(classes):
+        for j, pred in enumerate(classes):
+            if i == j:
+                continue
+            records.append({
+                "true": true,
+                "pred": pred,
+                "cause": str(cause[i, j]),
+                "models": [m.name for m in patterns if m.significant[i, j]],
+                "pattern_cause": str(cause[i, j]),
+                "per_model": {m.name: {"count": int(m.counts[i, j]),
+                                       "conditional": float(m.conditional[i, j]),
+                                       "p_value": float(m.p_values[i, j]),
+                                       "p_adjusted": float(m.p_adjusted[i, j]),
+                                       "significant": bool(m.significant[i, j])} for m in patterns},
+            })
+    return records
+
+
+def analyze_predictions(predictions: dict[str, Predictions] | list[Predictions],
+                        options: AnalysisOptions | None = None) -> Analysis:
+    """The pattern analysis of models evaluated on the same split (checked: same classes, samples, labels)."""
+    options = options or AnalysisOptions()
+    options.check()
+    aligned = align(list(predictions.values()) if isinstance(predictions, dict) else list(predictions))
+    classes = next(iter(aligned.values())).classes
+    models = {name: model_pattern(p, options) for name, p in aligned.items()}
+    patterns = list(models.values())
+    return Analysis(
+        classes=classes,
+        options=options,
+        models=models,
+        consensus=consensus_network(classes, {name: m.network for name, m in models.items()}),
+        spearman=spearman_matrix([m.conditional for m in patterns]),
+        jaccard=jaccard_matrix([m.significant for m in patterns]),
+        quorum=attribution.quorum(len(models), options.tolerance),
+        pairs=pair_records(classes, models, options.tolerance),
+        sources={name: p.source for name, p in aligned.items()},
+    )
+
+
+def apply_erasure_check(analysis: Analysis, verified: dict[str, list[tuple[str, str]]]) -> None:
+    """Record which pairs the erasure study verified in which models, and settle each pair's cause on it."""
+    for record in analysis.pairs:
+        key = (record["true"], record["pred"])
+        models = [name for name, pairs in verified.items() if key in pairs]
+        record["erasure_verified_models"] = models
+        record["cause"] = attribution.verified_cause(record["pattern_cause"], record["models"], models)

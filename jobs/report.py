@@ -1,0 +1,305 @@
+"""The analysis output directory: metrics.json, report.md, report.html, figures/ and networks/, all or nothing.
+
+Layouts are documented in docs/analysis.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+from miscause.jobs import attribution, figures
+from miscause.jobs.misclassification import Analysis
+from miscause.jobs.networks import network_json
+from miscause.jobs.report_document import Block, to_html, to_markdown
+
+from miscause.atomic import atomic_directory
+
+METRICS_VERSION = 1
+PACKAGES = ("miscause", "numpy", "scipy", "networkx", "matplotlib", "torch", "torchvision", "onnxruntime")
+
+
+@dataclass
+class StudyResults:
+    """The erasure study's outputs per model: test-split summary, policy document, example images."""
+
+    summaries: dict[str, dict]
+    policies: dict[str, dict] = field(default_factory=dict)
+    examples: dict[str, list[dict]] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and the packages the analysis uses."""
+    found = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def plain(value: object) -> object:
+    """JSON-ready copy: numpy values to Python, tuples to lists, NaN and Inf to null."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return plain(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def file_stem(name: str) -> str:
+    """A model name made safe as a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def metrics(analysis: Analysis, context: dict, study: StudyResults | None) -> dict:
+    """Every number of the run (the metrics.json layout)."""
+    names = list(analysis.models)
+    options = analysis.options
+    return plain({
+        "format_version": METRICS_VERSION,
+        "created": context.get("created"),
+        "command": context.get("command"),
+        "data": context.get("data", {}),
+        "versions": context.get("versions", {}),
+        "settings": {"alpha": options.alpha, "correction": options.correction, "min_count": options.min_count,
+                     "tolerance": options.tolerance, "quorum": analysis.quorum,
+                     "erasure": study.settings if study else None},
+        "classes": list(analysis.classes),
+        "models": {name: {"accuracy": m.accuracy, "errors": m.errors, "n": m.n,
+                          "source": analysis.sources.get(name, ""),
+                          "significant_edges": int(m.significant.sum()), "confusion": m.counts,
+                          "conditional": m.conditional} for name, m in analysis.models.items()},
+        "similarity": {"models": names, "spearman": analysis.spearman, "jaccard": analysis.jaccard},
+        "consensus": network_json(analysis.consensus),
+        "pairs": analysis.pairs,
+        "erasure": study.summaries if study else None,
+        "policies": study.policies if study else None,
+        "warnings": context.get("warnings", []),
+    })
+
+
+def figure_set(analysis: Analysis, study: StudyResults | None) -> dict[str, bytes]:
+    """Every figure of the report, by file name."""
+    out = {}
+    for name, m in analysis.models.items():
+        stem = file_stem(name)
+        out[f"confusion-{stem}.png"] = figures.confusion_figure(name, analysis.classes, m.rates, m.conditional)
+        out[f"network-{stem}.png"] = figures.network_figure(
+            m.network, f"{name}: misclassification network", "weight", "weight", ".2f")
+    out["network-consensus.png"] = figures.network_figure(
+        analysis.consensus, f"consensus of {len(analysis.models)} models (edge label: models)", "n_models",
+        "n_models", "d")
+    out["similarity.png"] = figures.similarity_figure(list(analysis.models), analysis.spearman, analysis.jaccard)
+    if study:
+        for name, summary in study.summaries.items():
+            out[f"erasure-{file_stem(name)}.png"] = figures.erasure_figure(name, summary["settings"])
+            out[f"examples-{file_stem(name)}.png"] = figures.examples_figure(name, study.examples.get(name, []))
+    return out
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def rule_text(analysis: Analysis) -> list[str]:
+    """The significance and attribution rule as applied, in words."""
+    o, m = analysis.options, len(analysis.models)
+    correction = {"holm": "Holm (family-wise error)", "bh": "Benjamini-Hochberg (false discovery rate)",
+                  "none": "no"}[o.correction]
+    return [
+        "Baseline without structure: a misclassified image of class i lands on each of the other K-1 classes "
+        "with equal probability, so count(i -> j) ~ Binomial(errors of i, 1/(K-1)).",
+        f"An edge i -> j is significant for a model when its one-sided binomial p-value, with {correction} "
+        f"correction over the model's K(K-1) ordered pairs, is at most {o.alpha}, and it holds at least "
+        f"{o.min_count} errors. A model's misclassification network keeps exactly these edges.",
+        f"With {m} model(s) and tolerance {o.tolerance}, the quorum is max(M - tolerance, floor(M/2) + 1) = "
+        f"{analysis.quorum}: an edge significant in at least {analysis.quorum} model(s) is "
+        f"`{attribution.MORPHOLOGICAL}`, in fewer (but at least one) `{attribution.NON_ESSENTIAL}` "
+        f"for those models, in none `{attribution.NOT_SIGNIFICANT}`."
+        + (" With one model nothing shows an edge is particular to it, so every edge counts as shared."
+           if m == 1 else ""),
+        "When the erasure study ran, a pair is reported as non-essential interference only where erasing at the "
+        "most salient pixels corrects its errors significantly more often than erasing at as many random "
+        "pixels (exact one-sided McNemar test on the same images, corrected over the model's significant "
+        f"edges with the same correction, level {o.alpha}); an unverified pair is reported as "
+        f"`{attribution.NOT_SIGNIFICANT}` with its pattern cause kept in metrics.json.",
+    ]
+
+
+def _pair_rows(analysis: Analysis) -> list[list]:
+    rows = []
+    for record in analysis.pairs:
+        if not record["models"]:
+            continue
+        shares = ", ".join(f"{name} {_percent(s['conditional'])} ({s['count']})"
+                           for name, s in record["per_model"].items() if s["significant"])
+        rows.append([record["true"], record["pred"], f"`{record['cause']}`", len(record["models"]), shares,
+                     ", ".join(record.get("erasure_verified_models", [])) or "-"])
+    return sorted(rows, key=lambda row: (-row[3], row[0], row[1]))
+
+
+def _outcome_row(label: str, o: dict) -> list:
+    return [label, o["corrected"], o["third_class"], o["unchanged"], _percent(o["corrected_rate"]),
+            f"{o['broken']} / {o['correct']}", _percent(o["broken_rate"])]
+
+
+def _study_blocks(study: StudyResults) -> list[Block]:
+    s = study.settings
+    blocks: list[Block] = [
+        ("h2", "Erasure study"),
+        ("p", f"Split `{s['split']}`. Saliency `{s['saliency_method']}` of the predicted class; boxes of "
+              f"b x b pixels anchored at the top p% pixels, filled with `{s['fill']}` (normalised units). "
+              f"Default p = {s['top_percent']}, b = {s['box']}; sweep p in {s['sweep_top_percent']}, "
+              f"b in {s['sweep_box']}. Control (a): as many anchors drawn uniformly at random (seed "
+              f"{s['seed']}); control (b): the same erasure on correctly classified images."),
+    ]
+    headers = ["anchors", "corrected", "third class", "unchanged", "corrected rate", "broken / correct",
+               "broken rate"]
+    for name, summary in study.summaries.items():
+        default = next(x for x in summary["settings"] if (x["top_percent"], x["box"]) ==
+                       (summary["default"]["top_percent"], summary["default"]["box"]))
+        test = default["test"]
+        blocks += [
+            ("h3", f"{name}"),
+            ("p", f"{summary['errors']} misclassified of {summary['n']} images; default setting. Saliency-only "
+                  f"corrections {test['saliency_only']}, random-only {test['random_only']}, one-sided McNemar "
+                  f"p = {test['p_value']:.3g}."),
+            ("table", headers, [_outcome_row("saliency", default["saliency"]),
+                                _outcome_row("random", default["random"])]),
+            ("table", ["p", "b", "saliency corrected", "random corrected", "saliency broken", "random broken",
+                       "McNemar p"],
+             [[x["top_percent"], x["box"], _percent(x["saliency"]["corrected_rate"]),
+               _percent(x["random"]["corrected_rate"]), _percent(x["saliency"]["broken_rate"]),
+               _percent(x["random"]["broken_rate"]), f"{x['test']['p_value']:.3g}"] for x in summary["settings"]]),
+            ("figure", f"erasure-{file_stem(name)}.png", f"{name}: erasure sweep, saliency against random anchors"),
+        ]
+        candidates = [r for r in summary["pairs"] if r["candidate"]]
+        if candidates:
+            blocks.append(("table", ["true", "pred", "errors", "saliency corrected", "random corrected",
+                                     "adjusted p", "verified"],
+                           [[r["true"], r["pred"], r["errors"], r["saliency"]["corrected"],
+                             r["random"]["corrected"], f"{r['p_adjusted']:.3g}", "yes" if r["verified"] else "no"]
+                            for r in candidates]))
+        blocks.append(("figure", f"examples-{file_stem(name)}.png",
+                       f"{name}: misclassified test images, saliency of the predicted class, erased image"))
+    return blocks
+
+
+def _policy_blocks(study: StudyResults, context: dict) -> list[Block]:
+    blocks: list[Block] = [
+        ("h2", "Correction policy"),
+        ("p", "Fitted on the validation split only and evaluated once on the test split. For an image predicted "
+              "as class c with maximum softmax probability q, the service answers with the erased image's class "
+              "when the policy has a rule for c and q <= its max_confidence."),
+    ]
+    for name, policy in study.policies.items():
+        test = policy["test"]
+        rules = ", ".join(f"{r['pred']} <= {r['max_confidence']:.3f}" for r in policy["rules"]) or "none"
+        blocks += [
+            ("h3", name),
+            ("list", [f"setting: p = {policy['top_percent']}, b = {policy['box']}; rules: {rules}",
+                      f"validation: net gain {policy['fitted_on']['net_gain']} of {policy['fitted_on']['n']} images",
+                      f"test: accuracy {_percent(test['accuracy_before'])} -> {_percent(test['accuracy_after'])}; "
+                      f"{test['corrected']} corrected, {test['broken']} broken; net change "
+                      f"{100 * test['net_change']:+.2f} points, 95% CI [{100 * test['ci95'][0]:+.2f}, "
+                      f"{100 * test['ci95'][1]:+.2f}]",
+                      f"written to `{context.get('policy_paths', {}).get(name, 'not written')}`"]),
+        ]
+    return blocks
+
+
+def document(analysis: Analysis, context: dict, study: StudyResults | None) -> list[Block]:
+    """The report's blocks, in order."""
+    names = list(analysis.models)
+    counts = {c: sum(r["cause"] == c for r in analysis.pairs) for c in attribution.CAUSES}
+    blocks: list[Block] = [
+        ("h1", "Misclassification analysis"),
+        ("p", f"Created {context.get('created', '')}. Command:"),
+        ("code", context.get("command", "")),
+        ("h2", "Data and models"),
+        ("p", context.get("data", {}).get("description", "")),
+        ("table", ["model", "source", "samples", "accuracy", "errors", "significant edges"],
+         [[n, f"`{analysis.sources.get(n, '')}`", m.n, _percent(m.accuracy), m.errors, int(m.significant.sum())]
+          for n, m in analysis.models.items()]),
+        ("p", "Classes: " + ", ".join(analysis.classes) + "."),
+        ("h2", "Rule"),
+        ("list", rule_text(analysis)),
+        ("h2", "Causes by class pair"),
+        ("p", f"{counts[attribution.MORPHOLOGICAL]} pairs attributed to morphological similarity, "
+              f"{counts[attribution.NON_ESSENTIAL]} to non-essential information interference, "
+              f"{counts[attribution.NOT_SIGNIFICANT]} not significant (of {len(analysis.pairs)} ordered pairs). "
+              "Listed: pairs significant in at least one model, with each model's conditional probability "
+              "(and count)."),
+        ("table", ["true", "predicted", "cause", "models", "conditional probability (count)", "erasure verified in"],
+         _pair_rows(analysis)),
+        ("h2", "Confusion matrices"),
+    ]
+    blocks += [("figure", f"confusion-{file_stem(n)}.png",
+                f"{n}: row-normalised confusion and conditional confusion") for n in names]
+    blocks.append(("h2", "Misclassification networks"))
+    blocks += [("figure", f"network-{file_stem(n)}.png", f"{n}: significant edges, labelled with P(j | i, error)")
+               for n in names]
+    blocks += [
+        ("figure", "network-consensus.png", "consensus network: each edge labelled with how many models have it"),
+        ("h2", "Similarity between models"),
+        ("p", "Spearman rank correlation of the models' off-diagonal conditional confusions:"),
+        ("table", ["model"] + names, [[a] + [_fmt(analysis.spearman[i, j]) for j in range(len(names))]
+                                      for i, a in enumerate(names)]),
+        ("figure", "similarity.png", "Spearman correlation of off-diagonal conditional confusions (left; blank "
+                                     "where undefined) and Jaccard index of significant edges (right)"),
+    ]
+    if study:
+        blocks += _study_blocks(study)
+        if study.policies:
+            blocks += _policy_blocks(study, context)
+    if context.get("warnings"):
+        blocks += [("h2", "Warnings"), ("list", context["warnings"])]
+    blocks += [("h2", "Versions"), ("table", ["component", "version"], sorted(context.get("versions", {}).items()))]
+    return blocks
+
+
+def _fmt(value: float) -> str:
+    return "-" if not np.isfinite(value) else f"{value:.2f}"
+
+
+def write_network(graph: nx.DiGraph, folder: Path, stem: str) -> None:
+    """GraphML and JSON of one network."""
+    nx.write_graphml(graph, folder / f"{stem}.graphml")
+    (folder / f"{stem}.json").write_text(json.dumps(plain(network_json(graph)), indent=1, allow_nan=False))
+
+
+def write_report(out: str | os.PathLike, analysis: Analysis, context: dict,
+                 study: StudyResults | None = None) -> Path:
+    """Render everything first, then write the directory atomically: complete or untouched."""
+    figure_bytes = figure_set(analysis, study)
+    blocks = document(analysis, context, study)
+    numbers = json.dumps(metrics(analysis, context, study), indent=1, allow_nan=False)
+    with atomic_directory(out) as tmp:
+        (tmp / "figures").mkdir()
+        for name, data in figure_bytes.items():
+            (tmp / "figures" / name).write_bytes(data)
+        (tmp / "networks").mkdir()
+        for name, m in analysis.models.items():
+            write_network(m.network, tmp / "networks", f"model-{file_stem(name)}")
+        write_network(analysis.consensus, tmp / "networks", "consensus")
+        (tmp / "metrics.json").write_text(numbers + "\n")
+        (tmp / "report.md").write_text(to_markdown(blocks))
+        (tmp / "report.html").write_text(to_html(blocks, figure_bytes, "Misclassification analysis"))
+    return Path(out)

@@ -1,0 +1,124 @@
+"""The analysis run from a model repository and a dataset: inference, pattern analysis, erasure study, policy.
+
+`analyze_repository` returns everything in memory; writing the report and the policies is the caller's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from miscause.jobs import policy
+from miscause.jobs.data import Split, load_split
+from miscause.jobs.erasure_study import (
+    ErasureOptions,
+    examples,
+    infer,
+    run_split,
+    summarize,
+    verified_pairs,
+)
+from miscause.jobs.misclassification import Analysis, AnalysisOptions, analyze_predictions, apply_erasure_check
+from miscause.jobs.predictions_file import make_predictions
+from miscause.jobs.report import StudyResults
+from miscause.jobs.repository_model import RepositoryModel, load_model
+
+from miscause.errors import MiscauseError
+
+VALIDATION_GAP_WARNING = 0.02
+
+
+@dataclass(frozen=True)
+class RepositoryRequest:
+    """What to analyse: models of a repository on a dataset, and how far to go."""
+
+    repository: str
+    models: tuple[str, ...]
+    data: str | None = None
+    erasure: ErasureOptions | None = None
+    max_images: int | None = None
+    examples: int = 8
+    policy_min_gain: int = 3
+    seed: int = 0
+
+
+@dataclass
+class RepositoryResult:
+    """The pattern analysis, the study (None without erasure), policy documents, data description, warnings."""
+
+    analysis: Analysis
+    study: StudyResults | None
+    policies: dict[str, dict] = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def subset(split: Split, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, labels, positions): the whole split, or `limit` images drawn without replacement (sorted)."""
+    positions = np.arange(len(split))
+    if limit is not None and limit < len(split):
+        positions = np.sort(np.random.default_rng(seed).choice(len(split), limit, replace=False))
+    return split.images[positions], split.labels[positions], positions
+
+
+def check_classes(models: list[RepositoryModel], split: Split) -> None:
+    """Every model must name the dataset's classes in the dataset's order."""
+    for model in models:
+        if model.classes != split.classes:
+            raise MiscauseError(f"model {model.name} has classes {list(model.classes)}, the dataset "
+                                f"{list(split.classes)}")
+
+
+def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, device: torch.device,
+                       created: str, versions: dict) -> RepositoryResult:
+    """Run the models on the test split; with erasure options also the study on test and the policy fit on
+    val. `created` and `versions` are stamped into the policy documents."""
+    options.check()
+    if request.erasure:
+        request.erasure.check()
+    models = [load_model(request.repository, name).to(device) for name in request.models]
+    test = load_split(request.data, "test")
+    check_classes(models, test)
+    images, labels, positions = subset(test, request.max_images, request.seed)
+    data = {"path": os.path.abspath(request.data or os.environ["MISCAUSE_DATA"]), "split": "test",
+            "n": len(labels), "split_size": len(test), "repository": os.path.abspath(request.repository),
+            "models": list(request.models)}
+    data["description"] = (f"Models {', '.join(request.models)} from the repository `{data['repository']}`, run "
+                           f"on {len(labels)} of the {len(test)} images of the test split of `{data['path']}`.")
+    if request.erasure is None:
+        predictions = [make_predictions(m.name, infer(m, images, 256, device, f"{m.name} test"), labels,
+                                        positions, m.classes, f"{m.name} on test") for m in models]
+        return RepositoryResult(analyze_predictions(predictions, options), None, data=data)
+
+    erasure = request.erasure
+    val = load_split(request.data, "val")
+    val_images, val_labels, val_positions = subset(val, request.max_images, request.seed)
+    data["validation_n"] = len(val_labels)
+    data["description"] += f" The correction policy is fitted on {len(val_labels)} validation-split images."
+    test_runs = {m.name: run_split(m, images, labels, positions, "test", erasure, device) for m in models}
+    analysis = analyze_predictions([run.predictions() for run in test_runs.values()], options)
+    summaries = {name: summarize(run, erasure.default, analysis.models[name].significant, options.alpha,
+                                 options.correction) for name, run in test_runs.items()}
+    apply_erasure_check(analysis, {name: verified_pairs(s) for name, s in summaries.items()})
+    fill = list(erasure.fill) if erasure.fill is not None else [0.0, 0.0, 0.0]
+    policies, pictures, warnings = {}, {}, []
+    for model in models:
+        val_run = run_split(model, val_images, val_labels, val_positions, "val", erasure, device)
+        val_accuracy = float((val_run.predicted == val_labels).mean())
+        if val_accuracy - analysis.models[model.name].accuracy > VALIDATION_GAP_WARNING:
+            warnings.append(f"{model.name}: validation accuracy {val_accuracy:.3f} exceeds test accuracy "
+                            f"{analysis.models[model.name].accuracy:.3f}; the model may have been trained on the "
+                            "validation images (e.g. --split trainval), which makes its policy fit optimistic. "
+                            "The test evaluation is unaffected.")
+        fit = policy.fit_policy(val_run, erasure.default, request.policy_min_gain)
+        test_result = policy.evaluate_policy(fit, test_runs[model.name], seed=request.seed)
+        policies[model.name] = policy.policy_document(
+            model.name, fit, test_result, model.classes, erasure.saliency_method, fill,
+            {"split": "val", "data": data["path"], "min_gain": request.policy_min_gain,
+             "accuracy": val_accuracy}, created, versions)
+        pictures[model.name] = examples(model, images, test_runs[model.name], erasure, request.examples, device)
+    settings = {**asdict(erasure), "split": "test", "fill": fill}
+    study = StudyResults(summaries, policies, pictures, settings)
+    return RepositoryResult(analysis, study, policies, data, warnings)

@@ -1,0 +1,73 @@
+"""The tests the analysis uses: edges against a no-structure baseline, paired erasure outcomes, corrections."""
+
+from __future__ import annotations
+
+import numpy as np
+from miscause.jobs.confusion import class_errors
+from scipy import stats
+
+CORRECTIONS = ("holm", "bh", "none")
+
+
+def edge_p_values(counts: np.ndarray) -> np.ndarray:
+    """One-sided binomial p-values [K,K] for "errors of class i go to j more often than chance".
+
+    Baseline (no structure): a misclassified sample of class i is equally likely to land in any of the
+    K-1 other classes, so count(i -> j) ~ Binomial(errors_i, 1/(K-1)); p = P(X >= count). The diagonal and
+    rows without errors get p = 1.
+    """
+    k = counts.shape[0]
+    n = np.repeat(class_errors(counts)[:, None], k, axis=1)
+    p = stats.binom.sf(counts - 1, n, 1.0 / (k - 1))
+    p[counts == 0] = 1.0
+    np.fill_diagonal(p, 1.0)
+    return np.clip(p, 0.0, 1.0)
+
+
+def adjust(p_values: np.ndarray, method: str) -> np.ndarray:
+    """Multiple-comparison adjusted p-values: Holm (family-wise error) or Benjamini-Hochberg (false discovery)."""
+    if method not in CORRECTIONS:
+        raise ValueError(f"unknown correction {method!r}: choose one of {', '.join(CORRECTIONS)}")
+    p = np.asarray(p_values, dtype=float)
+    if method == "none" or p.size == 0:
+        return p.copy()
+    flat = p.reshape(-1)
+    m = flat.size
+    order = np.argsort(flat, kind="stable")
+    ranked = flat[order]
+    if method == "holm":
+        stepped = np.maximum.accumulate(ranked * (m - np.arange(m)))
+    else:
+        stepped = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(stepped, 1.0)
+    return out.reshape(p.shape)
+
+
+def mcnemar_greater(only_first: int, only_second: int) -> float:
+    """Exact one-sided McNemar test on paired outcomes: P(first succeeds more often than second by chance).
+
+    `only_first`/`only_second` count the discordant pairs; under the null each is equally likely, so
+    p = P(Binomial(only_first + only_second, 1/2) >= only_first). No discordant pairs: p = 1.
+    """
+    total = only_first + only_second
+    if total == 0:
+        return 1.0
+    return float(stats.binom.sf(only_first - 1, total, 0.5))
+
+
+def bootstrap_mean_interval(gains: int, losses: int, n: int, level: float = 0.95, resamples: int = 10000,
+                            seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for the mean of n paired differences valued +1 (gains), -1, 0.
+
+    Resampling n values with replacement only changes how many are +1 and -1, so each resample is one
+    multinomial draw: exact and fast.
+    """
+    if n == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, [gains / n, losses / n, (n - gains - losses) / n], size=resamples)
+    means = (draws[:, 0] - draws[:, 1]) / n
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)

@@ -1,0 +1,179 @@
+"""The erasure study and the correction policy: end to end on a tiny model repository, and on planted outcomes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from miscause.jobs.attribution import CAUSES
+from miscause.jobs.erasure_study import SplitRun, summarize, verified_pairs
+from miscause.jobs.policy import apply_rules, evaluate_policy, fit_policy
+from PIL import Image
+from torch import nn
+
+from miscause.cli import main
+
+CLASSES = ("cat", "dog", "ship")
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+class Tiny(nn.Module):
+    """A small random CNN: enough structure for gradients and erasure to change its answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8 * 16 * 16, len(CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def write_model(repository: Path, name: str, seed: int, tta: str) -> nn.Module:
+    """A model folder as `miscause export` lays it out (config.json, 1/model.pt2)."""
+    torch.manual_seed(seed)
+    model = Tiny().eval()
+    folder = repository / name
+    (folder / "1").mkdir(parents=True)
+    program = torch.export.export(model, (torch.randn(2, 3, 32, 32),),
+                                  dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    torch.export.save(program, str(folder / "1" / "model.pt2"))
+    config = {"name": name, "architecture": "tiny", "classes": list(CLASSES), "tta": tta,
+              "input": {"shape": [3, 32, 32], "dtype": "float32", "layout": "NCHW"},
+              "normalization": {"mean": list(MEAN), "std": list(STD)}, "versions": {"torch": torch.__version__}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def write_images(root: Path, per_class: dict[str, int], seed: int) -> None:
+    """An ImageFolder tree of 32x32 PNGs: each class a different colour cast plus noise."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for c, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 3))
+                pixels[..., c] = np.clip(pixels[..., c] + 80, 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i:03d}.png")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("erasure")
+    write_images(root / "data", {"train": 20, "test": 10}, seed=0)
+    models = {"tiny_a": write_model(root / "repo", "tiny_a", 0, "none"),
+              "tiny_b": write_model(root / "repo", "tiny_b", 1, "flip")}
+    return {"root": root, "data": root / "data", "repo": root / "repo", "models": models}
+
+
+def eager_accuracy(model: nn.Module, data: Path, tta: bool) -> float:
+    """Accuracy computed here, independently of the analysis, from the PNGs."""
+    images, labels = [], []
+    for c, name in enumerate(CLASSES):
+        for path in sorted((data / "test" / name).glob("*.png")):
+            images.append(np.asarray(Image.open(path).convert("RGB")))
+            labels.append(c)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = model(x) + (model(x.flip(-1)) if tta else 0)
+    return float((logits.argmax(1).numpy() == np.array(labels)).mean())
+
+
+def test_erasure_study_end_to_end(workspace: dict) -> None:
+    out = workspace["root"] / "report"
+    status = main(["analyze", "--repository", str(workspace["repo"]), "--data", str(workspace["data"]),
+                   "--erasure", "--out", str(out), "--batch-size", "16", "--examples", "4",
+                   "--policy-min-gain", "1", "--min-count", "2", "--device", "cpu"])
+    assert status == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"tiny_a", "tiny_b"}
+    for name, tta in (("tiny_a", False), ("tiny_b", True)):
+        model = metrics["models"][name]
+        assert model["n"] == 30
+        assert model["accuracy"] == pytest.approx(eager_accuracy(workspace["models"][name], workspace["data"], tta))
+        assert model["errors"] == round(30 * (1 - model["accuracy"]))
+        study = metrics["erasure"][name]
+        assert len(study["settings"]) == 15
+        for setting in study["settings"]:
+            for anchors in ("saliency", "random"):
+                o = setting[anchors]
+                assert o["corrected"] + o["third_class"] + o["unchanged"] == o["errors"] == model["errors"]
+                assert 0 <= o["broken"] <= o["correct"] == 30 - model["errors"]
+        assert sum(p["errors"] for p in study["pairs"]) == model["errors"]
+        policy = json.loads((workspace["repo"] / name / "policy.json").read_text())
+        assert policy["version"] == 1 and policy["model"] == name
+        assert policy["saliency_method"] == "gradient" and policy["fill"] == [0.0, 0.0, 0.0]
+        assert (policy["top_percent"], policy["box"]) in {(float(p), b) for p in (1, 2, 5, 10, 20) for b in (1, 3, 5)}
+        assert all(r["pred"] in CLASSES and 0 < r["max_confidence"] <= 1 for r in policy["rules"])
+        test = policy["test"]
+        assert test["n"] == 30 and test["accuracy_before"] == pytest.approx(model["accuracy"])
+        assert test["net_change"] == pytest.approx((test["corrected"] - test["broken"]) / 30)
+        assert test["ci95"][0] <= test["net_change"] <= test["ci95"][1]
+        assert policy["fitted_on"]["split"] == "val" and policy["fitted_on"]["n"] == 6
+    assert {p["cause"] for p in metrics["pairs"]} <= set(CAUSES)
+    assert len(metrics["pairs"]) == 6
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"erasure-tiny_a.png", "examples-tiny_b.png", "network-consensus.png", "similarity.png"} <= figures
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(figures) and 'src="figures/' not in html
+    markdown = (out / "report.md").read_text()
+    assert "## Erasure study" in markdown and "## Correction policy" in markdown and "--erasure" in markdown
+
+
+def test_repository_without_erasure_and_no_policy(workspace: dict) -> None:
+    out = workspace["root"] / "plain"
+    status = main(["analyze", "--repository", str(workspace["repo"]), "--models", "tiny_a", "--data",
+                   str(workspace["data"]), "--out", str(out), "--device", "cpu"])
+    assert status == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["models"]) == ["tiny_a"] and metrics["erasure"] is None
+
+
+def planted_run(settings: list[tuple[float, int]]) -> SplitRun:
+    """Three classes; pair 0->1: 30 errors saliency erasure fixes and random erasure does not; pair 2->1:
+    30 errors both fix alike; 40 correct images of class 1, which erasure breaks when confidence is high."""
+    labels = np.array([0] * 30 + [2] * 30 + [1] * 40)
+    predicted = np.array([1] * 60 + [1] * 40)
+    logits = np.zeros((100, 3), np.float32)
+    logits[np.arange(100), predicted] = np.r_[np.full(60, 0.5), np.full(40, 3.0)]
+    saliency = np.r_[np.zeros(30), np.r_[np.full(15, 2), np.full(15, 1)], np.zeros(40)].astype(int)
+    random = np.r_[np.ones(30), np.r_[np.full(15, 2), np.full(15, 1)], np.ones(40)].astype(int)
+    return SplitRun("m", "test", CLASSES, np.arange(100), labels, logits, settings,
+                    np.stack([saliency] * len(settings)), np.stack([random] * len(settings)),
+                    np.flatnonzero(labels != predicted), np.zeros((60, 4, 4), np.float32))
+
+
+def test_pair_verification_against_random_control() -> None:
+    run = planted_run([(5.0, 3)])
+    candidates = np.zeros((3, 3), bool)
+    candidates[0, 1] = candidates[2, 1] = True
+    summary = summarize(run, (5.0, 3), candidates, 0.05, "holm")
+    assert verified_pairs(summary) == [("cat", "dog")]
+    pairs = {(p["true"], p["pred"]): p for p in summary["pairs"]}
+    assert pairs["cat", "dog"]["test"] == {"saliency_only": 30, "random_only": 0, "p_value": pytest.approx(0.5 ** 30)}
+    assert pairs["ship", "dog"]["saliency"]["corrected"] == 15 == pairs["ship", "dog"]["random"]["corrected"]
+    assert pairs["ship", "dog"]["verified"] is False
+    default = summary["settings"][0]
+    assert default["saliency"]["broken"] == 40 and default["random"]["broken"] == 0
+
+
+def test_policy_fit_threshold_and_semantics() -> None:
+    run = planted_run([(1.0, 1), (5.0, 3)])
+    fit = fit_policy(run, (5.0, 3), min_gain=1)
+    assert fit["setting"] == (5.0, 3)
+    threshold, gain = fit["rules"][1]
+    confidence = run.confidence
+    assert threshold == pytest.approx(confidence[0]) and gain == 45
+    assert threshold < confidence[60]
+    corrected = apply_rules({1: threshold}, confidence, run.predicted, run.saliency_predicted[1])
+    assert (corrected[:60] == run.saliency_predicted[1][:60]).all() and (corrected[60:] == 1).all()
+    result = evaluate_policy(fit, run)
+    assert result["corrected"] == 45 and result["broken"] == 0 and result["net_change"] == pytest.approx(0.45)
+    assert result["ci95"][0] > 0.3
+    none = fit_policy(run, (5.0, 3), min_gain=100)
+    assert none["rules"] == {} and none["setting"] == (5.0, 3)
