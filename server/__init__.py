@@ -1,1 +1,1 @@
-"""miscause.server."""
+"""miscause.server: the gRPC inference service (Open Inference Protocol) over a model repository."""

@@ -1,0 +1,138 @@
+"""The server's lifecycle: load and warm up every model, then listen (gRPC, health, reflection, metrics);
+on stop, drain: refuse new calls, finish accepted ones, then release the models.
+
+`BackgroundServer` runs one on its own event loop in a thread, for embedding it in another program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from miscause.proto import grpc_service_pb2 as pb
+from miscause.proto import grpc_service_pb2_grpc as pb_grpc
+from miscause.server.engine import Engine
+from miscause.server.metrics import Metrics
+from miscause.server.service import InferenceService, TokenAuth
+from miscause.server.settings import Settings
+
+from miscause.errors import MiscauseError
+
+log = logging.getLogger("miscause.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+class Server:
+    """One server: `await start()`, later `await drain()`; ports are known after start."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.engine = Engine(settings, self.metrics)
+        self.grpc: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.service = InferenceService(self.engine, self.metrics)
+        self.httpd = None
+        self.grpc_port = 0
+        self.metrics_port: int | None = None
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        cert, key = self.settings.tls_cert, self.settings.tls_key
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            raise MiscauseError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+        try:
+            return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+        except OSError as error:
+            raise MiscauseError(f"cannot read TLS certificate or key: {error}") from None
+
+    async def start(self) -> None:
+        """Load and warm up the models (off the event loop), then open the ports."""
+        credentials = self._credentials()
+        await asyncio.to_thread(self.engine.load)
+        self.engine.start()
+        size = self.settings.max_message_bytes
+        self.grpc = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
+            interceptors=[TokenAuth(self.settings.token)] if self.settings.token else [],
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.service, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self.grpc)
+        address = f"{self.settings.host}:{self.settings.grpc_port}"
+        try:
+            if credentials is None:
+                self.grpc_port = self.grpc.add_insecure_port(address)
+            else:
+                self.grpc_port = self.grpc.add_secure_port(address, credentials)
+        except RuntimeError as error:
+            raise MiscauseError(f"cannot listen on {address}: {error}") from None
+        await self.grpc.start()
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.settings.metrics_port is not None:
+            try:
+                self.httpd, self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+            except OSError as error:
+                raise MiscauseError(f"cannot serve metrics on port {self.settings.metrics_port}: {error}") from None
+        log.info("listening", extra={"fields": {"grpc_port": self.grpc_port, "metrics_port": self.metrics_port,
+                                                "tls": credentials is not None, "models": list(self.engine.models),
+                                                "auth": bool(self.settings.token)}})
+
+    async def drain(self) -> None:
+        """Stop accepting calls, let accepted ones finish (up to the drain time), then shut everything down."""
+        log.info("draining", extra={"fields": {"grace_seconds": self.settings.drain_seconds}})
+        self.service.accepting = False
+        await self.health.enter_graceful_shutdown()
+        if self.grpc is not None:
+            await self.grpc.stop(self.settings.drain_seconds)
+        await self.engine.close()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+        log.info("stopped")
+
+
+class BackgroundServer:
+    """A Server on its own event loop in a daemon thread: `with BackgroundServer(settings) as server:`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.server = Server(settings)
+        self.started = threading.Event()
+        self.error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop: asyncio.Event | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="miscause-server",
+                                       daemon=True)
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stop = asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as error:
+            self.error = error
+            self.started.set()
+            await self.server.drain()
+            return
+        self.started.set()
+        await self.stop.wait()
+        await self.server.drain()
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        self.started.wait()
+        if self.error is not None:
+            self.thread.join()
+            raise self.error
+        return self.server
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join()

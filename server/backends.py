@@ -1,0 +1,121 @@
+"""The compute behind one model: ONNX Runtime for forward passes, the torch.export program for gradients,
+`miscause.kernels` for saliency and erasure. Tensors in, tensors out; all on the model's device.
+
+On CUDA, images travel as uint8 through a pinned staging buffer (a quarter of the float bytes) and are
+normalised on the device; ONNX Runtime reads and writes torch's device memory through IO binding on the
+model's own CUDA stream, so nothing returns to the host until the outputs are encoded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from miscause import kernels, repository
+
+FORWARD_BACKENDS = ("onnx", "torch")
+
+
+def pick_device(requested: str) -> torch.device:
+    """`auto`: the first CUDA device when torch sees one, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but torch sees no CUDA device")
+    return device
+
+
+class Backend:
+    """One model's forward pass, saliency and erasure on one device; call its methods inside `on_stream()`."""
+
+    def __init__(self, model_dir: Path, config: dict, device: torch.device, threads: int | None,
+                 forward_backend: str = "onnx") -> None:
+        if forward_backend not in FORWARD_BACKENDS:
+            raise ValueError(f"forward backend must be one of {', '.join(FORWARD_BACKENDS)}")
+        self.device = device
+        self.forward_backend = forward_backend
+        channels, self.height, self.width = config["input"]["shape"]
+        self.classes = len(config["classes"])
+        norm = config["normalization"]
+        self.mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, channels, 1, 1)
+        self.std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, channels, 1, 1)
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.session = repository.onnx_session(Path(model_dir) / repository.VERSION / repository.ONNX_FILE,
+                                               providers=self._providers(), threads=threads)
+        self.program = repository.load_program(model_dir, str(device))
+        self.staging: torch.Tensor | None = None
+
+    def on_stream(self) -> contextlib.AbstractContextManager:
+        """Run a batch inside this: its device work goes on the model's own CUDA stream (shared with ONNX
+        Runtime), so host copies of its results wait for exactly that work."""
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def _providers(self) -> list:
+        if self.device.type != "cuda":
+            return ["CPUExecutionProvider"]
+        options = {"device_id": self.device.index or 0, "user_compute_stream": str(self.stream.cuda_stream)}
+        return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
+
+    def upload(self, parts: list[np.ndarray]) -> torch.Tensor:
+        """Normalised float32 [N,C,H,W] on the device from parts: uint8 [n,H,W,C] or normalised [n,C,H,W]."""
+        pixels = [p for p in parts if p.dtype == np.uint8]
+        if len(pixels) == len(parts):
+            return self._normalise(self._to_device(np.concatenate(pixels) if len(pixels) > 1 else pixels[0]))
+        return torch.cat([self._normalise(self._to_device(p)) if p.dtype == np.uint8 else self._to_device(p)
+                          for p in parts])
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return torch.from_numpy(np.array(array))  # owned and writable: requests' buffers are read-only
+        needed = array.nbytes
+        if self.staging is None or self.staging.numel() < needed:
+            self.staging = torch.empty(max(needed, 1 << 20), dtype=torch.uint8, pin_memory=True)
+        self.stream.synchronize()  # the previous batch's upload has left the staging buffer
+        host = self.staging[:needed].view(torch.from_numpy(array[:0]).dtype).view(array.shape)
+        host.numpy()[...] = array
+        return host.to(self.device, non_blocking=True)
+
+    def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        images = pixels.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        return images.sub_(self.mean).div_(self.std).contiguous()
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 [N,K] for normalised images [N,C,H,W]."""
+        if self.forward_backend == "torch":
+            with torch.no_grad():
+                return self.program(images)
+        if self.device.type == "cpu":
+            output = self.session.run([repository.OUTPUT_NAME], {repository.INPUT_NAME: images.numpy()})[0]
+            return torch.from_numpy(output)
+        return self._logits_bound(images.contiguous())
+
+    def _logits_bound(self, images: torch.Tensor) -> torch.Tensor:
+        """ONNX Runtime on device memory: inputs and outputs bound to torch tensors, no host round trip."""
+        out = torch.empty((images.shape[0], self.classes), dtype=torch.float32, device=self.device)
+        binding = self.session.io_binding()
+        where = ("cuda", self.device.index or 0, np.float32)
+        binding.bind_input(repository.INPUT_NAME, *where, tuple(images.shape), images.data_ptr())
+        binding.bind_output(repository.OUTPUT_NAME, *where, tuple(out.shape), out.data_ptr())
+        self.session.run_with_iobinding(binding)
+        return out
+
+    def saliency(self, images: torch.Tensor, method: str, target: torch.Tensor) -> torch.Tensor:
+        """float32 [N,H,W] saliency of `target` classes through the torch program's gradients."""
+        saliency, _ = kernels.saliency(self.program, images, method=method, target=target)
+        return saliency.detach()
+
+    def erase(self, images: torch.Tensor, saliency: torch.Tensor, top_percent: float, box: int,
+              fill: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(erased images [N,C,H,W], erased-pixel mask bool [N,H,W]) from `miscause.kernels.erase`."""
+        return kernels.erase(images, saliency, top_percent, box, fill)
+
+
+
+def default_threads(models: int) -> int:
+    """Intra-op threads per model: the machine's cores shared among the models, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(models, 1))

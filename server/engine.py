@@ -1,0 +1,131 @@
+"""The served models: each loaded from the repository, warmed up, and fed by its own batcher."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from miscause.server import pipeline
+from miscause.server.backends import Backend, default_threads, pick_device
+from miscause.server.batcher import Batcher
+from miscause.server.metrics import Metrics
+from miscause.server.parameters import BUILTIN_DEFAULTS, Explain, resolve
+from miscause.server.pipeline import Work
+from miscause.server.policy import Policy, parse_policy
+from miscause.server.settings import Settings
+
+from miscause import repository
+from miscause.errors import MiscauseError
+
+log = logging.getLogger("miscause.server")
+
+
+@dataclass
+class ServedModel:
+    """One model: its config, policy, explanation defaults, compute backend and (once started) batcher."""
+
+    name: str
+    config: dict
+    policy: Policy | None
+    defaults: dict
+    backend: Backend
+    batcher: Batcher | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config["classes"])
+
+    @property
+    def height(self) -> int:
+        return int(self.config["input"]["shape"][1])
+
+    @property
+    def width(self) -> int:
+        return int(self.config["input"]["shape"][2])
+
+    def execute(self, works: list[Work]) -> list:
+        """Outputs per work for one batch (worker thread). When the batch fails, each work runs alone, so
+        one request that breaks a stage fails by itself and the others in its batch still succeed."""
+        try:
+            return pipeline.run(self.backend, self.policy, works)
+        except Exception as error:
+            if len(works) == 1:
+                log.warning("request failed in model %s: %s", self.name, error, exc_info=error)
+                return [error]
+            return [self.execute([work])[0] for work in works]
+
+    def warm_up(self, max_batch: int) -> None:
+        """Run every stage once at batch size 1 and at the max batch size before the model reports ready."""
+        explain = resolve({}, self.defaults, self.classes, self.height, self.width)
+        for size in sorted({1, max_batch}):
+            images = np.zeros((size, self.height, self.width, 3), dtype=np.uint8)
+            results = self.execute([Work(images, tuple(pipeline.OUTPUTS), explain)])
+            if isinstance(results[0], Exception):
+                raise MiscauseError(f"model {self.name} failed its warm-up at batch {size}: {results[0]}")
+
+
+def load_model(model_dir: Path, settings: Settings, device: torch.device, threads: int) -> ServedModel:
+    """A model from its repository folder, its config and policy checked."""
+    config = repository.read_config(model_dir)
+    shape = config["input"].get("shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and shape[0] == 3):
+        raise MiscauseError(f"{model_dir}: input shape must be [3, H, W], got {shape!r}")
+    policy = parse_policy(repository.read_policy(model_dir), list(config["classes"]),
+                          str(model_dir / repository.POLICY))
+    defaults = {**BUILTIN_DEFAULTS, **(policy.defaults if policy else {})}
+    backend = Backend(model_dir, config, device, threads, settings.forward_backend)
+    model = ServedModel(name=model_dir.name, config=config, policy=policy, defaults=defaults, backend=backend)
+    try:
+        resolve({}, defaults, model.classes, model.height, model.width)
+    except ValueError as error:
+        raise MiscauseError(f"{model_dir / repository.POLICY}: {error}") from None
+    return model
+
+
+class Engine:
+    """Every model of a repository, ready for requests once `load` returned and `start` ran."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.models: dict[str, ServedModel] = {}
+        self.ready = False
+
+    def load(self) -> None:
+        """Load and warm up every model (blocking; run off the event loop)."""
+        names = repository.model_names(self.settings.model_repository)
+        if not names:
+            raise MiscauseError(f"no models in {self.settings.model_repository} (each needs NAME/config.json)")
+        device = pick_device(self.settings.device)
+        threads = self.settings.threads or default_threads(len(names))
+        if device.type == "cpu":
+            torch.set_num_threads(threads)
+        for name in names:
+            model = load_model(Path(self.settings.model_repository) / name, self.settings, device, threads)
+            model.warm_up(self.settings.batching.max_batch_size)
+            self.models[name] = model
+            log.info("model %s loaded on %s and warmed up", name, device,
+                     extra={"fields": {"model": name, "device": str(device), "threads": threads,
+                                       "policy": model.policy is not None}})
+
+    def start(self) -> None:
+        """Start one batcher per model (inside the running event loop); the engine is then ready."""
+        for model in self.models.values():
+            model.batcher = Batcher(model.name, model.execute, self.settings.batching, self.metrics)
+            model.batcher.start()
+            self.metrics.model_ready.labels(model.name).set(1)
+        self.ready = True
+
+    def explain(self, model: ServedModel, values: dict) -> Explain:
+        """A request's explanation parameters over the model's defaults (ValueError when invalid)."""
+        return resolve(values, model.defaults, model.classes, model.height, model.width)
+
+    async def close(self) -> None:
+        self.ready = False
+        for model in self.models.values():
+            self.metrics.model_ready.labels(model.name).set(0)
+            if model.batcher is not None:
+                await model.batcher.close()

@@ -1,0 +1,70 @@
+"""Request parameters of the explanation and erasure stages: names, defaults, validation.
+
+Defaults come from the model's policy.json where it sets them, else from the study (erase in boxes anchored at
+the top 5% saliency pixels); a request overrides any of them for its own images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+SALIENCY_METHODS = ("gradient", "input_x_gradient", "smoothgrad")
+BUILTIN_DEFAULTS = {"top_percent": 5.0, "box": 3, "fill": None, "saliency_method": "gradient", "target": None}
+NAMES = tuple(BUILTIN_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class Explain:
+    """How one request's images are explained and erased; `target` None explains the predicted class."""
+
+    top_percent: float
+    box: int
+    fill: float | None
+    saliency_method: str
+    target: int | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"parameter {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(name: str, value: object) -> int:
+    number = _number(name, value)
+    if number != int(number):
+        raise ValueError(f"parameter {name} must be an integer, got {value!r}")
+    return int(number)
+
+
+def resolve(values: dict, defaults: dict, classes: list[str], height: int, width: int) -> Explain:
+    """Explain from request values over defaults, each checked; ValueError names what is wrong."""
+    unknown = sorted(set(values) - set(NAMES))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
+    merged = {**BUILTIN_DEFAULTS, **defaults, **values}
+    top_percent = _number("top_percent", merged["top_percent"])
+    if not 0 < top_percent <= 100:
+        raise ValueError(f"parameter top_percent must lie in (0, 100], got {top_percent:g}")
+    box = _integer("box", merged["box"])
+    if not 1 <= box <= min(height, width):
+        raise ValueError(f"parameter box must lie in 1..{min(height, width)}, got {box}")
+    fill = None if merged["fill"] is None else _number("fill", merged["fill"])
+    method = merged["saliency_method"]
+    if method not in SALIENCY_METHODS:
+        known = ", ".join(SALIENCY_METHODS)
+        raise ValueError(f"parameter saliency_method must be one of {known}, got {method!r}")
+    target = merged["target"]
+    if isinstance(target, str):
+        if target not in classes:
+            raise ValueError(f"parameter target names no class of this model: {target!r}")
+        target = classes.index(target)
+    elif target is not None:
+        target = _integer("target", target)
+        if not 0 <= target < len(classes):
+            raise ValueError(f"parameter target must lie in 0..{len(classes) - 1}, got {target}")
+    return Explain(top_percent=top_percent, box=box, fill=fill, saliency_method=method, target=target)

@@ -1,0 +1,179 @@
+"""The `inference.GRPCInferenceService` servicer on grpc.aio, and bearer-token authentication.
+
+Every inference request is timed and counted by model and final status; model work never runs on the event
+loop (it goes to the model's batcher and worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from miscause.proto import grpc_service_pb2 as pb
+from miscause.proto import grpc_service_pb2_grpc as pb_grpc
+from miscause.server import protocol
+from miscause.server.batcher import Closed, DeadlineExpired, QueueFull
+from miscause.server.engine import Engine
+from miscause.server.metrics import Metrics
+from miscause.server.protocol import RequestError
+
+from miscause import __version__
+
+log = logging.getLogger("miscause.server")
+SERVER_NAME = "miscause"
+EXTENSIONS = ("model_repository_read_only", "streaming", "parameters")
+PARAMETERS_METADATA = "miscause-parameters"  # ModelMetadata's initial metadata: the explanation defaults
+HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
+
+
+def _failure(error: Exception) -> RequestError:
+    """The status a failed inference answers with."""
+    if isinstance(error, RequestError):
+        return error
+    if isinstance(error, QueueFull):
+        return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    if isinstance(error, DeadlineExpired):
+        return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
+    if isinstance(error, Closed):
+        return RequestError(grpc.StatusCode.UNAVAILABLE, str(error))
+    if isinstance(error, ValueError):
+        return RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    log.error("inference failed: %s", error, exc_info=error)
+    return RequestError(grpc.StatusCode.INTERNAL, f"inference failed: {type(error).__name__}: {error}")
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """Liveness, readiness, metadata and inference, unary and streaming."""
+
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.accepting = True
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.engine.ready and self.accepting)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
+        try:
+            protocol.find_model(self.engine, request.name, request.version)
+        except RequestError as error:
+            await context.abort(error.code, error.message)
+        return pb.ModelReadyResponse(ready=self.engine.ready and self.accepting)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
+        try:
+            model = protocol.find_model(self.engine, request.name, request.version)
+        except RequestError as error:
+            await context.abort(error.code, error.message)
+        await context.send_initial_metadata(((PARAMETERS_METADATA, json.dumps(model.defaults)),))
+        return protocol.model_metadata(model)
+
+    async def infer(self, request: pb.ModelInferRequest, timeout: float | None) -> pb.ModelInferResponse:
+        """One request through its model's batcher; raises RequestError, counted and timed either way."""
+        started = time.perf_counter()
+        model_label, status, images = "", grpc.StatusCode.OK, 0
+        try:
+            model, work = protocol.decode(request, self.engine)
+            model_label, images = model.name, work.count
+            results = await model.batcher.submit(work, work.count, timeout)
+            return protocol.encode(request, model, results)
+        except asyncio.CancelledError:
+            status = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:
+            failure = _failure(error)
+            status = failure.code
+            raise failure from None
+        finally:
+            self.metrics.requests.labels(model_label, status.name).inc()
+            if images:
+                self.metrics.inferences.labels(model_label, status.name).inc(images)
+            if model_label:
+                self.metrics.request_seconds.labels(model_label).observe(time.perf_counter() - started)
+            log.debug("infer", extra={"fields": {"model": request.model_name, "id": request.id,
+                                                 "status": status.name, "images": images,
+                                                 "seconds": round(time.perf_counter() - started, 6)}})
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+        try:
+            return await self.infer(request, context.time_remaining())
+        except RequestError as error:
+            await context.abort(error.code, error.message)
+
+    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests on a stream are served concurrently (so they batch); each answer carries its request id,
+        a failed request answers with an error message and the stream stays open."""
+        answers: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                response = await self.infer(request, context.time_remaining())
+                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
+            except RequestError as error:
+                failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+                await answers.put(pb.ModelStreamInferResponse(error_message=error.message, infer_response=failed))
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.create_task(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                await asyncio.gather(*list(tasks))
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+
+def _refuse(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` that answers UNAUTHENTICATED."""
+
+    async def deny(request_or_iterator, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    codecs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(deny, **codecs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(deny, **codecs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(deny, **codecs)
+    return grpc.stream_stream_rpc_method_handler(deny, **codecs)
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):
+    """Requires `authorization: Bearer <token>` metadata on every call but the standard health checks."""
+
+    def __init__(self, token: str) -> None:
+        self.expected = f"Bearer {token}".encode()
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(HEALTH_METHOD_PREFIX):
+            return handler
+        given = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.expected):
+            return handler
+        reason = "missing bearer token" if not given else "invalid bearer token"
+        return _refuse(handler, f"{reason}: send metadata 'authorization: Bearer <token>'")

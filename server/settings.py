@@ -1,0 +1,56 @@
+"""Everything the server is configured with, in one place: built from the command line or by embedders."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPOSITORY_ENV = "MISCAUSE_MODEL_REPOSITORY"
+TOKEN_ENV = "MISCAUSE_TOKEN"
+
+
+def default_repository() -> Path:
+    """`MISCAUSE_MODEL_REPOSITORY` when set, else the repository embedded beside the package source."""
+    chosen = os.environ.get(REPOSITORY_ENV)
+    return Path(chosen) if chosen else Path(__file__).resolve().parents[1] / "models"
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Dynamic batching per model: how many images a batch holds, how long a request waits for company."""
+
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 2000
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max batch size must be at least 1")
+        if self.max_queue_delay_us < 0:
+            raise ValueError("max queue delay must not be negative")
+        if self.max_queue_size < 1:
+            raise ValueError("max queue size must be at least 1")
+        if any(not 1 <= size <= self.max_batch_size for size in self.preferred_batch_sizes):
+            raise ValueError(f"preferred batch sizes must lie in 1..{self.max_batch_size}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server settings; every field has the default `miscause serve` uses."""
+
+    model_repository: Path = field(default_factory=default_repository)
+    host: str = "0.0.0.0"
+    grpc_port: int = 8001
+    metrics_port: int | None = 8002
+    batching: Batching = field(default_factory=Batching)
+    device: str = "auto"
+    forward_backend: str = "onnx"
+    threads: int | None = None
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_image_side: int = 4096
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token: str | None = None
+    drain_seconds: float = 30.0
