@@ -9,12 +9,12 @@ import grpc
 import numpy as np
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import tensors
+from miscause.proto.names import INPUT
 from miscause.server.engine import Engine, ServedModel
 from miscause.server.pipeline import DEFAULT_OUTPUTS, OUTPUTS, Work
 
 from miscause import repository
 
-INPUT = "IMAGE"
 PLATFORM = "ensemble"  # ONNX Runtime, a torch.export program and the erasure kernel behind one model
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import grpc
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
+from miscause.proto.names import CLASSES_METADATA, PARAMETERS_METADATA
 from miscause.server import protocol
 from miscause.server.batcher import Closed, DeadlineExpired, QueueFull
 from miscause.server.engine import Engine
@@ -27,7 +28,6 @@ from miscause import __version__
 log = logging.getLogger("miscause.server")
 SERVER_NAME = "miscause"
 EXTENSIONS = ("model_repository_read_only", "streaming", "parameters")
-PARAMETERS_METADATA = "miscause-parameters"  # ModelMetadata's initial metadata: the explanation defaults
 HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 
 
@@ -76,7 +76,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             model = protocol.find_model(self.engine, request.name, request.version)
         except RequestError as error:
             await context.abort(error.code, error.message)
-        await context.send_initial_metadata(((PARAMETERS_METADATA, json.dumps(model.defaults)),))
+        await context.send_initial_metadata(((PARAMETERS_METADATA, json.dumps(model.defaults)),
+                                             (CLASSES_METADATA, json.dumps(model.classes))))
         return protocol.model_metadata(model)
 
     async def infer(self, request: pb.ModelInferRequest, timeout: float | None) -> pb.ModelInferResponse:
