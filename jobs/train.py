@@ -2,7 +2,7 @@
 
 Deterministic under --seed (each epoch's augmentation and order come from seed and epoch alone), a checkpoint
 written atomically after every epoch, --resume to continue after a kill, a JSON-lines metrics log, bf16 and
-channels_last where they pay. Several processes: launch with `torchrun --nproc-per-node N miscause train ...`.
+channels_last where they pay. Several processes: `torchrun --standalone --nproc-per-node N -m miscause train ...`.
 
 example:
   miscause train --arch cifarnet --data ../shared/data/cifar10 --split trainval --out runs/cifarnet
