@@ -1,0 +1,483 @@
+"""`miscause bench serve`: the service's throughput and latency over gRPC on loopback, against the in-process
+throughput of the same computation.
+
+For each output set (`label`: LABEL; `saliency`: LABEL+SALIENCY; `correction`: CORRECTED_LABEL+ERASED_LABEL):
+1. in-process: the server's own engine, loaded in this process with the server's settings, runs batches of
+   `--max-batch-size` images made of `--batch`-image requests (`ServedModel.execute`, as the server's worker
+   does) for `--duration` seconds: the limit the service can approach on this machine;
+2. a closed-loop sweep: N concurrent callers (unary calls, or streams with `--mode stream`), each sending its
+   next request when the last is answered; `--warmup` seconds, then `--duration` measured seconds per point;
+   N doubles until throughput grows less than `--growth` twice running (or reaches `--max-concurrency`);
+3. half load: open-loop arrivals at half the saturated request rate, latency counted from each request's
+   scheduled send time.
+Each point reports images/s, p50/p90/p99 latency, the CPU used by this load generator, by the server and by
+the whole machine, and, from the server's metrics, its mean batch size and compute time per batch.
+
+Without `--server`, a server is started on loopback (`--model-repository`, default the server's default) and
+stopped after; `--profile` runs it under cProfile and writes the event loop's hottest functions beside the
+results. With `--server HOST:PORT` the running server is measured (give `--metrics-url` for its metrics,
+and the same batching settings, so the in-process limit computes what it does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import math
+import pstats
+import random
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+from miscause.benchmarks.measure import (
+    machine_cpu_seconds,
+    own_cpu_seconds,
+    percentiles,
+    process_cpu_seconds,
+    throughput,
+)
+from miscause.benchmarks.report import Run, Table, add_output_arguments, device_tag
+from miscause.benchmarks.server_process import ServerProcess
+
+from miscause.errors import MiscauseError
+
+OUTPUT_SETS: dict[str, tuple[str, ...]] = {
+    "label": ("LABEL",),
+    "saliency": ("LABEL", "SALIENCY"),
+    "correction": ("CORRECTED_LABEL", "ERASED_LABEL"),
+}
+TARGET_RATIO = {"label": 0.90, "correction": 0.85}
+TARGET_TAIL = 3.0  # p99 <= 3 x p50 at half the saturating load
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
+SERVER_METRICS = ("miscause_inference_batch_size", "miscause_inference_compute_duration_seconds",
+                  "miscause_inference_queue_duration_seconds", "miscause_inference_request_duration_seconds")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from miscause.server.settings import Batching
+
+    batching = Batching()
+    parser.add_argument("--sets", default=",".join(OUTPUT_SETS),
+                        help=f"output sets, comma-separated (default: all): {', '.join(OUTPUT_SETS)}")
+    parser.add_argument("--batch", type=int, default=1, help="images per request (default: 1)")
+    parser.add_argument("--mode", choices=("unary", "stream"), default="unary",
+                        help="unary ModelInfer calls, or one ModelStreamInfer stream per caller (default: unary)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each measurement (default: 2)")
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per point (default: 5)")
+    parser.add_argument("--start-concurrency", type=int, default=1)
+    parser.add_argument("--max-concurrency", type=int, default=128)
+    parser.add_argument("--growth", type=float, default=0.05,
+                        help="a point 'grows' when it beats the best so far by this fraction (default: 0.05)")
+    parser.add_argument("--arrivals", choices=("constant", "poisson"), default="constant",
+                        help="spacing of the half-load run's requests (default: constant)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each request, seconds")
+    parser.add_argument("--channels", type=int, default=1, help="gRPC channels the callers share (default: 1)")
+    parser.add_argument("--model", help="model name (default: the repository's first)")
+    parser.add_argument("--model-repository", type=Path, help="default: the server's default repository")
+    parser.add_argument("--server", help="HOST:PORT of a running server (default: start one on loopback)")
+    parser.add_argument("--metrics-url", help="with --server: its Prometheus endpoint")
+    parser.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
+                        help="server batching, also the in-process batch (default %(default)s)")
+    parser.add_argument("--max-queue-delay-us", type=int, default=batching.max_queue_delay_us)
+    parser.add_argument("--max-queue-size", type=int, default=batching.max_queue_size)
+    parser.add_argument("--threads", type=int, help="server intra-op threads (default: the server's)")
+    parser.add_argument("--profile", action="store_true", help="run the started server under cProfile")
+    parser.add_argument("--name", help="result file name without extension (default: serve-<device>)")
+    add_output_arguments(parser)
+
+
+@dataclass
+class Point:
+    """One measured load point: what was offered, what came back, and the CPU it cost."""
+
+    output_set: str
+    concurrency: int | None
+    rate: float | None
+    seconds: float
+    images_per_request: int
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    generator_cpu_s: float = 0.0
+    server_cpu_s: float | None = None
+    machine_cpu_s: float = 0.0
+    server: dict = field(default_factory=dict)
+
+    @property
+    def answered(self) -> int:
+        return self.statuses["OK"]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.answered * self.images_per_request / self.seconds
+
+    def summary(self) -> dict:
+        p50, p90, p99 = (v if math.isfinite(v) else None for v in percentiles(self.latencies))
+        return {"set": self.output_set, "concurrency": self.concurrency, "rate_rps": self.rate,
+                "images_per_s": self.images_per_s, "requests_per_s": self.answered / self.seconds,
+                "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "statuses": dict(self.statuses),
+                "generator_cores": self.generator_cpu_s / self.seconds,
+                "generator_us_per_request": 1e6 * self.generator_cpu_s / max(self.answered, 1),
+                "server_cores": None if self.server_cpu_s is None else self.server_cpu_s / self.seconds,
+                "machine_cores": self.machine_cpu_s / self.seconds, "server": self.server}
+
+
+def scrape(url: str | None) -> dict[str, float]:
+    """Sums and counts of the server's histograms (all models), from its Prometheus endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if not url:
+        return {}
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    values: Counter = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.removesuffix("_sum").removesuffix("_count") in SERVER_METRICS and \
+                    sample.name.endswith(("_sum", "_count")):
+                values[sample.name] += sample.value
+    return dict(values)
+
+
+def server_view(before: dict, after: dict) -> dict:
+    """Mean batch size, compute time per batch, queue and in-server time per request over a point."""
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    def mean(name: str) -> float | None:
+        count = delta.get(f"{name}_count", 0.0)
+        return delta[f"{name}_sum"] / count if count else None
+    view = {"batches": delta.get("miscause_inference_batch_size_count"),
+            "mean_batch": mean("miscause_inference_batch_size"),
+            "compute_ms_per_batch": mean("miscause_inference_compute_duration_seconds"),
+            "queue_ms": mean("miscause_inference_queue_duration_seconds"),
+            "in_server_ms": mean("miscause_inference_request_duration_seconds")}
+    for key in ("compute_ms_per_batch", "queue_ms", "in_server_ms"):
+        view[key] = None if view[key] is None else view[key] * 1000
+    return view
+
+
+class Window:
+    """The measured window of a point: CPU clocks read at its start and end."""
+
+    def __init__(self, point: Point, server_pid: int | None, metrics_url: str | None) -> None:
+        self.point, self.pid, self.url = point, server_pid, metrics_url
+
+    def _clocks(self) -> tuple[float, float | None, float]:
+        return own_cpu_seconds(), process_cpu_seconds(self.pid) if self.pid else None, machine_cpu_seconds()
+
+    async def run(self, start: float, end: float) -> None:
+        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+        metrics = await asyncio.to_thread(scrape, self.url)
+        clocks = self._clocks()
+        await asyncio.sleep(max(0.0, end - time.perf_counter()))
+        after = self._clocks()
+        self.point.generator_cpu_s = after[0] - clocks[0]
+        self.point.server_cpu_s = None if clocks[1] is None else after[1] - clocks[1]
+        self.point.machine_cpu_s = after[2] - clocks[2]
+        self.point.server = server_view(metrics, await asyncio.to_thread(scrape, self.url))
+
+
+def channel(target: str) -> grpc.aio.Channel:
+    size = 256 * 1024 * 1024
+    return grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", size),
+                                                      ("grpc.max_send_message_length", size)])
+
+
+def check(response, outputs: tuple[str, ...]) -> str:
+    """OK, or why an answered request is not a correct answer to it."""
+    if getattr(response, "error_message", ""):
+        return "STREAM_ERROR"
+    response = getattr(response, "infer_response", response)
+    return "OK" if tuple(o.name for o in response.outputs) == outputs else "WRONG_OUTPUTS"
+
+
+async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], point: Point, concurrency: int,
+                      warmup: float, mode: str, timeout: float, channels: int, server_pid: int | None,
+                      metrics_url: str | None) -> Point:
+    """`concurrency` callers each sending the next request once the last is answered."""
+    from miscause.proto import grpc_service_pb2 as pb
+
+    opened = [channel(target) for _ in range(channels)]
+    start = time.perf_counter() + warmup
+    end = start + point.seconds
+
+    def record(sent: float, done: float, status: str) -> None:
+        if start <= done <= end:
+            point.statuses[status] += 1
+            if status == "OK":
+                point.latencies.append(done - sent)
+
+    async def unary(index: int) -> None:
+        call = opened[index % channels].unary_unary(INFER, response_deserializer=pb.ModelInferResponse.FromString)
+        while (sent := time.perf_counter()) < end:
+            try:
+                status = check(await call(payload, timeout=timeout), outputs)
+            except grpc.aio.AioRpcError as error:
+                status = error.code().name
+            record(sent, time.perf_counter(), status)
+
+    async def stream(index: int) -> None:
+        method = opened[index % channels].stream_stream(
+            STREAM, response_deserializer=pb.ModelStreamInferResponse.FromString)
+        call = method(timeout=timeout + warmup + point.seconds)
+        try:
+            while (sent := time.perf_counter()) < end:
+                await call.write(payload)
+                response = await call.read()
+                record(sent, time.perf_counter(), check(response, outputs))
+            await call.done_writing()
+        except grpc.aio.AioRpcError as error:
+            record(time.perf_counter(), time.perf_counter(), error.code().name)
+
+    worker = unary if mode == "unary" else stream
+    window = Window(point, server_pid, metrics_url)
+    await asyncio.gather(window.run(start, end), *(worker(i) for i in range(concurrency)))
+    for opened_channel in opened:
+        await opened_channel.close()
+    return point
+
+
+async def open_loop(target: str, payload: bytes, outputs: tuple[str, ...], point: Point, warmup: float,
+                    arrivals: str, timeout: float, max_outstanding: int, server_pid: int | None,
+                    metrics_url: str | None) -> Point:
+    """Requests sent on a schedule at `point.rate` per second whatever the answers; latency from schedule."""
+    from miscause.proto import grpc_service_pb2 as pb
+
+    opened = channel(target)
+    call = opened.unary_unary(INFER, response_deserializer=pb.ModelInferResponse.FromString)
+    begin = time.perf_counter()
+    start, end = begin + warmup, begin + warmup + point.seconds
+    spacing = random.Random(0)
+    outstanding: set[asyncio.Task] = set()
+
+    async def one(scheduled: float) -> None:
+        try:
+            status = check(await call(payload, timeout=timeout), outputs)
+        except grpc.aio.AioRpcError as error:
+            status = error.code().name
+        done = time.perf_counter()
+        if start <= scheduled < end:
+            point.statuses[status] += 1
+            if status == "OK":
+                point.latencies.append(done - scheduled)
+
+    async def send() -> None:
+        scheduled = begin
+        while scheduled < end:
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            if len(outstanding) >= max_outstanding:
+                if start <= scheduled < end:
+                    point.statuses["NOT_SENT"] += 1
+            else:
+                task = asyncio.create_task(one(scheduled))
+                outstanding.add(task)
+                task.add_done_callback(outstanding.discard)
+            gap = 1 / point.rate
+            scheduled += spacing.expovariate(point.rate) if arrivals == "poisson" else gap
+        await asyncio.gather(*list(outstanding))
+
+    await asyncio.gather(Window(point, server_pid, metrics_url).run(start, end), send())
+    await opened.close()
+    return point
+
+
+def sweep_levels(first: int, last: int) -> list[int]:
+    """Concurrency levels doubling from `first` to `last` (both included)."""
+    levels = [first]
+    while levels[-1] * 2 <= last:
+        levels.append(levels[-1] * 2)
+    return levels if levels[-1] == last else levels + [last]
+
+
+def saturated(points: list[Point], growth: float) -> bool:
+    """True once the last two points each failed to beat the best before them by `growth`."""
+    if len(points) < 3:
+        return False
+    rates = [p.images_per_s for p in points]
+    return all(rates[i] < (1 + growth) * max(rates[:i]) for i in (-2, -1))
+
+
+def print_point(point: Point) -> None:
+    s = point.summary()
+    load = f"c={point.concurrency}" if point.concurrency else f"rate={point.rate:.0f}/s"
+    batch = s["server"].get("mean_batch")
+    p50, p99 = (f"{v:7.2f}" if v is not None else "      -" for v in (s["p50_ms"], s["p99_ms"]))
+    print(f"{point.output_set:>10} {load:>12}: {s['images_per_s']:8.1f} images/s  p50 {p50} "
+          f"p99 {p99} ms  generator {s['generator_cores']:.2f} cores  "
+          f"batch {batch if batch is None else round(batch, 1)}  {dict(point.statuses)}", flush=True)
+
+
+def in_process(engine, model_name: str, outputs: tuple[str, ...], batch: int, seconds: float) -> float:
+    """Images/s of the server's engine running full batches of `batch`-image requests in this process."""
+    from miscause.server.pipeline import Work
+
+    model = engine.models[model_name]
+    explain = engine.explain(model, {})
+    images = np.random.default_rng(0).integers(0, 256, (batch, model.height, model.width, 3), dtype=np.uint8)
+    requests = max(1, engine.settings.batching.max_batch_size // batch)
+    works = [Work(images, outputs, explain) for _ in range(requests)]
+    measured = throughput(lambda: model.execute(works), requests * batch, warmup=2, seconds=seconds)
+    return measured.items_per_s
+
+
+def profile_text(path: Path, top: int = 25) -> str:
+    """The profile's hottest functions by own time, then by cumulative time."""
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out).strip_dirs()
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+def server_options(args: argparse.Namespace) -> list[str]:
+    options = ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-us", str(args.max_queue_delay_us),
+               "--max-queue-size", str(args.max_queue_size), "--log-level", "warning"]
+    return options + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Point],
+           limits: dict[str, float]) -> tuple[list[Table], dict]:
+    """The sweep table and the summary table (service against in-process, tail latency at half load)."""
+    sweep = Table("Closed-loop sweep (images/s; latency ms; CPU in cores)",
+                  ["set", "callers", "images/s", "p50", "p90", "p99", "mean batch", "compute ms/batch",
+                   "generator", "server", "machine", "not OK"])
+    summary = Table("Service against in-process, and latency at half the saturating load",
+                    ["set", "service img/s", "in-process img/s", "ratio", "target", "half-load p50", "p99",
+                     "p99/p50", "generator cores", "generator us/req"])
+    verdicts = {}
+    for name in sets:
+        for point in sweeps[name] + [halves[name]]:
+            s = point.summary()
+            load = point.concurrency if point.concurrency else f"{point.rate:.0f}/s open"
+            sweep.rows.append([name, load, s["images_per_s"], s["p50_ms"], s["p90_ms"], s["p99_ms"],
+                               s["server"].get("mean_batch"), s["server"].get("compute_ms_per_batch"),
+                               s["generator_cores"], s["server_cores"], s["machine_cores"],
+                               sum(point.statuses.values()) - point.answered])
+        best = max(sweeps[name], key=lambda p: p.images_per_s)
+        half = halves[name].summary()
+        ratio = best.images_per_s / limits[name]
+        tail = half["p99_ms"] / half["p50_ms"] if half["p50_ms"] else None
+        target = TARGET_RATIO.get(name)
+        verdicts[name] = {"service_images_per_s": best.images_per_s, "in_process_images_per_s": limits[name],
+                          "ratio": ratio, "ratio_target": target,
+                          "ratio_met": None if target is None else ratio >= target,
+                          "saturating_concurrency": best.concurrency, "half_load": half,
+                          "tail_ratio": tail, "tail_met": tail is not None and tail <= TARGET_TAIL}
+        summary.rows.append([name, best.images_per_s, limits[name], ratio,
+                             "-" if target is None else f">= {target:.2f} {'met' if ratio >= target else 'MISSED'}",
+                             half["p50_ms"], half["p99_ms"], tail,
+                             best.summary()["generator_cores"], best.summary()["generator_us_per_request"]])
+    return [sweep, summary], verdicts
+
+
+def notes_for(verdicts: dict, args: argparse.Namespace) -> list[str]:
+    notes = []
+    for name, v in verdicts.items():
+        if v["ratio_met"] is False:
+            notes.append(f"{name}: service {v['service_images_per_s']:.0f} images/s is {v['ratio']:.0%} of "
+                         f"in-process {v['in_process_images_per_s']:.0f}, under the {v['ratio_target']:.0%} target")
+        if v["tail_ratio"] is None:
+            notes.append(f"{name}: no request answered at half load")
+        elif not v["tail_met"]:
+            notes.append(f"{name}: p99/p50 at half load {v['tail_ratio']:.1f} exceeds {TARGET_TAIL:g}")
+    return notes
+
+
+async def measure(args: argparse.Namespace, sets: list[str], target: str, model_name: str, engine,
+                  server_pid: int | None, metrics_url: str | None) -> tuple[dict, dict, dict]:
+    from miscause.client.api import infer_request
+
+    model = engine.models[model_name]
+    images = np.random.default_rng(1).integers(0, 256, (args.batch, model.height, model.width, 3), dtype=np.uint8)
+    sweeps, halves, limits = {}, {}, {}
+    for name in sets:
+        outputs = OUTPUT_SETS[name]
+        limits[name] = in_process(engine, model_name, outputs, args.batch, args.duration)
+        print(f"{name:>10} in-process: {limits[name]:8.1f} images/s", flush=True)
+        payload = infer_request(model_name, images, outputs).SerializeToString()
+        points: list[Point] = []
+        for concurrency in sweep_levels(args.start_concurrency, args.max_concurrency):
+            point = Point(name, concurrency, None, args.duration, args.batch)
+            await closed_loop(target, payload, outputs, point, concurrency, args.warmup, args.mode, args.timeout,
+                              args.channels, server_pid, metrics_url)
+            print_point(point)
+            points.append(point)
+            if saturated(points, args.growth):
+                break
+        sweeps[name] = points
+        best = max(points, key=lambda p: p.images_per_s)
+        rate = best.answered / best.seconds / 2
+        half = Point(name, None, rate, args.duration, args.batch)
+        await open_loop(target, payload, outputs, half, args.warmup, args.arrivals, args.timeout,
+                        max(4 * best.concurrency, 16), server_pid, metrics_url)
+        print_point(half)
+        halves[name] = half
+    return sweeps, halves, limits
+
+
+def run(args: argparse.Namespace) -> int:
+    from miscause.server.engine import Engine
+    from miscause.server.metrics import Metrics
+    from miscause.server.settings import Batching, Settings, default_repository
+
+    from miscause import repository
+
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = [s for s in sets if s not in OUTPUT_SETS]
+    if unknown or not sets:
+        raise MiscauseError(f"unknown output set(s) {', '.join(unknown)}: choose from {', '.join(OUTPUT_SETS)}")
+    if args.batch < 1 or args.batch > args.max_batch_size or args.start_concurrency < 1 or \
+            args.max_concurrency < args.start_concurrency or args.duration <= 0 or args.warmup < 0:
+        raise MiscauseError("need 1 <= --batch <= --max-batch-size, 1 <= --start-concurrency <= "
+                            "--max-concurrency, --duration > 0 and --warmup >= 0")
+    repo = args.model_repository or default_repository()
+    model_name = args.model or (repository.model_names(repo) or [None])[0]
+    if model_name is None:
+        raise MiscauseError(f"no model in {repo}")
+    settings = Settings(model_repository=repo, threads=args.threads,
+                        batching=Batching(max_batch_size=args.max_batch_size,
+                                          max_queue_delay_us=args.max_queue_delay_us,
+                                          max_queue_size=args.max_queue_size))
+    engine = Engine(settings, Metrics())
+    engine.load()
+    name = args.name or f"serve-{device_tag(str(engine.models[model_name].backend.device))}"
+    profile = (args.out / f"{name}-profile.pstats") if args.profile and not args.server else None
+    record_settings = {
+        "model": model_name, "repository": str(repo), "sets": sets, "batch_per_request": args.batch,
+        "mode": args.mode, "warmup_s": args.warmup, "duration_s": args.duration, "growth": args.growth,
+        "concurrency": [args.start_concurrency, args.max_concurrency], "arrivals": args.arrivals,
+        "channels": args.channels, "max_batch_size": args.max_batch_size,
+        "max_queue_delay_us": args.max_queue_delay_us, "max_queue_size": args.max_queue_size,
+        "threads": args.threads or "server default", "server": args.server or "started on loopback",
+        "profile": args.profile,
+    }
+    record = Run("serve", record_settings, device=str(engine.models[model_name].backend.device))
+    if args.server:
+        sweeps, halves, limits = asyncio.run(measure(args, sets, args.server, model_name, engine, None,
+                                                     args.metrics_url))
+    else:
+        if profile:
+            profile.parent.mkdir(parents=True, exist_ok=True)
+        with ServerProcess(repo, server_options(args), profile=profile) as server:
+            sweeps, halves, limits = asyncio.run(measure(args, sets, server.target, model_name, engine,
+                                                         server.pid, server.metrics_url))
+            status = server.stop()
+            if status != 0:
+                print(f"warning: the server exited with status {status}:\n{server.log_tail()}")
+    table_list, verdicts = tables(sets, sweeps, halves, limits)
+    data = {"verdicts": verdicts,
+            "points": {n: [p.summary() for p in sweeps[n]] + [halves[n].summary()] for n in sets}}
+    notes = notes_for(verdicts, args)
+    if profile and profile.is_file():
+        text = profile_text(profile)
+        if not args.no_write:
+            (args.out / f"{name}-profile.txt").write_text(text)
+        profile.unlink()
+        data["profile"] = f"{name}-profile.txt"
+    record.finish(table_list, data, notes, None if args.no_write else args.out, name=name)
+    return 0
