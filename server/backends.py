@@ -110,9 +110,9 @@ class Backend:
         return saliency.detach()
 
     def erase(self, images: torch.Tensor, saliency: torch.Tensor, top_percent: float, box: int,
-              fill: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+              fill: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(erased images [N,C,H,W], erased-pixel mask bool [N,H,W]) from `miscause.kernels.erase`."""
-        return kernels.erase(images, saliency, top_percent, box, fill)
+        return kernels.erase(images, saliency, top_percent, box, None if fill is None else list(fill))
 
 
 

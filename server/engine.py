@@ -58,11 +58,12 @@ class ServedModel:
             return [self.execute([work])[0] for work in works]
 
     def warm_up(self, max_batch: int) -> None:
-        """Run every stage once at batch size 1 and at the max batch size before the model reports ready."""
+        """Before the model reports ready: every stage once, and the forward pass at the max batch size (its
+        buffers are the largest; the explanation stages' kernels are compiled by the first run)."""
         explain = resolve({}, self.defaults, self.classes, self.height, self.width)
-        for size in sorted({1, max_batch}):
+        for size, outputs in ((1, tuple(pipeline.OUTPUTS)), (max_batch, ("LOGITS",))):
             images = np.zeros((size, self.height, self.width, 3), dtype=np.uint8)
-            results = self.execute([Work(images, tuple(pipeline.OUTPUTS), explain)])
+            results = self.execute([Work(images, outputs, explain)])
             if isinstance(results[0], Exception):
                 raise MiscauseError(f"model {self.name} failed its warm-up at batch {size}: {results[0]}")
 

@@ -2,6 +2,9 @@
 
 Defaults come from the model's policy.json where it sets them, else from the study (erase in boxes anchored at
 the top 5% saliency pixels); a request overrides any of them for its own images.
+
+`fill` is the value erased pixels take, in normalised units, one per channel (None: 0 on every channel, the
+dataset mean). A request sends one number (every channel) or a string of comma-separated numbers.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ class Explain:
 
     top_percent: float
     box: int
-    fill: float | None
+    fill: tuple[float, ...] | None
     saliency_method: str
     target: int | None
 
@@ -41,7 +44,28 @@ def _integer(name: str, value: object) -> int:
     return int(number)
 
 
-def resolve(values: dict, defaults: dict, classes: list[str], height: int, width: int) -> Explain:
+def _fill(value: object, channels: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parts = [float(part) for part in value.split(",")]
+        except ValueError:
+            raise ValueError(f"parameter fill must be numbers separated by commas, got {value!r}") from None
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        parts = [value]
+    numbers = [_number("fill", part) for part in parts]
+    if len(numbers) == 1:
+        numbers *= channels
+    if len(numbers) != channels:
+        raise ValueError(f"parameter fill needs 1 or {channels} values (one per channel), got {len(numbers)}")
+    return tuple(numbers)
+
+
+def resolve(values: dict, defaults: dict, classes: list[str], height: int, width: int,
+            channels: int = 3) -> Explain:
     """Explain from request values over defaults, each checked; ValueError names what is wrong."""
     unknown = sorted(set(values) - set(NAMES))
     if unknown:
@@ -51,9 +75,9 @@ def resolve(values: dict, defaults: dict, classes: list[str], height: int, width
     if not 0 < top_percent <= 100:
         raise ValueError(f"parameter top_percent must lie in (0, 100], got {top_percent:g}")
     box = _integer("box", merged["box"])
-    if not 1 <= box <= min(height, width):
-        raise ValueError(f"parameter box must lie in 1..{min(height, width)}, got {box}")
-    fill = None if merged["fill"] is None else _number("fill", merged["fill"])
+    if not 1 <= box <= min(height, width) or box % 2 == 0:
+        raise ValueError(f"parameter box must be an odd integer in 1..{min(height, width)}, got {box}")
+    fill = _fill(merged["fill"], channels)
     method = merged["saliency_method"]
     if method not in SALIENCY_METHODS:
         known = ", ".join(SALIENCY_METHODS)

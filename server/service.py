@@ -76,7 +76,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             model = protocol.find_model(self.engine, request.name, request.version)
         except RequestError as error:
             await context.abort(error.code, error.message)
-        await context.send_initial_metadata(((PARAMETERS_METADATA, json.dumps(model.defaults)),
+        defaults = self.engine.explain(model, {}).as_dict()
+        await context.send_initial_metadata(((PARAMETERS_METADATA, json.dumps(defaults)),
                                              (CLASSES_METADATA, json.dumps(model.classes))))
         return protocol.model_metadata(model)
 
