@@ -19,14 +19,9 @@ import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 
-from miscause.jobs.device import pick_device
-from miscause.jobs.erasure_study import SWEEP_BOX, SWEEP_TOP_PERCENT, ErasureOptions
 from miscause.jobs.misclassification import AnalysisOptions, analyze_predictions
-from miscause.jobs.policy import write_policy
 from miscause.jobs.predictions_file import load_predictions
 from miscause.jobs.report import versions, write_report
-from miscause.jobs.repository_analysis import RepositoryRequest, analyze_repository
-from miscause.jobs.repository_model import repository_models
 from miscause.jobs.significance import CORRECTIONS
 
 from miscause.errors import MiscauseError
@@ -52,10 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--erasure", action="store_true", help="run the erasure study and fit the policy")
     study.add_argument("--top-percent", type=float, default=5.0, help="default anchor share p (default 5)")
     study.add_argument("--box", type=int, default=3, help="default box size b, odd (default 3)")
-    study.add_argument("--sweep-top-percent", type=float, nargs="+", default=list(SWEEP_TOP_PERCENT),
-                       metavar="P", help="p values of the sweep (default 1 2 5 10 20)")
-    study.add_argument("--sweep-box", type=int, nargs="+", default=list(SWEEP_BOX), metavar="B",
-                       help="b values of the sweep (default 1 3 5)")
+    study.add_argument("--sweep-top-percent", type=float, nargs="+", metavar="P",
+                       help="p values of the sweep (default 1 2 5 10 20)")
+    study.add_argument("--sweep-box", type=int, nargs="+", metavar="B", help="b values of the sweep (default 1 3 5)")
     study.add_argument("--fill", type=float, nargs=3, metavar="V",
                        help="erased value per channel, normalised units (default 0: the dataset mean)")
     study.add_argument("--saliency-method", default="gradient", help="saliency method (default gradient)")
@@ -111,15 +105,28 @@ def run(args: argparse.Namespace) -> int:
         write_report(args.out, analysis, context)
         print(f"wrote {args.out}")
         return 0
+    return run_repository(args, options, context)
+
+
+def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: dict) -> int:
+    """The model-repository path; torch and the kernels are imported only here."""
+    from miscause.jobs.device import pick_device
+    from miscause.jobs.erasure_study import ErasureOptions
+    from miscause.jobs.policy import write_policy
+    from miscause.jobs.repository_analysis import RepositoryRequest, analyze_repository
+    from miscause.jobs.repository_model import model_names
+
     erasure = None
     if args.erasure:
-        erasure = ErasureOptions(args.top_percent, args.box, tuple(args.sweep_top_percent), tuple(args.sweep_box),
-                                 tuple(args.fill) if args.fill else None, args.saliency_method, args.batch_size,
-                                 args.seed)
-    names = tuple(args.models or repository_models(args.repository))
+        sweeps = {"sweep_top_percent": args.sweep_top_percent, "sweep_box": args.sweep_box}
+        erasure = ErasureOptions(args.top_percent, args.box, fill=tuple(args.fill) if args.fill else None,
+                                 saliency_method=args.saliency_method, batch_size=args.batch_size, seed=args.seed,
+                                 **{key: tuple(value) for key, value in sweeps.items() if value})
+    names = tuple(args.models or model_names(args.repository))
     request = RepositoryRequest(args.repository, names, args.data, erasure, args.max_images, args.examples,
                                 args.policy_min_gain, args.seed)
-    result = analyze_repository(request, options, pick_device(args.device), created, context["versions"])
+    result = analyze_repository(request, options, pick_device(args.device), context["created"],
+                                context["versions"])
     policy_paths = {} if args.no_policy else {name: Path(args.repository) / name / "policy.json"
                                               for name in result.policies}
     context.update(data=result.data, warnings=result.warnings,

@@ -24,9 +24,6 @@ from tqdm import tqdm
 from miscause import kernels
 from miscause.errors import MiscauseError
 
-SWEEP_TOP_PERCENT = (1.0, 2.0, 5.0, 10.0, 20.0)
-SWEEP_BOX = (1, 3, 5)
-
 
 @dataclass(frozen=True)
 class ErasureOptions:
@@ -34,8 +31,8 @@ class ErasureOptions:
 
     top_percent: float = 5.0
     box: int = 3
-    sweep_top_percent: tuple[float, ...] = SWEEP_TOP_PERCENT
-    sweep_box: tuple[int, ...] = SWEEP_BOX
+    sweep_top_percent: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)
+    sweep_box: tuple[int, ...] = (1, 3, 5)
     fill: tuple[float, ...] | None = None
     saliency_method: str = "gradient"
     batch_size: int = 256
@@ -224,14 +221,26 @@ def denormalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
     return (x * s + m).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
+def round_robin(keys: np.ndarray) -> np.ndarray:
+    """An order of `keys`' positions that takes the first of every key, then the second of every key, ..."""
+    order = np.argsort(keys, kind="stable")
+    ranked = keys[order]
+    starts = np.r_[0, np.flatnonzero(ranked[1:] != ranked[:-1]) + 1]
+    occurrence = np.empty(len(keys), dtype=int)
+    occurrence[order] = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    return np.lexsort((np.arange(len(keys)), occurrence))
+
+
 def examples(model: RepositoryModel, images: np.ndarray, run: SplitRun, options: ErasureOptions,
              count: int, device: torch.device) -> list[dict]:
-    """Up to `count` misclassified images for the report, those the default erasure corrects first: the
-    image, its saliency map, the erased image and the classes before and after."""
+    """Up to `count` misclassified images for the report, those the default erasure corrects first, spread
+    over class pairs: the image, its saliency map, the erased image and the classes before and after."""
     index = run.settings.index(options.default)
     after = run.saliency_predicted[index][run.error_rows]
     fixed = after == run.labels[run.error_rows]
-    order = np.concatenate([np.flatnonzero(fixed), np.flatnonzero(~fixed)])[:count]
+    pair = run.labels[run.error_rows] * len(run.classes) + run.predicted[run.error_rows]
+    groups = [np.flatnonzero(fixed), np.flatnonzero(~fixed)]
+    order = np.concatenate([g[round_robin(pair[g])] for g in groups])[:count]
     if len(order) == 0:
         return []
     rows = run.error_rows[order]

@@ -78,7 +78,7 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
     options.check()
     if request.erasure:
         request.erasure.check()
-    models = [load_model(request.repository, name).to(device) for name in request.models]
+    models = [load_model(request.repository, name, device) for name in request.models]
     test = load_split(request.data, "test")
     check_classes(models, test)
     images, labels, positions = subset(test, request.max_images, request.seed)

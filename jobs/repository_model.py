@@ -1,13 +1,12 @@
-"""Models from a model repository (`DIR/NAME/config.json`, `DIR/NAME/1/model.pt2`) as differentiable classifiers.
+"""Models of a model repository (`miscause.repository`) as differentiable classifiers for the analysis.
 
-The analysis needs input gradients, so it runs the `torch.export` program (or a TorchScript `model.pt`
-where only that exists), not the ONNX file. Classification follows the config's test-time augmentation:
-`flip` averages the logits of the image and its mirror image, as the service does.
+The analysis needs input gradients, so it runs each model's `torch.export` program, not its ONNX file. The
+program is the network as served, test-time augmentation included (the export wraps it), so its logits are
+the service's logits and its gradients are those of the served function.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,8 @@ import torch
 from miscause.jobs.data import normalize
 from torch import nn
 
+from miscause import repository
 from miscause.errors import MiscauseError
-
-VERSION = "1"
 
 
 class Frozen(nn.Module):
@@ -40,20 +38,15 @@ class Frozen(nn.Module):
 
 @dataclass
 class RepositoryModel:
-    """A loaded model: its network (normalised NCHW float in, logits out), classes and input settings."""
+    """A loaded model: its network (normalised NCHW float in, logits out), classes and normalisation."""
 
     name: str
     module: nn.Module
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    tta: str
     config: dict
     path: Path
-
-    def to(self, device: torch.device) -> RepositoryModel:
-        self.module = self.module.to(device)
-        return self
 
     def prepare(self, images: np.ndarray, device: torch.device) -> torch.Tensor:
         """uint8 [N,H,W,3] to the model's normalised float [N,3,H,W] on `device`."""
@@ -61,65 +54,31 @@ class RepositoryModel:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of normalised images, averaged with the mirrored image's when the config asks for `flip`."""
-        out = self.module(x).float()
-        if self.tta == "flip":
-            out = (out + self.module(x.flip(-1)).float()) / 2
-        return out
+        """Float32 logits of normalised images."""
+        return self.module(x).float()
 
 
-def read_config(folder: Path) -> dict:
-    """The model's `config.json`, checked for the fields the analysis uses."""
-    path = folder / "config.json"
-    if not path.is_file():
-        raise MiscauseError(f"{folder} is not a model in a repository: no config.json")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MiscauseError(f"{path}: cannot read ({error})") from error
-    missing = [key for key in ("classes", "normalization") if key not in config]
-    if missing or not isinstance(config.get("normalization"), dict):
-        raise MiscauseError(f"{path}: missing {', '.join(missing) or 'normalization mean/std'}")
-    norm = config["normalization"]
-    if len(norm.get("mean", [])) != 3 or len(norm.get("std", [])) != 3:
-        raise MiscauseError(f"{path}: normalization needs three-value mean and std")
-    return config
-
-
-def load_network(folder: Path) -> nn.Module:
-    """The torch program of version 1: `model.pt2` (torch.export) or else `model.pt` (TorchScript)."""
-    program, script = folder / VERSION / "model.pt2", folder / VERSION / "model.pt"
-    try:
-        if program.is_file():
-            return Frozen(torch.export.load(str(program)).module())
-        if script.is_file():
-            return Frozen(torch.jit.load(str(script), map_location="cpu").eval())
-    except Exception as error:  # torch raises many types for a corrupt or incompatible program
-        raise MiscauseError(f"cannot load the torch program in {folder / VERSION}: {error}") from error
-    raise MiscauseError(f"{folder / VERSION} holds neither model.pt2 nor model.pt (needed for saliency)")
-
-
-def load_model(repository: str | os.PathLike, name: str) -> RepositoryModel:
-    """Load `repository/name`; every failure is a `MiscauseError` that says which file is wrong."""
-    folder = Path(repository) / name
+def load_model(root: str | os.PathLike, name: str, device: torch.device) -> RepositoryModel:
+    """Load `root/name` onto `device`; every failure is a `MiscauseError` that says which file is wrong."""
+    folder = Path(root) / name
     if not folder.is_dir():
-        raise MiscauseError(f"model {name!r} not found in repository {repository}")
-    config = read_config(folder)
+        raise MiscauseError(f"model {name!r} not found in repository {root}")
+    config = repository.read_config(folder)
     norm = config["normalization"]
-    tta = config.get("tta", "none")
-    if tta not in ("flip", "none"):
-        raise MiscauseError(f"{folder / 'config.json'}: tta must be 'flip' or 'none', got {tta!r}")
-    return RepositoryModel(name, load_network(folder), tuple(str(c) for c in config["classes"]),
-                           tuple(float(v) for v in norm["mean"]), tuple(float(v) for v in norm["std"]), tta,
-                           config, folder)
+    if not isinstance(norm, dict) or len(norm.get("mean", [])) != 3 or len(norm.get("std", [])) != 3:
+        raise MiscauseError(f"{folder / repository.CONFIG}: normalization needs three-value mean and std")
+    program = folder / repository.VERSION / repository.PROGRAM_FILE
+    if not program.is_file():
+        raise MiscauseError(f"no {repository.PROGRAM_FILE} in {program.parent} (the analysis needs it for saliency)")
+    module = Frozen(repository.load_program(folder, str(device)))
+    return RepositoryModel(name, module, tuple(str(c) for c in config["classes"]),
+                           tuple(float(v) for v in norm["mean"]), tuple(float(v) for v in norm["std"]), config,
+                           folder)
 
 
-def repository_models(repository: str | os.PathLike) -> list[str]:
-    """Names of the models in a repository (sub-folders with a config.json), sorted."""
-    root = Path(repository)
-    if not root.is_dir():
-        raise MiscauseError(f"model repository not found: {root}")
-    names = sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+def model_names(root: str | os.PathLike) -> list[str]:
+    """The repository's models; an error when it holds none."""
+    names = repository.model_names(root)
     if not names:
-        raise MiscauseError(f"model repository {root} holds no models (no */config.json)")
+        raise MiscauseError(f"model repository {root} holds no models (no */{repository.CONFIG})")
     return names

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from miscause.jobs.attribution import CAUSES
-from miscause.jobs.erasure_study import SplitRun, summarize, verified_pairs
+from miscause.jobs.erasure_study import SplitRun, round_robin, summarize, verified_pairs
 from miscause.jobs.policy import apply_rules, evaluate_policy, fit_policy
+from miscause.jobs.zoo import FlipTTA
 from PIL import Image
 from torch import nn
 
@@ -34,9 +35,10 @@ class Tiny(nn.Module):
 
 
 def write_model(repository: Path, name: str, seed: int, tta: str) -> nn.Module:
-    """A model folder as `miscause export` lays it out (config.json, 1/model.pt2)."""
+    """A model folder as `miscause export` lays it out (config.json, 1/model.pt2, test-time augmentation
+    inside the program); returns the network as served."""
     torch.manual_seed(seed)
-    model = Tiny().eval()
+    model = (FlipTTA(Tiny()) if tta == "flip" else Tiny()).eval()
     folder = repository / name
     (folder / "1").mkdir(parents=True)
     program = torch.export.export(model, (torch.randn(2, 3, 32, 32),),
@@ -70,7 +72,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "data": root / "data", "repo": root / "repo", "models": models}
 
 
-def eager_accuracy(model: nn.Module, data: Path, tta: bool) -> float:
+def eager_accuracy(model: nn.Module, data: Path) -> float:
     """Accuracy computed here, independently of the analysis, from the PNGs."""
     images, labels = [], []
     for c, name in enumerate(CLASSES):
@@ -80,7 +82,7 @@ def eager_accuracy(model: nn.Module, data: Path, tta: bool) -> float:
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     with torch.no_grad():
-        logits = model(x) + (model(x.flip(-1)) if tta else 0)
+        logits = model(x)
     return float((logits.argmax(1).numpy() == np.array(labels)).mean())
 
 
@@ -92,10 +94,10 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
     assert status == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {"tiny_a", "tiny_b"}
-    for name, tta in (("tiny_a", False), ("tiny_b", True)):
+    for name in ("tiny_a", "tiny_b"):
         model = metrics["models"][name]
         assert model["n"] == 30
-        assert model["accuracy"] == pytest.approx(eager_accuracy(workspace["models"][name], workspace["data"], tta))
+        assert model["accuracy"] == pytest.approx(eager_accuracy(workspace["models"][name], workspace["data"]))
         assert model["errors"] == round(30 * (1 - model["accuracy"]))
         study = metrics["erasure"][name]
         assert len(study["settings"]) == 15
@@ -177,3 +179,9 @@ def test_policy_fit_threshold_and_semantics() -> None:
     assert result["ci95"][0] > 0.3
     none = fit_policy(run, (5.0, 3), min_gain=100)
     assert none["rules"] == {} and none["setting"] == (5.0, 3)
+
+
+def test_examples_spread_over_pairs() -> None:
+    keys = np.array([5, 5, 5, 2, 2, 9, 5])
+    assert round_robin(keys).tolist() == [0, 3, 5, 1, 4, 2, 6]
+    assert round_robin(np.array([], dtype=int)).tolist() == []

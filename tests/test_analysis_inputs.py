@@ -120,13 +120,14 @@ def test_repository_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     (repo / "broken" / "1").mkdir(parents=True)
     (repo / "broken" / "config.json").write_text("{not json")
     (repo / "bare" / "1").mkdir(parents=True)
-    config = {"name": "bare", "classes": list(CLASSES), "normalization": {"mean": [0.5] * 3, "std": [0.2] * 3}}
+    config = {"name": "bare", "architecture": "none", "input": {"shape": [3, 32, 32]}, "classes": list(CLASSES),
+              "normalization": {"mean": [0.5] * 3, "std": [0.2] * 3}}
     (repo / "bare" / "config.json").write_text(json.dumps(config))
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)
     (data / "test").mkdir()
     base = ["analyze", "--repository", str(repo), "--data", str(data), "--out", out, "--models"]
     fails(capsys, base + ["absent"], "model 'absent' not found")
-    fails(capsys, base + ["broken"], "config.json: cannot read")
-    fails(capsys, base + ["bare"], "neither model.pt2 nor model.pt")
+    fails(capsys, base + ["broken"], "config.json is not valid JSON")
+    fails(capsys, base + ["bare"], "no model.pt2 in")
     assert not Path(out).exists()
