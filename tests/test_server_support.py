@@ -30,17 +30,18 @@ def source_model() -> Path:
     return root / names[0]
 
 
-def make_repository(root: Path) -> Path:
-    """Two models from the source model: `alpha` without a policy, `beta` with a rule for every class."""
+def make_repository(root: Path, names: tuple[str, ...] = ("alpha", "beta")) -> Path:
+    """Models from the source model: `alpha` without a policy, `beta` (if named) with a rule for every class."""
     source = source_model()
     config = repository.read_config(source)
-    for name in ("alpha", "beta"):
+    for name in names:
         folder = root / name
         folder.mkdir(parents=True)
         (folder / repository.VERSION).symlink_to((source / repository.VERSION).resolve())
         (folder / repository.CONFIG).write_text(json.dumps({**config, "name": name}))
-    rules = [{"pred": c, "max_confidence": 1.0} for c in config["classes"]]
-    (root / "beta" / repository.POLICY).write_text(json.dumps({**POLICY, "rules": rules}))
+    if "beta" in names:
+        rules = [{"pred": c, "max_confidence": 1.0} for c in config["classes"]]
+        (root / "beta" / repository.POLICY).write_text(json.dumps({**POLICY, "rules": rules}))
     return root
 
 
