@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--policy-min-gain", type=int, default=3,
                        help="net validation images a policy rule must gain (default 3)")
     study.add_argument("--no-policy", action="store_true", help="do not write policy.json into the repository")
-    study.add_argument("--batch-size", type=int, default=256)
+    study.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
     study.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     study.add_argument("--seed", type=int, default=0, help="random anchors, subsets and bootstrap")
 
@@ -124,7 +124,7 @@ def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: 
                                  **{key: tuple(value) for key, value in sweeps.items() if value})
     names = tuple(args.models or model_names(args.repository))
     request = RepositoryRequest(args.repository, names, args.data, erasure, args.max_images, args.examples,
-                                args.policy_min_gain, args.seed)
+                                args.policy_min_gain, args.seed, args.batch_size)
     result = analyze_repository(request, options, pick_device(args.device), context["created"],
                                 context["versions"])
     policy_paths = {} if args.no_policy else {name: Path(args.repository) / name / "policy.json"

@@ -96,12 +96,12 @@ def erasure_figure(name: str, settings: list[dict]) -> bytes:
     return png(figure)
 
 
-def examples_figure(name: str, examples: list[dict]) -> bytes:
+def examples_figure(examples: list[dict]) -> bytes:
     """One row per image: original, saliency overlay, erased; labels before and after erasure."""
-    rows = max(len(examples), 1)
+    rows = len(examples)
     figure = Figure(figsize=(6, 2 * rows))
     axes = np.asarray(figure.subplots(rows, 3, squeeze=False))
-    for row, example in zip(axes, examples, strict=False):
+    for row, example in zip(axes, examples, strict=True):
         row[0].imshow(example["image"])
         row[0].set_title(f"true {example['true']}", fontsize=7)
         row[1].imshow(example["image"])
@@ -111,6 +111,4 @@ def examples_figure(name: str, examples: list[dict]) -> bytes:
         row[2].set_title(f"erased: {example['before']} -> {example['after']}", fontsize=7)
     for ax in axes.reshape(-1):
         ax.set_axis_off()
-    if not examples:
-        axes[0, 1].set_title(f"{name}: no misclassified images", fontsize=8)
     return png(figure)

@@ -110,7 +110,8 @@ def figure_set(analysis: Analysis, study: StudyResults | None) -> dict[str, byte
     if study:
         for name, summary in study.summaries.items():
             out[f"erasure-{file_stem(name)}.png"] = figures.erasure_figure(name, summary["settings"])
-            out[f"examples-{file_stem(name)}.png"] = figures.examples_figure(name, study.examples.get(name, []))
+            if study.examples.get(name):
+                out[f"examples-{file_stem(name)}.png"] = figures.examples_figure(study.examples[name])
     return out
 
 
@@ -197,8 +198,9 @@ def _study_blocks(study: StudyResults) -> list[Block]:
                            [[r["true"], r["pred"], r["errors"], r["saliency"]["corrected"],
                              r["random"]["corrected"], f"{r['p_adjusted']:.3g}", "yes" if r["verified"] else "no"]
                             for r in candidates]))
-        blocks.append(("figure", f"examples-{file_stem(name)}.png",
-                       f"{name}: misclassified test images, saliency of the predicted class, erased image"))
+        if study.examples.get(name):
+            blocks.append(("figure", f"examples-{file_stem(name)}.png",
+                           f"{name}: misclassified test images, saliency of the predicted class, erased image"))
     return blocks
 
 

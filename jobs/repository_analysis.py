@@ -42,6 +42,7 @@ class RepositoryRequest:
     examples: int = 8
     policy_min_gain: int = 3
     seed: int = 0
+    batch_size: int = 256
 
 
 @dataclass
@@ -88,8 +89,8 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
     data["description"] = (f"Models {', '.join(request.models)} from the repository `{data['repository']}`, run "
                            f"on {len(labels)} of the {len(test)} images of the test split of `{data['path']}`.")
     if request.erasure is None:
-        predictions = [make_predictions(m.name, infer(m, images, 256, device, f"{m.name} test"), labels,
-                                        positions, m.classes, f"{m.name} on test") for m in models]
+        predictions = [make_predictions(m.name, infer(m, images, request.batch_size, device, f"{m.name} test"),
+                                        labels, positions, m.classes, f"{m.name} on test") for m in models]
         return RepositoryResult(analyze_predictions(predictions, options), None, data=data)
 
     erasure = request.erasure
