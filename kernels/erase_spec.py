@@ -1,0 +1,104 @@
+"""The erasure op's contract shared by every implementation: argument checks, the anchor count, the fill.
+
+Keeping these in one place means the reference and the Triton kernel reject the same inputs with the same
+messages and agree on k to the pixel.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class EraseArgs:
+    """Checked arguments: anchors per image, the box half-width, and one float32 fill value per channel."""
+
+    k: int
+    radius: int
+    fill: torch.Tensor
+
+
+def anchor_count(top_percent: float, pixels: int) -> int:
+    """k = ceil(p/100 * pixels), clamped to [1, pixels].
+
+    p is taken at its shortest decimal spelling, so p=0.1 of 1000 pixels is exactly 1 anchor rather than 2
+    (the binary value of 0.1 is a hair above one tenth).
+    """
+    exact = Fraction(repr(float(top_percent))) * pixels / 100
+    return min(max(math.ceil(exact), 1), pixels)
+
+
+def check_erase_args(
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    top_percent: float,
+    box: int,
+    fill: Sequence[float] | torch.Tensor | None,
+    *,
+    saliency_name: str = "saliency",
+    per_channel: bool = False,
+) -> EraseArgs:
+    """Validate shapes, dtypes, devices, p, the box and the fill; raise ValueError saying what is wrong.
+
+    `per_channel` means `saliency` is a raw gradient [N, C', H, W] reduced inside the op, not a map [N, H, W].
+    Finiteness is not checked here: each implementation checks it where it reads the values anyway.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"images must be a [N, C, H, W] tensor, got {_describe(images)}")
+    if images.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"images must be float32, float16 or bfloat16, got {images.dtype}")
+    n, c, h, w = images.shape
+    if c < 1 or h < 1 or w < 1:
+        raise ValueError(f"images need at least one channel, row and column, got shape {tuple(images.shape)}")
+    if not isinstance(saliency, torch.Tensor):
+        raise ValueError(f"{saliency_name} must be a tensor, got {_describe(saliency)}")
+    if per_channel:
+        if saliency.dim() != 4 or saliency.shape[0] != n or saliency.shape[2:] != (h, w) or saliency.shape[1] < 1:
+            raise ValueError(
+                f"{saliency_name} must have shape (N, C', H, W) with N, H, W = {(n, h, w)} to match images, "
+                f"got {tuple(saliency.shape)}"
+            )
+    elif tuple(saliency.shape) != (n, h, w):
+        raise ValueError(
+            f"{saliency_name} must have shape (N, H, W) = {(n, h, w)} to match images, got {tuple(saliency.shape)}"
+        )
+    if saliency.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{saliency_name} must be float32, float16 or bfloat16, got {saliency.dtype}")
+    if saliency.device != images.device:
+        raise ValueError(f"{saliency_name} is on {saliency.device} but images are on {images.device}")
+    if isinstance(top_percent, bool) or not isinstance(top_percent, numbers.Real):
+        raise ValueError(f"top_percent must be a number in (0, 100], got {top_percent!r}")
+    if not 0 < top_percent <= 100:
+        raise ValueError(f"top_percent must be in (0, 100], got {top_percent!r}")
+    if isinstance(box, bool) or not isinstance(box, int) or box < 1 or box % 2 == 0:
+        raise ValueError(f"box must be an odd integer >= 1 (the side of the square erased around each anchor), "
+                         f"got {box!r}")
+    return EraseArgs(k=anchor_count(top_percent, h * w), radius=(box - 1) // 2, fill=_fill_values(fill, c, images))
+
+
+def nonfinite_error(saliency_name: str, images_hit: int) -> ValueError:
+    """The error for NaN or Inf in the ranking input: ranking them would silently pick arbitrary anchors."""
+    return ValueError(f"{saliency_name} contains NaN or Inf in {images_hit} image(s); cannot rank its pixels")
+
+
+def _fill_values(fill: Sequence[float] | torch.Tensor | None, channels: int, images: torch.Tensor) -> torch.Tensor:
+    """One float32 value per channel on the images' device; None is 0, the dataset mean in normalised space."""
+    if fill is None:
+        return torch.zeros(channels, dtype=torch.float32, device=images.device)
+    values = torch.as_tensor(fill, dtype=torch.float32).to(images.device).reshape(-1)
+    if values.numel() != channels:
+        raise ValueError(f"fill must have one value per channel ({channels}), got {values.numel()}")
+    return values
+
+
+def _describe(value: object) -> str:
+    """A short description of a wrong argument: a tensor's shape, else its type."""
+    return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
