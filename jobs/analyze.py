@@ -61,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
     study.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     study.add_argument("--seed", type=int, default=0, help="random anchors, subsets and bootstrap")
+    study.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -124,7 +125,7 @@ def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: 
                                  **{key: tuple(value) for key, value in sweeps.items() if value})
     names = tuple(args.models or model_names(args.repository))
     request = RepositoryRequest(args.repository, names, args.data, erasure, args.max_images, args.examples,
-                                args.policy_min_gain, args.seed, args.batch_size)
+                                args.policy_min_gain, args.seed, args.batch_size, not args.no_progress)
     result = analyze_repository(request, options, pick_device(args.device), context["created"],
                                 context["versions"])
     policy_paths = {} if args.no_policy else {name: Path(args.repository) / name / "policy.json"

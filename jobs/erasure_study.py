@@ -88,26 +88,26 @@ class SplitRun:
         probs = np.exp(shifted)
         return (probs / probs.sum(axis=1, keepdims=True)).max(axis=1)
 
-    def predictions(self) -> Predictions:
-        return make_predictions(self.model, self.logits, self.labels, self.positions, self.classes,
-                                f"{self.model} on {self.split}")
+    def predictions(self, source: str) -> Predictions:
+        """The run's original predictions, for the pattern analysis."""
+        return make_predictions(self.model, self.logits, self.labels, self.positions, self.classes, source)
 
 
 def _fill(options: ErasureOptions, device: torch.device) -> torch.Tensor | None:
     return None if options.fill is None else torch.tensor(options.fill, dtype=torch.float32, device=device)
 
 
-def infer(model: RepositoryModel, images: np.ndarray, batch_size: int, device: torch.device,
-          desc: str) -> np.ndarray:
+def infer(model: RepositoryModel, images: np.ndarray, batch_size: int, device: torch.device, desc: str,
+          progress: bool = True) -> np.ndarray:
     """Logits [N,K] of uint8 images [N,H,W,3], in batches with a progress bar."""
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress):
         out.append(model.logits(model.prepare(images[start:start + batch_size], device)).cpu().numpy())
     return np.concatenate(out)
 
 
 def run_split(model: RepositoryModel, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
-              split: str, options: ErasureOptions, device: torch.device) -> SplitRun:
+              split: str, options: ErasureOptions, device: torch.device, progress: bool = True) -> SplitRun:
     """Classify, take saliency of the predicted class, erase under every setting (saliency and random
     anchors) and classify again. Saliency maps are kept for the misclassified images only (the examples)."""
     settings = options.settings()
@@ -115,7 +115,7 @@ def run_split(model: RepositoryModel, images: np.ndarray, labels: np.ndarray, po
     fill = _fill(options, device)
     logits, saliency_predicted, random_predicted, wrong_rows, maps = [], [], [], [], []
     steps = range(0, len(images), options.batch_size)
-    for start in tqdm(steps, desc=f"{model.name} {split}: saliency and erasure", unit="batch"):
+    for start in tqdm(steps, desc=f"{model.name} {split}: saliency and erasure", unit="batch", disable=not progress):
         x = model.prepare(images[start:start + options.batch_size], device)
         batch_logits = model.logits(x)
         predicted = batch_logits.argmax(1)

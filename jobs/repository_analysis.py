@@ -43,6 +43,7 @@ class RepositoryRequest:
     policy_min_gain: int = 3
     seed: int = 0
     batch_size: int = 256
+    progress: bool = True
 
 
 @dataclass
@@ -72,6 +73,21 @@ def check_classes(models: list[RepositoryModel], split: Split) -> None:
                                 f"{list(split.classes)}")
 
 
+def validation_warning(model: RepositoryModel, val_accuracy: float, test_accuracy: float) -> str | None:
+    """A warning when the policy is fitted on images the model trained on: its config says so, or its
+    validation accuracy exceeds its test accuracy by more than two points."""
+    split = (model.config.get("training") or {}).get("split")
+    if split in ("trainval", "val"):
+        reason = f"its config says it was trained on the {split!r} split, which holds the validation images"
+    elif val_accuracy - test_accuracy > VALIDATION_GAP_WARNING:
+        reason = (f"its validation accuracy {val_accuracy:.3f} exceeds its test accuracy {test_accuracy:.3f}, "
+                  "so it may have been trained on the validation images")
+    else:
+        return None
+    return (f"{model.name}: {reason}; the policy fit is then optimistic and finds few errors to correct. "
+            "The test evaluation is unaffected.")
+
+
 def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, device: torch.device,
                        created: str, versions: dict) -> RepositoryResult:
     """Run the models on the test split; with erasure options also the study on test and the policy fit on
@@ -89,8 +105,10 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
     data["description"] = (f"Models {', '.join(request.models)} from the repository `{data['repository']}`, run "
                            f"on {len(labels)} of the {len(test)} images of the test split of `{data['path']}`.")
     if request.erasure is None:
-        predictions = [make_predictions(m.name, infer(m, images, request.batch_size, device, f"{m.name} test"),
-                                        labels, positions, m.classes, f"{m.name} on test") for m in models]
+        predictions = [
+            make_predictions(m.name, infer(m, images, request.batch_size, device, f"{m.name} test", request.progress),
+                             labels, positions, m.classes, str(m.path))
+            for m in models]
         return RepositoryResult(analyze_predictions(predictions, options), None, data=data)
 
     erasure = request.erasure
@@ -98,21 +116,20 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
     val_images, val_labels, val_positions = subset(val, request.max_images, request.seed)
     data["validation_n"] = len(val_labels)
     data["description"] += f" The correction policy is fitted on {len(val_labels)} validation-split images."
-    test_runs = {m.name: run_split(m, images, labels, positions, "test", erasure, device) for m in models}
-    analysis = analyze_predictions([run.predictions() for run in test_runs.values()], options)
+    test_runs = {m.name: run_split(m, images, labels, positions, "test", erasure, device, request.progress)
+                 for m in models}
+    analysis = analyze_predictions([test_runs[m.name].predictions(str(m.path)) for m in models], options)
     summaries = {name: summarize(run, erasure.default, analysis.models[name].significant, options.alpha,
                                  options.correction) for name, run in test_runs.items()}
     apply_erasure_check(analysis, {name: verified_pairs(s) for name, s in summaries.items()})
     fill = list(erasure.fill) if erasure.fill is not None else [0.0, 0.0, 0.0]
     policies, pictures, warnings = {}, {}, []
     for model in models:
-        val_run = run_split(model, val_images, val_labels, val_positions, "val", erasure, device)
+        val_run = run_split(model, val_images, val_labels, val_positions, "val", erasure, device, request.progress)
         val_accuracy = float((val_run.predicted == val_labels).mean())
-        if val_accuracy - analysis.models[model.name].accuracy > VALIDATION_GAP_WARNING:
-            warnings.append(f"{model.name}: validation accuracy {val_accuracy:.3f} exceeds test accuracy "
-                            f"{analysis.models[model.name].accuracy:.3f}; the model may have been trained on the "
-                            "validation images (e.g. --split trainval), which makes its policy fit optimistic. "
-                            "The test evaluation is unaffected.")
+        warning = validation_warning(model, val_accuracy, analysis.models[model.name].accuracy)
+        if warning:
+            warnings.append(warning)
         fit = policy.fit_policy(val_run, erasure.default, request.policy_min_gain)
         test_result = policy.evaluate_policy(fit, test_runs[model.name], seed=request.seed)
         policies[model.name] = policy.policy_document(

@@ -46,7 +46,8 @@ def write_model(repository: Path, name: str, seed: int, tta: str) -> nn.Module:
     torch.export.save(program, str(folder / "1" / "model.pt2"))
     config = {"name": name, "architecture": "tiny", "classes": list(CLASSES), "tta": tta,
               "input": {"shape": [3, 32, 32], "dtype": "float32", "layout": "NCHW"},
-              "normalization": {"mean": list(MEAN), "std": list(STD)}, "versions": {"torch": torch.__version__}}
+              "normalization": {"mean": list(MEAN), "std": list(STD)}, "versions": {"torch": torch.__version__},
+              "training": {"split": "trainval" if tta == "flip" else "train"}}
     (folder / "config.json").write_text(json.dumps(config))
     return model
 
@@ -90,7 +91,7 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
     out = workspace["root"] / "report"
     status = main(["analyze", "--repository", str(workspace["repo"]), "--data", str(workspace["data"]),
                    "--erasure", "--out", str(out), "--batch-size", "16", "--examples", "4",
-                   "--policy-min-gain", "1", "--min-count", "2", "--device", "cpu"])
+                   "--policy-min-gain", "1", "--min-count", "2", "--device", "cpu", "--no-progress"])
     assert status == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {"tiny_a", "tiny_b"}
@@ -117,6 +118,8 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
         assert test["net_change"] == pytest.approx((test["corrected"] - test["broken"]) / 30)
         assert test["ci95"][0] <= test["net_change"] <= test["ci95"][1]
         assert policy["fitted_on"]["split"] == "val" and policy["fitted_on"]["n"] == 6
+    assert any(w.startswith("tiny_b: its config says it was trained on the 'trainval' split")
+               for w in metrics["warnings"])
     assert {p["cause"] for p in metrics["pairs"]} <= set(CAUSES)
     assert len(metrics["pairs"]) == 6
     figures = {p.name for p in (out / "figures").iterdir()}
