@@ -76,7 +76,8 @@ class Backend:
         if self.staging is None or self.staging.numel() < needed:
             self.staging = torch.empty(max(needed, 1 << 20), dtype=torch.uint8, pin_memory=True)
         self.stream.synchronize()  # the previous batch's upload has left the staging buffer
-        host = self.staging[:needed].view(torch.from_numpy(array[:0]).dtype).view(array.shape)
+        dtype = torch.uint8 if array.dtype == np.uint8 else torch.float32
+        host = self.staging[:needed].view(dtype).view(array.shape)
         host.numpy()[...] = array
         return host.to(self.device, non_blocking=True)
 

@@ -115,6 +115,8 @@ class Batcher:
         batch: list[_Pending] = []
         total = 0
         for pending in list(self.queue):
+            if pending.future.done():  # cancelled; its done-callback is about to remove it
+                continue
             if pending.deadline is not None and now >= pending.deadline:
                 pending.future.set_exception(DeadlineExpired(f"deadline passed after {now - pending.enqueued:.3f} "
                                                              "s in the queue; not run"))
@@ -139,7 +141,10 @@ class Batcher:
             self.metrics.queue_seconds.labels(self.name).observe(started - pending.enqueued)
         self.running = batch
         works = [p.work for p in batch]
-        results = await asyncio.get_running_loop().run_in_executor(self.executor, self._execute_timed, works)
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self.executor, self._execute_timed, works)
+        except Exception as error:  # the batch fails, the batcher carries on
+            results = [error] * len(batch)
         self.running = []
         self.metrics.batch_size.labels(self.name).observe(sum(p.count for p in batch))
         for pending, result in zip(batch, results, strict=True):
