@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--sweep-box", type=int, nargs="+", metavar="B", help="b values of the sweep (default 1 3 5)")
     study.add_argument("--fill", type=float, nargs=3, metavar="V",
                        help="erased value per channel, normalised units (default 0: the dataset mean)")
-    study.add_argument("--saliency-method", default="gradient", help="saliency method (default gradient)")
+    study.add_argument("--saliency-method", default="gradient",
+                       help="gradient, input_x_gradient or smoothgrad (default gradient)")
     study.add_argument("--max-images", type=int, help="analyse a random subset of this many images per split")
     study.add_argument("--examples", type=int, default=8, help="example images per model in the report")
     study.add_argument("--policy-min-gain", type=int, default=3,

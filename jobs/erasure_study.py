@@ -54,6 +54,9 @@ class ErasureOptions:
                 raise MiscauseError(f"top percent must lie in (0, 100], got {p}")
             if b < 1 or b % 2 == 0:
                 raise MiscauseError(f"box must be an odd size >= 1, got {b}")
+        if self.saliency_method not in kernels.METHODS:
+            raise MiscauseError(f"unknown saliency method {self.saliency_method!r}: choose one of "
+                                f"{', '.join(kernels.METHODS)}")
         if self.batch_size < 1:
             raise MiscauseError(f"--batch-size must be at least 1, got {self.batch_size}")
 
@@ -108,8 +111,9 @@ def infer(model: RepositoryModel, images: np.ndarray, batch_size: int, device: t
 
 def run_split(model: RepositoryModel, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
               split: str, options: ErasureOptions, device: torch.device, progress: bool = True) -> SplitRun:
-    """Classify, take saliency of the predicted class, erase under every setting (saliency and random
-    anchors) and classify again. Saliency maps are kept for the misclassified images only (the examples)."""
+    """Classify and take the saliency of the predicted class (one forward and backward), erase under every
+    setting (saliency and random anchors) and classify again. Saliency maps are kept for the misclassified
+    images only (the examples)."""
     settings = options.settings()
     generator = torch.Generator().manual_seed(options.seed)
     fill = _fill(options, device)
@@ -117,10 +121,8 @@ def run_split(model: RepositoryModel, images: np.ndarray, labels: np.ndarray, po
     steps = range(0, len(images), options.batch_size)
     for start in tqdm(steps, desc=f"{model.name} {split}: saliency and erasure", unit="batch", disable=not progress):
         x = model.prepare(images[start:start + options.batch_size], device)
-        batch_logits = model.logits(x)
+        saliency, batch_logits = kernels.saliency(model.module, x, method=options.saliency_method)
         predicted = batch_logits.argmax(1)
-        saliency, _ = kernels.saliency(model.module, x, method=options.saliency_method, target=predicted)
-        saliency = saliency.detach().float()
         uniform = torch.rand(saliency.shape, generator=generator).to(device)
         per_setting_saliency, per_setting_random = [], []
         for top_percent, box in settings:

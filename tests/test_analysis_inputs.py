@@ -130,4 +130,6 @@ def test_repository_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     fails(capsys, base + ["absent"], "model 'absent' not found")
     fails(capsys, base + ["broken"], "config.json is not valid JSON")
     fails(capsys, base + ["bare"], "no model.pt2 in")
+    fails(capsys, base + ["bare", "--erasure", "--saliency-method", "magic"], "unknown saliency method 'magic'")
+    fails(capsys, base + ["bare", "--erasure", "--sweep-box", "1", "4"], "box must be an odd size >= 1, got 4")
     assert not Path(out).exists()
