@@ -10,7 +10,7 @@ import pytest
 import torch
 from miscause.jobs.attribution import CAUSES
 from miscause.jobs.erasure_study import SplitRun, round_robin, summarize, verified_pairs
-from miscause.jobs.policy import apply_rules, evaluate_policy, fit_policy
+from miscause.jobs.policy import apply_rules, evaluate_policy, fit_policy, policy_document
 from miscause.jobs.zoo import FlipTTA
 from PIL import Image
 from torch import nn
@@ -188,3 +188,19 @@ def test_examples_spread_over_pairs() -> None:
     keys = np.array([5, 5, 5, 2, 2, 9, 5])
     assert round_robin(keys).tolist() == [0, 3, 5, 1, 4, 2, 6]
     assert round_robin(np.array([], dtype=int)).tolist() == []
+
+
+def test_policy_document_reads_in_the_service() -> None:
+    from miscause.server.policy import parse_policy
+
+    run = planted_run([(5.0, 3)])
+    fit = fit_policy(run, (5.0, 3), min_gain=1)
+    document = policy_document("m", fit, evaluate_policy(fit, run), CLASSES, "gradient", [0.0, 0.0, 0.0],
+                               {"split": "val"}, "2026-01-01T00:00:00+00:00", {})
+    served = parse_policy(json.loads(json.dumps(document)), list(CLASSES), "policy.json")
+    assert served.defaults == {"top_percent": 5.0, "box": 3, "fill": [0.0, 0.0, 0.0], "saliency_method": "gradient"}
+    confidence = torch.from_numpy(run.confidence)
+    applies = served.applies(torch.from_numpy(run.predicted), confidence).numpy()
+    marker = np.full_like(run.predicted, -1)  # an "erased class" that shows where a rule applied
+    ours = apply_rules({1: fit["rules"][1][0]}, run.confidence, run.predicted, marker) == -1
+    assert (applies == ours).all() and applies.sum() == 60
