@@ -249,10 +249,15 @@ def document(analysis: Analysis, context: dict, study: StudyResults | None) -> l
               f"{counts[attribution.NOT_SIGNIFICANT]} not significant (of {len(analysis.pairs)} ordered pairs). "
               "Listed: pairs significant in at least one model, with each model's conditional probability "
               "(and count)."),
-        ("table", ["true", "predicted", "cause", "models", "conditional probability (count)", "erasure verified in"],
-         _pair_rows(analysis)),
-        ("h2", "Confusion matrices"),
     ]
+    unverified = sum(r["pattern_cause"] != r["cause"] for r in analysis.pairs)
+    if study:
+        blocks.append(("p", f"{unverified} pairs particular to few models were not verified by the erasure study "
+                            "and are reported as not significant."))
+    rows = _pair_rows(analysis)
+    blocks.append(("table", ["true", "predicted", "cause", "models", "conditional probability (count)",
+                             "erasure verified in"], rows) if rows else ("p", "No pair is significant in any model."))
+    blocks += [("h2", "Confusion matrices")]
     blocks += [("figure", f"confusion-{file_stem(n)}.png",
                 f"{n}: row-normalised confusion and conditional confusion") for n in names]
     blocks.append(("h2", "Misclassification networks"))
