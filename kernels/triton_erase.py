@@ -254,7 +254,7 @@ def _launch(
         return erased, mask
     nonfinite = torch.empty(n, dtype=torch.int32, device=images.device)
     _erase_kernel[(n,)](
-        images.contiguous(), saliency.contiguous(), args.fill, erased, mask.view(torch.uint8), nonfinite,
+        images.contiguous(), saliency.contiguous(), args.fill.to(images.dtype), erased, mask.view(torch.uint8), nonfinite,
         c, saliency.shape[1] if from_gradient else 1, h, w, args.k, min(args.radius, max(h, w)),
         FROM_GRADIENT=from_gradient, **launch_config(h, w),
     )
