@@ -151,7 +151,10 @@ def _pair_rows(analysis: Analysis) -> list[list]:
             continue
         shares = ", ".join(f"{name} {_percent(s['conditional'])} ({s['count']})"
                            for name, s in record["per_model"].items() if s["significant"])
-        rows.append([record["true"], record["pred"], f"`{record['cause']}`", len(record["models"]), shares,
+        cause = f"`{record['cause']}`"
+        if record["pattern_cause"] != record["cause"]:
+            cause += f" (pattern: `{record['pattern_cause']}`, not verified)"
+        rows.append([record["true"], record["pred"], cause, len(record["models"]), shares,
                      ", ".join(record.get("erasure_verified_models", [])) or "-"])
     return sorted(rows, key=lambda row: (-row[3], row[0], row[1]))
 
