@@ -24,12 +24,12 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+from miscause.jobs import analyze, evaluate, export, train, zoo
 from tqdm import tqdm
 
 from miscause import __version__
 from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
-from miscause.jobs import analyze, evaluate, export, train, zoo
 
 
 def invoke(module: ModuleType, argv: list) -> None:
