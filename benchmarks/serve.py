@@ -55,6 +55,7 @@ OUTPUT_SETS: dict[str, tuple[str, ...]] = {
 TARGET_RATIO = {"label": 0.90, "correction": 0.85}
 TARGET_TAIL = 3.0  # p99 <= 3 x p50 at half the saturating load
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+LIVE = "/inference.GRPCInferenceService/ServerLive"
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
 SERVER_METRICS = ("miscause_inference_batch_size", "miscause_inference_compute_duration_seconds",
                   "miscause_inference_queue_duration_seconds", "miscause_inference_request_duration_seconds")
@@ -145,8 +146,9 @@ def scrape(url: str | None) -> dict[str, float]:
     return dict(values)
 
 
-def server_view(before: dict, after: dict) -> dict:
-    """Mean batch size, compute time per batch, queue and in-server time per request over a point."""
+def server_view(before: dict, after: dict, seconds: float) -> dict:
+    """Over a point: mean batch size, compute time per batch, queue and in-server time per request, the share
+    of the time the model's worker thread was computing, and its speed while it was."""
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     def mean(name: str) -> float | None:
         count = delta.get(f"{name}_count", 0.0)
@@ -156,6 +158,10 @@ def server_view(before: dict, after: dict) -> dict:
             "compute_ms_per_batch": mean("miscause_inference_compute_duration_seconds"),
             "queue_ms": mean("miscause_inference_queue_duration_seconds"),
             "in_server_ms": mean("miscause_inference_request_duration_seconds")}
+    computing = delta.get("miscause_inference_compute_duration_seconds_sum", 0.0)
+    view["worker_busy"] = computing / seconds if view["batches"] else None
+    view["compute_images_per_s"] = delta.get("miscause_inference_batch_size_sum", 0.0) / computing \
+        if computing else None
     for key in ("compute_ms_per_batch", "queue_ms", "in_server_ms"):
         view[key] = None if view[key] is None else view[key] * 1000
     return view
@@ -179,7 +185,7 @@ class Window:
         self.point.generator_cpu_s = after[0] - clocks[0]
         self.point.server_cpu_s = None if clocks[1] is None else after[1] - clocks[1]
         self.point.machine_cpu_s = after[2] - clocks[2]
-        self.point.server = server_view(metrics, await asyncio.to_thread(scrape, self.url))
+        self.point.server = server_view(metrics, await asyncio.to_thread(scrape, self.url), self.point.seconds)
 
 
 def channel(target: str) -> grpc.aio.Channel:
@@ -198,9 +204,12 @@ def check(response, outputs: tuple[str, ...]) -> str:
 
 async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], point: Point, concurrency: int,
                       warmup: float, mode: str, timeout: float, channels: int, server_pid: int | None,
-                      metrics_url: str | None) -> Point:
-    """`concurrency` callers each sending the next request once the last is answered."""
+                      metrics_url: str | None, method: str = INFER) -> Point:
+    """`concurrency` callers each sending the next request once the last is answered. With `method` LIVE
+    (ServerLive, no model work, nothing checked) it measures the RPC path and the generator alone."""
     from miscause.proto import grpc_service_pb2 as pb
+
+    response_type = pb.ModelInferResponse if method == INFER else pb.ServerLiveResponse
 
     opened = [channel(target) for _ in range(channels)]
     start = time.perf_counter() + warmup
@@ -213,10 +222,11 @@ async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], poi
                 point.latencies.append(done - sent)
 
     async def unary(index: int) -> None:
-        call = opened[index % channels].unary_unary(INFER, response_deserializer=pb.ModelInferResponse.FromString)
+        call = opened[index % channels].unary_unary(method, response_deserializer=response_type.FromString)
         while (sent := time.perf_counter()) < end:
             try:
-                status = check(await call(payload, timeout=timeout), outputs)
+                response = await call(payload, timeout=timeout)
+                status = check(response, outputs) if method == INFER else "OK"
             except grpc.aio.AioRpcError as error:
                 status = error.code().name
             record(sent, time.perf_counter(), status)
@@ -340,15 +350,23 @@ def server_options(args: argparse.Namespace) -> list[str]:
     return options + (["--threads", str(args.threads)] if args.threads else [])
 
 
-def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Point],
-           limits: dict[str, float]) -> tuple[list[Table], dict]:
-    """The sweep table and the summary table (service against in-process, tail latency at half load)."""
+def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Point], limits: dict[str, float],
+           ceiling: Point) -> tuple[list[Table], dict]:
+    """The sweep table, the generator's own ceiling, and the summary table (service against in-process, tail
+    latency at half load)."""
     sweep = Table("Closed-loop sweep (images/s; latency ms; CPU in cores)",
                   ["set", "callers", "images/s", "p50", "p90", "p99", "mean batch", "compute ms/batch",
-                   "generator", "server", "machine", "not OK"])
+                   "worker busy", "generator", "server", "machine", "not OK"])
     summary = Table("Service against in-process, and latency at half the saturating load",
                     ["set", "service img/s", "in-process img/s", "ratio", "target", "half-load p50", "p99",
-                     "p99/p50", "generator cores", "generator us/req"])
+                     "p99/p50", "service req/s", "generator cores", "generator us/req"])
+    alone = ceiling.summary()
+    generator = Table("RPC path and load generator alone (ServerLive, no model work)",
+                      ["callers", "requests/s", "p50", "p99", "generator cores", "generator us/req", "server",
+                       "machine"],
+                      [[ceiling.concurrency, alone["requests_per_s"], alone["p50_ms"], alone["p99_ms"],
+                        alone["generator_cores"], alone["generator_us_per_request"], alone["server_cores"],
+                        alone["machine_cores"]]])
     verdicts = {}
     for name in sets:
         for point in sweeps[name] + [halves[name]]:
@@ -356,7 +374,8 @@ def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Po
             load = point.concurrency if point.concurrency else f"{point.rate:.0f}/s open"
             sweep.rows.append([name, load, s["images_per_s"], s["p50_ms"], s["p90_ms"], s["p99_ms"],
                                s["server"].get("mean_batch"), s["server"].get("compute_ms_per_batch"),
-                               s["generator_cores"], s["server_cores"], s["machine_cores"],
+                               s["server"].get("worker_busy"), s["generator_cores"], s["server_cores"],
+                               s["machine_cores"],
                                sum(point.statuses.values()) - point.answered])
         best = max(sweeps[name], key=lambda p: p.images_per_s)
         half = halves[name].summary()
@@ -366,18 +385,36 @@ def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Po
         verdicts[name] = {"service_images_per_s": best.images_per_s, "in_process_images_per_s": limits[name],
                           "ratio": ratio, "ratio_target": target,
                           "ratio_met": None if target is None else ratio >= target,
-                          "saturating_concurrency": best.concurrency, "half_load": half,
+                          "saturating_concurrency": best.concurrency, "saturation": best.summary(),
+                          "half_load": half,
                           "tail_ratio": tail, "tail_met": tail is not None and tail <= TARGET_TAIL}
         summary.rows.append([name, best.images_per_s, limits[name], ratio,
                              "-" if target is None else f">= {target:.2f} {'met' if ratio >= target else 'MISSED'}",
-                             half["p50_ms"], half["p99_ms"], tail,
+                             half["p50_ms"], half["p99_ms"], tail, best.summary()["requests_per_s"],
                              best.summary()["generator_cores"], best.summary()["generator_us_per_request"]])
-    return [sweep, summary], verdicts
+    return [sweep, generator, summary], {"sets": verdicts, "rpc_only": alone}
 
 
-def notes_for(verdicts: dict, args: argparse.Namespace) -> list[str]:
-    notes = []
-    for name, v in verdicts.items():
+def notes_for(verdicts: dict) -> list[str]:
+    """Per set: where the time went at saturation, and each target missed."""
+    alone = verdicts["rpc_only"]
+    notes = [f"the RPC path with no model work (ServerLive) sustained {alone['requests_per_s']:.0f} requests/s with "
+             f"the generator using {alone['generator_cores']:.2f} cores: the ceiling of this generator and "
+             "transport on this machine"]
+    for name, v in verdicts["sets"].items():
+        top = v["saturation"]
+        view = top["server"]
+        where = f"{name}: at saturation ({v['saturating_concurrency']} callers) "
+        if view.get("worker_busy") is not None:
+            where += (f"the model worker computed {view['worker_busy']:.0%} of the time, at "
+                      f"{view['compute_images_per_s']:.0f} images/s while computing (mean batch "
+                      f"{view['mean_batch']:.1f}; in-process {v['in_process_images_per_s']:.0f} images/s at full "
+                      f"batches); ")
+        where += (f"the load generator used {top['generator_cores']:.2f} cores "
+                  f"({top['generator_us_per_request']:.0f} us per request), the server "
+                  + ("?" if top["server_cores"] is None else f"{top['server_cores']:.2f}")
+                  + f", the whole machine {top['machine_cores']:.2f}")
+        notes.append(where)
         if v["ratio_met"] is False:
             notes.append(f"{name}: service {v['service_images_per_s']:.0f} images/s is {v['ratio']:.0%} of "
                          f"in-process {v['in_process_images_per_s']:.0f}, under the {v['ratio_target']:.0%} target")
@@ -389,7 +426,7 @@ def notes_for(verdicts: dict, args: argparse.Namespace) -> list[str]:
 
 
 async def measure(args: argparse.Namespace, sets: list[str], target: str, model_name: str, engine,
-                  server_pid: int | None, metrics_url: str | None) -> tuple[dict, dict, dict]:
+                  server_pid: int | None, metrics_url: str | None) -> tuple[dict, dict, dict, Point]:
     from miscause.client.api import infer_request
 
     model = engine.models[model_name]
@@ -417,7 +454,12 @@ async def measure(args: argparse.Namespace, sets: list[str], target: str, model_
                         max(4 * best.concurrency, 16), server_pid, metrics_url)
         print_point(half)
         halves[name] = half
-    return sweeps, halves, limits
+    callers = max(best.concurrency for best in (max(p, key=lambda q: q.images_per_s) for p in sweeps.values()))
+    ceiling = Point("ServerLive", callers, None, args.duration, 1)
+    await closed_loop(target, b"", (), ceiling, callers, args.warmup, "unary", args.timeout, args.channels,
+                      server_pid, metrics_url, method=LIVE)
+    print_point(ceiling)
+    return sweeps, halves, limits, ceiling
 
 
 def run(args: argparse.Namespace) -> int:
@@ -458,21 +500,21 @@ def run(args: argparse.Namespace) -> int:
     }
     record = Run("serve", record_settings, device=str(engine.models[model_name].backend.device))
     if args.server:
-        sweeps, halves, limits = asyncio.run(measure(args, sets, args.server, model_name, engine, None,
-                                                     args.metrics_url))
+        sweeps, halves, limits, ceiling = asyncio.run(measure(args, sets, args.server, model_name, engine, None,
+                                                              args.metrics_url))
     else:
         if profile:
             profile.parent.mkdir(parents=True, exist_ok=True)
         with ServerProcess(repo, server_options(args), profile=profile) as server:
-            sweeps, halves, limits = asyncio.run(measure(args, sets, server.target, model_name, engine,
-                                                         server.pid, server.metrics_url))
+            sweeps, halves, limits, ceiling = asyncio.run(measure(args, sets, server.target, model_name, engine,
+                                                                  server.pid, server.metrics_url))
             status = server.stop()
             if status != 0:
                 print(f"warning: the server exited with status {status}:\n{server.log_tail()}")
-    table_list, verdicts = tables(sets, sweeps, halves, limits)
+    table_list, verdicts = tables(sets, sweeps, halves, limits, ceiling)
     data = {"verdicts": verdicts,
             "points": {n: [p.summary() for p in sweeps[n]] + [halves[n].summary()] for n in sets}}
-    notes = notes_for(verdicts, args)
+    notes = notes_for(verdicts)
     if profile and profile.is_file():
         text = profile_text(profile)
         if not args.no_write:

@@ -67,9 +67,14 @@ class ServerProcess:
         self.stop(signal.SIGKILL)
         raise MiscauseError(f"the server did not start (exit {self.process.returncode}): {self.log_tail()}")
 
+    @property
+    def log_path(self) -> Path:
+        """The server's stderr: its JSON log lines."""
+        return Path(self.log.name)
+
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the server's log (stderr)."""
-        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         """Send `signum` and wait for the exit; its exit status (negative: killed by that signal)."""
@@ -87,7 +92,7 @@ class ServerProcess:
         if self.process is not None and self.process.stdout is not None:
             self.process.stdout.close()
         self.log.close()
-        Path(self.log.name).unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> ServerProcess:
         return self.start()
