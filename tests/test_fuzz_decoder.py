@@ -83,7 +83,8 @@ ANY_VALUE = st.booleans() | st.integers(-5, 40) | st.floats(allow_nan=True, allo
 
 def valid_parameters(height: int, width: int, classes: int) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries({}, optional={
-        "top_percent": st.floats(0.5, 100), "box": st.integers(1, min(height, width)),
+        "top_percent": st.floats(0.5, 100),
+        "box": st.integers(0, (min(height, width) - 1) // 2).map(lambda k: 2 * k + 1),
         "fill": st.floats(-3, 3), "saliency_method": st.sampled_from(["gradient", "input_x_gradient"]),
         "target": st.integers(0, classes - 1)})
 

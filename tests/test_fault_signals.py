@@ -1,0 +1,192 @@
+"""The server process killed under load, on loopback.
+
+SIGTERM drains: every request the server accepted (it logs each one it handled) is answered, correctly, the
+process exits 0, and whatever it refused was refused with UNAVAILABLE. SIGKILL: clients see UNAVAILABLE,
+never a wrong answer. (Training killed with SIGKILL and resumed is tested in test_jobs.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+import pytest
+from miscause.benchmarks.server_process import ServerProcess
+from miscause.client.api import infer_outputs, infer_request
+from miscause.proto import grpc_service_pb2_grpc as pb_grpc
+from test_load_support import Oracle, first_model, random_images, served_repository
+
+CALLERS = 8
+STREAMS = 2
+
+
+@dataclass
+class Outcomes:
+    """Every request's fate as the clients saw it, and when the signal went out."""
+
+    seen: dict[str, str] = field(default_factory=dict)
+    answered_after_signal: int = 0
+    signalled_at: float | None = None
+
+    def record(self, request_id: str, status: str) -> None:
+        self.seen[request_id] = status
+        if status == "OK" and self.signalled_at is not None:
+            self.answered_after_signal += 1
+
+    def statuses(self) -> Counter:
+        return Counter(self.seen.values())
+
+
+def pool(oracle: Oracle) -> tuple[np.ndarray, np.ndarray]:
+    """Images with a clear label (top-two margin > 0.05) and those labels."""
+    images = random_images(64, oracle.config, seed=3)
+    logits = oracle.logits(images)
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    clear = np.flatnonzero(top2[:, 1] - top2[:, 0] > 0.05)[:16]
+    return images[clear], logits[clear].argmax(1)
+
+
+def verdict(outputs: dict[str, np.ndarray], labels: np.ndarray) -> str:
+    return "OK" if np.array_equal(outputs["LABEL"], labels) else f"WRONG {outputs['LABEL']} != {labels}"
+
+
+async def unary_caller(index: int, stub, model: str, images: np.ndarray, labels: np.ndarray, stop: asyncio.Event,
+                       outcomes: Outcomes) -> None:
+    """Requests one after another until the server fails one after the signal (or `stop`)."""
+    rng = random.Random(index)
+    number = 0
+    while not stop.is_set():
+        number += 1
+        request_id = f"u{index}-{number}"
+        chosen = [rng.randrange(len(labels)) for _ in range(rng.randint(1, 4))]
+        request = infer_request(model, images[chosen], ["LABEL"], request_id=request_id)
+        try:
+            status = verdict(infer_outputs(await stub.ModelInfer(request, timeout=60)), labels[chosen])
+        except grpc.aio.AioRpcError as error:
+            status = error.code().name
+        outcomes.record(request_id, status)
+        if status != "OK" and outcomes.signalled_at is not None:
+            return
+
+
+async def stream_caller(index: int, stub, model: str, images: np.ndarray, labels: np.ndarray,
+                        stop: asyncio.Event, outcomes: Outcomes) -> None:
+    """One stream, a request written after each answer, until the stream fails or `stop`."""
+    call = stub.ModelStreamInfer(timeout=120)
+    number = 0
+    try:
+        while not stop.is_set():
+            number += 1
+            request_id = f"s{index}-{number}"
+            chosen = [number % len(labels)]
+            outcomes.seen[request_id] = "SENT"
+            await call.write(infer_request(model, images[chosen], ["LABEL"], request_id=request_id))
+            answer = await call.read()
+            if answer is grpc.aio.EOF:
+                break
+            status = answer.error_message or verdict(infer_outputs(answer.infer_response), labels[chosen])
+            outcomes.record(request_id, "OK" if status == "OK" else f"STREAM_ERROR {status}")
+        await call.done_writing()
+    except grpc.aio.AioRpcError as error:
+        outcomes.record(f"s{index}-{number}", error.code().name)
+
+
+async def load_then_signal(server: ServerProcess, model: str, images: np.ndarray, labels: np.ndarray,
+                           signum: int, streams: int) -> Outcomes:
+    """Callers and streams under way for two seconds, then `signum` to the server; wait for every caller."""
+    outcomes = Outcomes()
+    stop = asyncio.Event()
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        tasks = [asyncio.create_task(unary_caller(i, stub, model, images, labels, stop, outcomes))
+                 for i in range(CALLERS)]
+        tasks += [asyncio.create_task(stream_caller(i, stub, model, images, labels, stop, outcomes))
+                  for i in range(streams)]
+        await asyncio.sleep(2.0)
+        outcomes.signalled_at = time.monotonic()
+        server.process.send_signal(signum)
+        await asyncio.to_thread(server.process.wait, 90)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 90)
+    return outcomes
+
+
+def handled_requests(server: ServerProcess) -> dict[str, str]:
+    """Request id -> final status of every request the server handled (its debug log)."""
+    handled = {}
+    for line in server.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("message") == "infer":
+                handled[entry["id"]] = entry["status"]
+    return handled
+
+
+def start(root, *options: str) -> ServerProcess:
+    return ServerProcess(root, ["--max-batch-size", "8", "--log-level", "debug", *options]).start()
+
+
+def test_sigterm_under_load_answers_everything_it_accepted():
+    root = served_repository()
+    model, _ = first_model(root)
+    images, labels = pool(Oracle(root / model))
+    server = start(root, "--drain-seconds", "20")
+    try:
+        outcomes = asyncio.run(load_then_signal(server, model, images, labels, signal.SIGTERM, streams=0))
+        assert server.process.wait(30) == 0, server.log_tail()
+        handled = handled_requests(server)
+    finally:
+        server.close()
+    statuses = outcomes.statuses()
+    assert set(statuses) <= {"OK", "UNAVAILABLE"}, statuses
+    assert outcomes.answered_after_signal, "no request was in flight when the signal came"
+    assert handled and set(handled.values()) == {"OK"}, Counter(handled.values())
+    for request_id in handled:
+        assert outcomes.seen.get(request_id) == "OK", (request_id, outcomes.seen.get(request_id))
+
+
+@pytest.mark.xfail(strict=True, reason="the server keeps reading and serving requests on open streams while it "
+                   "drains, so the drain lasts the whole grace time and the request in flight when it ends is "
+                   "cancelled; ModelStreamInfer should stop taking requests once draining begins")
+def test_sigterm_closes_open_streams_after_answering_them():
+    """Streams open across SIGTERM: each request the server accepted is answered, correctly; the streams
+    then end (or fail with UNAVAILABLE) well within the drain time, and the server exits 0."""
+    root = served_repository()
+    model, _ = first_model(root)
+    images, labels = pool(Oracle(root / model))
+    server = start(root, "--drain-seconds", "10")
+    try:
+        began = time.monotonic()
+        outcomes = asyncio.run(load_then_signal(server, model, images, labels, signal.SIGTERM, streams=STREAMS))
+        assert server.process.wait(30) == 0, server.log_tail()
+        handled = handled_requests(server)
+    finally:
+        server.close()
+    assert time.monotonic() - began < 2 + 10 + 15
+    assert set(handled.values()) == {"OK"}, Counter(handled.values())
+    assert not [status for status in outcomes.seen.values() if status.startswith("WRONG")]
+    for request_id, status in outcomes.seen.items():
+        # accepted: answered, correctly; not accepted: refused, or left unread when the stream ended
+        assert status == "OK" if request_id in handled else status != "OK", (request_id, status)
+
+
+def test_sigkill_under_load_gives_unavailable_never_a_wrong_answer():
+    root = served_repository()
+    model, _ = first_model(root)
+    images, labels = pool(Oracle(root / model))
+    server = start(root)
+    try:
+        outcomes = asyncio.run(load_then_signal(server, model, images, labels, signal.SIGKILL, streams=STREAMS))
+        assert server.process.wait(30) == -signal.SIGKILL
+    finally:
+        server.close()
+    statuses = outcomes.statuses()
+    assert statuses["OK"] and statuses["UNAVAILABLE"], statuses
+    assert set(statuses) <= {"OK", "UNAVAILABLE"}, statuses
