@@ -32,7 +32,7 @@ def served(tmp_path):
     repo = make_repository(tmp_path / "repo", ("alpha",))
     command = [sys.executable, "-m", "miscause", "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
                "--grpc-port", "0", "--metrics-port", "0", "--max-batch-size", "8",
-               "--max-queue-delay-us", "5000000", "--threads", "1"]
+               "--max-queue-delay-us", "15000000", "--threads", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     errors: list[str] = []
@@ -54,7 +54,7 @@ def test_sigterm_drains_accepted_requests_and_exits_zero(served):
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         calls = [stub.ModelInfer.future(infer_request("alpha", random_images(1, seed=n)), timeout=120)
                  for n in range(3)]
-        wait_until(lambda: queue_depth(metrics_port) == 3, seconds=60)  # accepted, waiting for their batch
+        wait_until(lambda: queue_depth(metrics_port) == 3)  # accepted, waiting for their batch
         process.send_signal(signal.SIGTERM)
         results = [infer_outputs(call.result(timeout=120)) for call in calls]
         assert process.wait(timeout=120) == 0

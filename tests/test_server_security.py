@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from miscause.client import InferenceClient
 from miscause.server.app import BackgroundServer
-from test_server_support import loopback, make_repository, random_images, self_signed
+from test_server_support import WAIT, loopback, make_repository, random_images, self_signed
 
 TOKEN = "test-token-3f9c"
 
@@ -43,7 +43,7 @@ def test_health_check_needs_no_token(secured):
     server, root = secured
     credentials = grpc.ssl_channel_credentials(root)
     with grpc.secure_channel(f"localhost:{server.grpc_port}", credentials) as channel:
-        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=WAIT)
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 

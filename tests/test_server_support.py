@@ -18,6 +18,7 @@ from miscause.server.settings import Batching, Settings, default_repository
 
 from miscause import repository
 
+WAIT = 300  # seconds: a bound on waits, generous for a loaded machine, never a timing assertion
 POLICY = {"version": 1, "top_percent": 10, "box": 5, "fill": [0.0, 0.0, 0.0], "saliency_method": "gradient"}
 
 
@@ -68,7 +69,7 @@ def sample(server: Server, name: str, **labels: str) -> float:
     return server.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def wait_until(condition, seconds: float = 30.0) -> None:
+def wait_until(condition, seconds: float = WAIT) -> None:
     """Poll until `condition()` holds; fail the test if it never does."""
     end = time.monotonic() + seconds
     while not condition():
@@ -89,7 +90,7 @@ class Gate:
 
     def __call__(self, works: list) -> list:
         self.entered.set()
-        self.opened.wait(60)
+        self.opened.wait(WAIT)
         self.ran.extend(works)
         return self.original(works)
 
