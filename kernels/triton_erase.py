@@ -5,18 +5,19 @@ Each program works through its image in two phases.
 Selection (`_select_anchors`). Saliency values become uint32 keys whose unsigned order is their float order.
 Radix select then fixes the k-th largest key one byte at a time, most significant first: each of four
 passes builds a 256-bin histogram of the next byte over the pixels whose higher bytes match those chosen so
-far, and keeps the byte where the count from the top reaches k. If more pixels equal that threshold than
-are still needed, one more pass counts the ties in row-major order to find where they stop being anchors.
+far, and keeps the byte at which the count from the top reaches the number of anchors still needed. If more
+pixels equal that threshold than are still needed, one more pass counts the ties in row-major order to
+find where they stop being anchors.
 The result is a rule any pixel can evaluate on its own: anchor iff key > threshold, or key == threshold and
 index < cut. That is the k largest, ties to the smaller index, with no sort and no scratch memory.
 
 Dilation and fill (`_erase_bands`). The image is walked in bands of full rows, top to bottom. Within a band
-a scan along each row gives, per pixel, the nearest anchor to the left and to the right, so "within r
-columns of an anchor in my row" costs the same for any box. A scan down each column of that result, plus
-the last such row above the band (carried from earlier bands) and the first within r rows below it (a short
-look-ahead), gives the box: erased iff a row within r has an anchor within r columns, which is the
-Chebyshev ball. The band is then written: the mask once, each channel read (erased pixels are not even
-read) and written once.
+a running count of anchors along each row, read at the two edges of a (2r+1)-wide window, says whether an
+anchor lies within r columns in the same row; the cost is the same for any box. The same count down each
+column of that result, plus the last such row above the band (carried from earlier bands) and the first
+within r rows below it (a short look-ahead), gives the box: erased iff a row within r has an anchor within
+r columns, which is the Chebyshev ball. The band is then written: the mask once, each channel read (erased
+pixels are not even read) and written once.
 
 Memory traffic: the images are read and written once and the mask written once. The saliency is read once
 from DRAM; the selection passes and the look-ahead re-read it from cache while the program holds the image.
@@ -254,7 +255,8 @@ def _launch(
         return erased, mask
     nonfinite = torch.empty(n, dtype=torch.int32, device=images.device)
     _erase_kernel[(n,)](
-        images.contiguous(), saliency.contiguous(), args.fill.to(images.dtype), erased, mask.view(torch.uint8), nonfinite,
+        images.contiguous(), saliency.contiguous(), args.fill.to(images.dtype), erased, mask.view(torch.uint8),
+        nonfinite,
         c, saliency.shape[1] if from_gradient else 1, h, w, args.k, min(args.radius, max(h, w)),
         FROM_GRADIENT=from_gradient, **launch_config(h, w),
     )
