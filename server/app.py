@@ -88,7 +88,7 @@ class Server:
     async def drain(self) -> None:
         """Stop accepting calls, let accepted ones finish (up to the drain time), then shut everything down."""
         log.info("draining", extra={"fields": {"grace_seconds": self.settings.drain_seconds}})
-        self.service.accepting = False
+        self.service.stop_accepting()
         await self.health.enter_graceful_shutdown()
         if self.grpc is not None:
             await self.grpc.stop(self.settings.drain_seconds)

@@ -54,6 +54,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.engine = engine
         self.metrics = metrics
         self.accepting = True
+        self.draining = asyncio.Event()
+
+    def stop_accepting(self) -> None:
+        """Drain: refuse new requests, and stop reading open streams once their accepted requests are answered."""
+        self.accepting = False
+        self.draining.set()
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
@@ -128,13 +134,25 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 await answers.put(pb.ModelStreamInferResponse(error_message=error.message, infer_response=failed))
 
         async def read() -> None:
+            requests = aiter(request_iterator)
+            drained = asyncio.ensure_future(self.draining.wait())
             try:
-                async for request in request_iterator:
+                while self.accepting:
+                    following = asyncio.ensure_future(anext(requests))
+                    await asyncio.wait((following, drained), return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done() or not self.accepting:
+                        following.cancel()
+                        break
+                    try:
+                        request = following.result()
+                    except StopAsyncIteration:
+                        break
                     task = asyncio.create_task(answer(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 await asyncio.gather(*list(tasks))
             finally:
+                drained.cancel()
                 answers.put_nowait(None)
 
         reader = asyncio.create_task(read())
