@@ -2,22 +2,24 @@
 throughput of the same computation.
 
 For each output set (`label`: LABEL; `saliency`: LABEL+SALIENCY; `correction`: CORRECTED_LABEL+ERASED_LABEL):
-1. in-process: the server's own engine, loaded in this process with the server's settings, runs batches of
-   `--max-batch-size` images made of `--batch`-image requests (`ServedModel.execute`, as the server's worker
-   does) for `--duration` seconds: the limit the service can approach on this machine;
+1. in-process: the server's own engine, loaded in this process with the server's settings, runs batches made
+   of `--batch`-image requests (`ServedModel.execute`, as the server's worker does), one request up to
+   `--max-batch-size` images, `--in-process-seconds` each; the best rate is the limit the service can approach;
 2. a closed-loop sweep: N concurrent callers (unary calls, or streams with `--mode stream`), each sending its
    next request when the last is answered; `--warmup` seconds, then `--duration` measured seconds per point;
-   N doubles until throughput grows less than `--growth` twice running (or reaches `--max-concurrency`);
+   N doubles until throughput grows less than `--growth` twice running once enough images are in flight to
+   fill two batches (or N reaches `--max-concurrency`);
 3. half load: open-loop arrivals at half the saturated request rate, latency counted from each request's
-   scheduled send time.
+   scheduled send time;
+4. the RPC path alone (ServerLive, no model work) at the largest saturating N: the generator's own ceiling.
 Each point reports images/s, p50/p90/p99 latency, the CPU used by this load generator, by the server and by
-the whole machine, and, from the server's metrics, its mean batch size and compute time per batch.
+the whole machine, and, from the server's metrics, its mean batch size, compute time per batch and the share
+of the time its model worker was computing.
 
 Without `--server`, a server is started on loopback (`--model-repository`, default the server's default) and
 stopped after; `--profile` runs it under cProfile and writes the event loop's hottest functions beside the
 results. With `--server HOST:PORT` the running server is measured (give `--metrics-url` for its metrics,
-and the same batching settings, so the in-process limit computes what it does).
-"""
+and the same batching settings, so the in-process limit computes what it does)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import time
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -53,6 +56,7 @@ OUTPUT_SETS: dict[str, tuple[str, ...]] = {
     "correction": ("CORRECTED_LABEL", "ERASED_LABEL"),
 }
 TARGET_RATIO = {"label": 0.90, "correction": 0.85}
+REPEATS = 3  # in-process runs per batch size; the best counts
 TARGET_TAIL = 3.0  # p99 <= 3 x p50 at half the saturating load
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 LIVE = "/inference.GRPCInferenceService/ServerLive"
@@ -72,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="unary ModelInfer calls, or one ModelStreamInfer stream per caller (default: unary)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each measurement (default: 2)")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per point (default: 5)")
+    parser.add_argument("--in-process-seconds", type=float, default=3.0,
+                        help="measured seconds per in-process batch size (default: 3)")
     parser.add_argument("--start-concurrency", type=int, default=1)
     parser.add_argument("--max-concurrency", type=int, default=128)
     parser.add_argument("--growth", type=float, default=0.05,
@@ -304,9 +310,10 @@ def sweep_levels(first: int, last: int) -> list[int]:
     return levels if levels[-1] == last else levels + [last]
 
 
-def saturated(points: list[Point], growth: float) -> bool:
-    """True once the last two points each failed to beat the best before them by `growth`."""
-    if len(points) < 3:
+def saturated(points: list[Point], growth: float, max_batch: int) -> bool:
+    """True once the last two points each failed to beat the best before them by `growth`, and enough
+    images were in flight to fill two full batches (so the server could batch at its best)."""
+    if len(points) < 3 or points[-1].concurrency * points[-1].images_per_request < 2 * max_batch:
         return False
     rates = [p.images_per_s for p in points]
     return all(rates[i] < (1 + growth) * max(rates[:i]) for i in (-2, -1))
@@ -322,17 +329,24 @@ def print_point(point: Point) -> None:
           f"batch {batch if batch is None else round(batch, 1)}  {dict(point.statuses)}", flush=True)
 
 
-def in_process(engine, model_name: str, outputs: tuple[str, ...], batch: int, seconds: float) -> float:
-    """Images/s of the server's engine running full batches of `batch`-image requests in this process."""
+def in_process(engine, model_name: str, outputs: tuple[str, ...], batch: int, seconds: float) -> dict[int, float]:
+    """Images/s of the server's engine in this process, by batch size: batches of `batch`-image requests, as
+    the worker thread runs them (`ServedModel.execute`), from one request up to the max batch size; the best of
+    REPEATS runs, so a burst of other work on the machine lowers the limit less than it lowers the service."""
     from miscause.server.pipeline import Work
 
     model = engine.models[model_name]
     explain = engine.explain(model, {})
     images = np.random.default_rng(0).integers(0, 256, (batch, model.height, model.width, 3), dtype=np.uint8)
-    requests = max(1, engine.settings.batching.max_batch_size // batch)
-    works = [Work(images, outputs, explain) for _ in range(requests)]
-    measured = throughput(lambda: model.execute(works), requests * batch, warmup=2, seconds=seconds)
-    return measured.items_per_s
+    rates = {}
+    requests = 1
+    while requests * batch <= engine.settings.batching.max_batch_size:
+        works = [Work(images, outputs, explain) for _ in range(requests)]
+        runs = [throughput(partial(model.execute, works), requests * batch, warmup=2 if run == 0 else 0,
+                           seconds=seconds / REPEATS) for run in range(REPEATS)]
+        rates[requests * batch] = max(measured.items_per_s for measured in runs)
+        requests *= 2
+    return rates
 
 
 def profile_text(path: Path, top: int = 25) -> str:
@@ -350,10 +364,15 @@ def server_options(args: argparse.Namespace) -> list[str]:
     return options + (["--threads", str(args.threads)] if args.threads else [])
 
 
-def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Point], limits: dict[str, float],
-           ceiling: Point) -> tuple[list[Table], dict]:
-    """The sweep table, the generator's own ceiling, and the summary table (service against in-process, tail
-    latency at half load)."""
+def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Point],
+           in_process_rates: dict[str, dict[int, float]], ceiling: Point) -> tuple[list[Table], dict]:
+    """The in-process rates, the sweep, the generator's own ceiling, and the summary (service against the best
+    in-process rate, tail latency at half load)."""
+    limits = {name: max(rates.values()) for name, rates in in_process_rates.items()}
+    sizes = sorted({size for rates in in_process_rates.values() for size in rates})
+    engine_table = Table("In-process engine (ServedModel.execute), images/s by batch size",
+                         ["set", *(f"batch {size}" for size in sizes)],
+                         [[name, *(in_process_rates[name].get(size) for size in sizes)] for name in sets])
     sweep = Table("Closed-loop sweep (images/s; latency ms; CPU in cores)",
                   ["set", "callers", "images/s", "p50", "p90", "p99", "mean batch", "compute ms/batch",
                    "worker busy", "generator", "server", "machine", "not OK"])
@@ -392,7 +411,8 @@ def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Po
                              "-" if target is None else f">= {target:.2f} {'met' if ratio >= target else 'MISSED'}",
                              half["p50_ms"], half["p99_ms"], tail, best.summary()["requests_per_s"],
                              best.summary()["generator_cores"], best.summary()["generator_us_per_request"]])
-    return [sweep, generator, summary], {"sets": verdicts, "rpc_only": alone}
+    return [engine_table, sweep, generator, summary], {"sets": verdicts, "rpc_only": alone,
+                                                       "in_process_by_batch": in_process_rates}
 
 
 def notes_for(verdicts: dict) -> list[str]:
@@ -427,15 +447,19 @@ def notes_for(verdicts: dict) -> list[str]:
 
 async def measure(args: argparse.Namespace, sets: list[str], target: str, model_name: str, engine,
                   server_pid: int | None, metrics_url: str | None) -> tuple[dict, dict, dict, Point]:
+    """Per set: the in-process rates by batch size, the closed-loop sweep and the half-load point; then the
+    RPC-only ceiling."""
     from miscause.client.api import infer_request
 
     model = engine.models[model_name]
     images = np.random.default_rng(1).integers(0, 256, (args.batch, model.height, model.width, 3), dtype=np.uint8)
-    sweeps, halves, limits = {}, {}, {}
+    sweeps, halves, in_process_rates = {}, {}, {}
     for name in sets:
         outputs = OUTPUT_SETS[name]
-        limits[name] = in_process(engine, model_name, outputs, args.batch, args.duration)
-        print(f"{name:>10} in-process: {limits[name]:8.1f} images/s", flush=True)
+        by_batch = in_process(engine, model_name, outputs, args.batch, args.in_process_seconds)
+        in_process_rates[name] = by_batch
+        print(f"{name:>10} in-process: " + ", ".join(f"batch {b} {r:.1f}" for b, r in by_batch.items())
+              + " images/s", flush=True)
         payload = infer_request(model_name, images, outputs).SerializeToString()
         points: list[Point] = []
         for concurrency in sweep_levels(args.start_concurrency, args.max_concurrency):
@@ -444,7 +468,7 @@ async def measure(args: argparse.Namespace, sets: list[str], target: str, model_
                               args.channels, server_pid, metrics_url)
             print_point(point)
             points.append(point)
-            if saturated(points, args.growth):
+            if saturated(points, args.growth, args.max_batch_size):
                 break
         sweeps[name] = points
         best = max(points, key=lambda p: p.images_per_s)
@@ -459,7 +483,7 @@ async def measure(args: argparse.Namespace, sets: list[str], target: str, model_
     await closed_loop(target, b"", (), ceiling, callers, args.warmup, "unary", args.timeout, args.channels,
                       server_pid, metrics_url, method=LIVE)
     print_point(ceiling)
-    return sweeps, halves, limits, ceiling
+    return sweeps, halves, in_process_rates, ceiling
 
 
 def run(args: argparse.Namespace) -> int:
@@ -491,7 +515,8 @@ def run(args: argparse.Namespace) -> int:
     profile = (args.out / f"{name}-profile.pstats") if args.profile and not args.server else None
     record_settings = {
         "model": model_name, "repository": str(repo), "sets": sets, "batch_per_request": args.batch,
-        "mode": args.mode, "warmup_s": args.warmup, "duration_s": args.duration, "growth": args.growth,
+        "mode": args.mode, "warmup_s": args.warmup, "duration_s": args.duration,
+        "in_process_seconds": args.in_process_seconds, "growth": args.growth,
         "concurrency": [args.start_concurrency, args.max_concurrency], "arrivals": args.arrivals,
         "channels": args.channels, "max_batch_size": args.max_batch_size,
         "max_queue_delay_us": args.max_queue_delay_us, "max_queue_size": args.max_queue_size,
@@ -500,18 +525,18 @@ def run(args: argparse.Namespace) -> int:
     }
     record = Run("serve", record_settings, device=str(engine.models[model_name].backend.device))
     if args.server:
-        sweeps, halves, limits, ceiling = asyncio.run(measure(args, sets, args.server, model_name, engine, None,
-                                                              args.metrics_url))
+        sweeps, halves, in_process_rates, ceiling = asyncio.run(measure(args, sets, args.server, model_name, engine,
+                                                                        None, args.metrics_url))
     else:
         if profile:
             profile.parent.mkdir(parents=True, exist_ok=True)
         with ServerProcess(repo, server_options(args), profile=profile) as server:
-            sweeps, halves, limits, ceiling = asyncio.run(measure(args, sets, server.target, model_name, engine,
-                                                                  server.pid, server.metrics_url))
+            sweeps, halves, in_process_rates, ceiling = asyncio.run(
+                measure(args, sets, server.target, model_name, engine, server.pid, server.metrics_url))
             status = server.stop()
             if status != 0:
                 print(f"warning: the server exited with status {status}:\n{server.log_tail()}")
-    table_list, verdicts = tables(sets, sweeps, halves, limits, ceiling)
+    table_list, verdicts = tables(sets, sweeps, halves, in_process_rates, ceiling)
     data = {"verdicts": verdicts,
             "points": {n: [p.summary() for p in sweeps[n]] + [halves[n].summary()] for n in sets}}
     notes = notes_for(verdicts)
