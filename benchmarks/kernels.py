@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
+import triton
 from miscause.benchmarks.report import Run, Table, add_output_arguments
 from miscause.kernels import (
     erase_from_gradient_reference,
@@ -220,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {"cases": args.cases, "dtypes": dtypes, "impls": impls, "channels": args.channels,
                 "top_percent": args.top_percent, "box": args.box, "sets": args.sets, "saliency_dtype": "float32",
                 "timing": "do_bench median" if device.type == "cuda" else f"median of {args.calls} calls",
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "triton": triton.__version__}
     command = getattr(args, "command", None)
     record = Run("kernels", settings, device=str(device), **({"command": command} if command else {}))
     bandwidth = copy_bandwidth(device) if device.type == "cuda" else None

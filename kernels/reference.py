@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from miscause.kernels.erase_spec import EraseArgs, check_erase_args, nonfinite_error
 
 
@@ -43,7 +42,7 @@ def erase_from_gradient_reference(
 
 
 def erase_core(images: torch.Tensor, saliency: torch.Tensor, args: EraseArgs) -> tuple[torch.Tensor, torch.Tensor]:
-    """The op on checked arguments: anchors, their box dilation, and the fill. Free of host syncs."""
+    """The op on checked arguments: anchors, their box dilation, and the fill."""
     n, c, h, w = images.shape
     mask = dilate(anchor_mask(saliency, args.k), args.radius)
     fill = args.fill.to(images.dtype).view(1, c, 1, 1)
@@ -53,28 +52,58 @@ def erase_core(images: torch.Tensor, saliency: torch.Tensor, args: EraseArgs) ->
 def anchor_mask(saliency: torch.Tensor, k: int) -> torch.Tensor:
     """[N, H, W] bool: each image's k largest saliency pixels, ties going to the smaller row-major index.
 
-    The k-th largest value is found exactly with kthvalue; everything above it is an anchor, and of the
-    pixels equal to it the first `k - #above` in row-major order are too.
+    The k-th largest value is the smallest of the top k; every pixel at or above it is an anchor unless
+    more than k are, which takes ties at that value. Only those images are then resolved exactly: pixels
+    above it, and of those equal to it the first `k - #above` in row-major order.
     """
     n, h, w = saliency.shape
     values = saliency.reshape(n, h * w).float()
-    threshold = values.kthvalue(h * w - k + 1, dim=1, keepdim=True).values
-    above = values > threshold
-    tied = values == threshold
-    still_needed = k - above.sum(dim=1, keepdim=True)
-    first_ties = tied & (tied.cumsum(dim=1) <= still_needed)
-    return (above | first_ties).view(n, h, w)
+    threshold = values.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
+    anchors = values >= threshold
+    tied_rows = (anchors.sum(dim=1) > k).nonzero().squeeze(1)
+    if len(tied_rows):
+        row_values, row_threshold = values[tied_rows], threshold[tied_rows]
+        above, tied = row_values > row_threshold, row_values == row_threshold
+        still_needed = k - above.sum(dim=1, keepdim=True)
+        anchors[tied_rows] = above | (tied & (tied.cumsum(dim=1) <= still_needed))
+    return anchors.view(n, h, w)
 
 
 def dilate(anchors: torch.Tensor, radius: int) -> torch.Tensor:
     """[N, H, W] bool: pixels within Chebyshev distance `radius` of an anchor, the box clipped at the borders.
 
-    A max-pool with a (2r+1)-square window and -inf padding is exactly that dilation.
+    The box is separable: a (2r+1)-wide OR along the rows, then along the columns.
     """
-    if radius == 0:
-        return anchors
-    pooled = F.max_pool2d(anchors.unsqueeze(1).float(), kernel_size=2 * radius + 1, stride=1, padding=radius)
-    return pooled.squeeze(1) > 0
+    flags = anchors.to(torch.uint8)
+    return _window_any(_window_any(flags, radius, dim=2), radius, dim=1) > 0
+
+
+def _window_any(flags: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """OR of `flags` over [i - radius, i + radius] along `dim`, false beyond the ends.
+
+    With r zeros put in front, that is the OR over the 2r+1 entries starting at i, built by doubling the
+    span (1, 2, 4, ...) and one overlapping last step: O(log r) passes for any box.
+    """
+    size = flags.shape[dim]
+    radius = min(radius, size - 1)
+    padding = list(flags.shape)
+    padding[dim] = radius
+    span = torch.cat([flags.new_zeros(padding), flags], dim=dim)
+    length, covered = 2 * radius + 1, 1
+    while covered < length:
+        step = min(covered, length - covered)
+        span = _or_ahead(span, step, dim)
+        covered += step
+    return span.narrow(dim, 0, size)
+
+
+def _or_ahead(flags: torch.Tensor, step: int, dim: int) -> torch.Tensor:
+    """flags[i] | flags[i + step] along `dim` (false beyond the end)."""
+    result = flags.clone()
+    size = flags.shape[dim]
+    if step < size:
+        result.narrow(dim, 0, size - step).bitwise_or_(flags.narrow(dim, step, size - step))
+    return result
 
 
 def _check_finite(values: torch.Tensor, name: str) -> None:
