@@ -10,6 +10,7 @@ computes, new requests queue up and form the next batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 
 from miscause.server.metrics import Metrics
 from miscause.server.settings import Batching
+
+log = logging.getLogger("miscause.server")
 
 
 class QueueFull(Exception):
@@ -31,7 +34,7 @@ class Closed(Exception):
     """The batcher no longer accepts requests."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a request's arrays have no truth value to compare
 class _Pending:
     work: object
     count: int
@@ -85,11 +88,20 @@ class Batcher:
         self.metrics.queue_depth.labels(self.name).set(len(self.queue))
 
     async def _dispatch_forever(self) -> None:
+        """Form and run batches until closed; a fault in one batch fails that batch, never the loop."""
         while True:
             await self._wait_for_batch()
             batch = self._take()
-            if batch:
+            if not batch:
+                await asyncio.sleep(0)  # let cancellations and new requests in before looking again
+                continue
+            try:
                 await self._run(batch)
+            except Exception as error:
+                log.exception("batch failed outside the model", extra={"fields": {"model": self.name}})
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
 
     async def _wait_for_batch(self) -> None:
         """Until the queue holds a full batch or its oldest request has waited the max queue delay."""
@@ -115,11 +127,11 @@ class Batcher:
         batch: list[_Pending] = []
         total = 0
         for pending in list(self.queue):
-            if pending.future.done():  # cancelled; its done-callback is about to remove it
-                continue
-            if pending.deadline is not None and now >= pending.deadline:
+            if pending.deadline is not None and now >= pending.deadline and not pending.future.done():
                 pending.future.set_exception(DeadlineExpired(f"deadline passed after {now - pending.enqueued:.3f} "
                                                              "s in the queue; not run"))
+            if pending.future.done():  # cancelled or expired: out of the queue now, not when its callback runs
+                self.queue.remove(pending)
                 continue
             if batch and total + pending.count > self.batching.max_batch_size:
                 break
