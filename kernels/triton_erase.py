@@ -33,7 +33,7 @@ import triton.language as tl
 from miscause.kernels.erase_spec import EraseArgs, check_erase_args, nonfinite_error
 from triton.runtime.interpreter import InterpretedFunction
 
-# Distance sentinel for "no anchor on this side"; far beyond any image side yet safe from int32 overflow.
+# Row index standing for "no such row on this side": beyond any image side, yet far from int32 overflow.
 FAR = tl.constexpr(1 << 24)
 
 # Elements per tile: the selection chunk and the dilation band hold at most this many pixels.
@@ -77,7 +77,6 @@ def _select_anchors(saliency, nonfinite, plane, C_SAL, k, FROM_GRADIENT: tl.cons
     bins = tl.arange(0, 256)
     threshold = tl.zeros([], dtype=tl.uint32)
     needed = k
-    tied = k
     for byte in tl.static_range(4):
         shift = 24 - 8 * byte
         histogram = tl.zeros([256], dtype=tl.int32)
