@@ -74,8 +74,18 @@ def _channel_args(max_message_bytes: int, server_name: str | None) -> list[tuple
 
 
 class _Base:
-    def __init__(self, token: str | None) -> None:
+    """Channel, stub and call metadata, made one way for the blocking and the asyncio client."""
+
+    def __init__(self, channels, target: str, token: str | None, tls: bool, root_certificates: bytes | None,
+                 server_name: str | None, max_message_bytes: int) -> None:
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = _channel_args(max_message_bytes, server_name)
+        if tls or root_certificates:
+            credentials = grpc.ssl_channel_credentials(root_certificates)
+            self.channel = channels.secure_channel(target, credentials, options=options)
+        else:
+            self.channel = channels.insecure_channel(target, options=options)
+        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
 
 
 class InferenceClient(_Base):
@@ -84,14 +94,7 @@ class InferenceClient(_Base):
     def __init__(self, target: str, token: str | None = None, tls: bool = False,
                  root_certificates: bytes | None = None, server_name: str | None = None,
                  max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
-        super().__init__(token)
-        options = _channel_args(max_message_bytes, server_name)
-        if tls or root_certificates:
-            credentials = grpc.ssl_channel_credentials(root_certificates)
-            self.channel = grpc.secure_channel(target, credentials, options=options)
-        else:
-            self.channel = grpc.insecure_channel(target, options=options)
-        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        super().__init__(grpc, target, token, tls, root_certificates, server_name, max_message_bytes)
 
     def __enter__(self) -> InferenceClient:
         return self
@@ -135,14 +138,7 @@ class AsyncInferenceClient(_Base):
     def __init__(self, target: str, token: str | None = None, tls: bool = False,
                  root_certificates: bytes | None = None, server_name: str | None = None,
                  max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
-        super().__init__(token)
-        options = _channel_args(max_message_bytes, server_name)
-        if tls or root_certificates:
-            credentials = grpc.ssl_channel_credentials(root_certificates)
-            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
-        else:
-            self.channel = grpc.aio.insecure_channel(target, options=options)
-        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        super().__init__(grpc.aio, target, token, tls, root_certificates, server_name, max_message_bytes)
 
     async def __aenter__(self) -> AsyncInferenceClient:
         return self
