@@ -29,6 +29,8 @@ import io
 import math
 import pstats
 import random
+import shutil
+import tempfile
 import time
 import urllib.request
 from collections import Counter
@@ -512,7 +514,8 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(settings, Metrics())
     engine.load()
     name = args.name or f"serve-{device_tag(str(engine.models[model_name].backend.device))}"
-    profile = (args.out / f"{name}-profile.pstats") if args.profile and not args.server else None
+    profile = Path(tempfile.mkdtemp(prefix="miscause-profile-")) / "server.pstats" \
+        if args.profile and not args.server else None
     record_settings = {
         "model": model_name, "repository": str(repo), "sets": sets, "batch_per_request": args.batch,
         "mode": args.mode, "warmup_s": args.warmup, "duration_s": args.duration,
@@ -528,8 +531,6 @@ def run(args: argparse.Namespace) -> int:
         sweeps, halves, in_process_rates, ceiling = asyncio.run(measure(args, sets, args.server, model_name, engine,
                                                                         None, args.metrics_url))
     else:
-        if profile:
-            profile.parent.mkdir(parents=True, exist_ok=True)
         with ServerProcess(repo, server_options(args), profile=profile) as server:
             sweeps, halves, in_process_rates, ceiling = asyncio.run(
                 measure(args, sets, server.target, model_name, engine, server.pid, server.metrics_url))
@@ -543,8 +544,10 @@ def run(args: argparse.Namespace) -> int:
     if profile and profile.is_file():
         text = profile_text(profile)
         if not args.no_write:
-            (args.out / f"{name}-profile.txt").write_text(text)
-        profile.unlink()
-        data["profile"] = f"{name}-profile.txt"
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"{name}.profile.txt").write_text(text)
+        data["profile"] = f"{name}.profile.txt"
+    if profile:
+        shutil.rmtree(profile.parent, ignore_errors=True)
     record.finish(table_list, data, notes, None if args.no_write else args.out, name=name)
     return 0
