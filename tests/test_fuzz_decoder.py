@@ -150,7 +150,7 @@ def requested(request: pb.ModelInferRequest) -> tuple[str, ...]:
 
 def test_decoder_accepts_valid_requests_and_refuses_the_rest_cleanly(served):
     """`protocol.decode` alone, many examples: a Work equal to what was sent, or RequestError with a reason."""
-    @settings(FUZZ, max_examples=300)
+    @settings(FUZZ, max_examples=1000)
     @given(infer_requests(served.name, served.height, served.width))
     def decode(request: pb.ModelInferRequest) -> None:
         try:
@@ -174,7 +174,7 @@ def test_every_fuzzed_request_gets_a_clean_status_or_the_right_answer(served):
     INVALID_ARGUMENT/NOT_FOUND; never INTERNAL or UNKNOWN, and the server still answers afterwards."""
     answered = Counter()
 
-    @settings(FUZZ, max_examples=120)
+    @settings(FUZZ, max_examples=300)
     @given(infer_requests(served.name, served.height, served.width))
     def infer(request: pb.ModelInferRequest) -> None:
         try:
@@ -205,7 +205,7 @@ def test_every_fuzzed_request_gets_a_clean_status_or_the_right_answer(served):
                                   served.oracle.labels(images))
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=200)
 @given(payload=st.binary(max_size=256))
 def test_arbitrary_bytes_never_break_the_server(served, payload):
     """Bytes that are no ModelInferRequest at all are refused before the handler runs (grpc.aio's own
