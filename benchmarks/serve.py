@@ -240,9 +240,9 @@ async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], poi
             record(sent, time.perf_counter(), status)
 
     async def stream(index: int) -> None:
-        method = opened[index % channels].stream_stream(
+        opener = opened[index % channels].stream_stream(
             STREAM, response_deserializer=pb.ModelStreamInferResponse.FromString)
-        call = method(timeout=timeout + warmup + point.seconds)
+        call = opener(timeout=timeout + warmup + point.seconds)
         try:
             while (sent := time.perf_counter()) < end:
                 await call.write(payload)
@@ -295,8 +295,7 @@ async def open_loop(target: str, payload: bytes, outputs: tuple[str, ...], point
                 task = asyncio.create_task(one(scheduled))
                 outstanding.add(task)
                 task.add_done_callback(outstanding.discard)
-            gap = 1 / point.rate
-            scheduled += spacing.expovariate(point.rate) if arrivals == "poisson" else gap
+            scheduled += spacing.expovariate(point.rate) if arrivals == "poisson" else 1 / point.rate
         await asyncio.gather(*list(outstanding))
 
     await asyncio.gather(Window(point, server_pid, metrics_url).run(start, end), send())
