@@ -179,10 +179,6 @@ class GpuLoader:
         if train and pad:
             self.padded = torch.nn.functional.pad(self.images, (pad,) * 4, mode="reflect")
 
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
     def augmented(self, generator: torch.Generator) -> torch.Tensor:
         """One epoch's augmented copy of the split: random translate within the padding, then random flip."""
         n, _, h, w = self.images.shape
