@@ -81,7 +81,8 @@ def test_accuracy(checkpoint: Path, data: str | None, device: torch.device) -> f
     """Top-1 test accuracy of a checkpoint as served, or None where no CIFAR-10 copy is given or set."""
     from miscause.jobs.checkpoint import load_model
     from miscause.jobs.data import load_split
-    from miscause.jobs.evaluate import predict_torch, served_model
+    from miscause.jobs.evaluate import predict_torch
+    from miscause.jobs.zoo import served_model
 
     if not (data or os.environ.get("MISCAUSE_DATA")) or not checkpoint.is_file():
         return None
@@ -94,35 +95,23 @@ def test_accuracy(checkpoint: Path, data: str | None, device: torch.device) -> f
 
 def measured_training(arch: str, steps: int, warmup: int, batch_size: int | None, device: torch.device) -> dict:
     """images/s of `steps` training steps of `arch` on synthetic data, after `warmup` steps."""
-    from miscause.jobs import zoo
-    from miscause.jobs.data import CIFAR10_MEAN, CIFAR10_STD, GpuLoader, Split
-    from miscause.jobs.device import autocast
-    from miscause.jobs.train import make_optimizer, recipe_for
+    from miscause.jobs.data import Split
+    from miscause.jobs.train import build_training, recipe_for, train_step
 
     recipe = recipe_for(arch, {"batch_size": batch_size})
     total = steps + warmup
     rng = np.random.default_rng(0)
     split = Split(rng.integers(0, 256, (total * recipe.batch_size, 32, 32, 3), dtype=np.uint8),
                   rng.integers(0, 10, total * recipe.batch_size), tuple(str(i) for i in range(10)))
-    torch.manual_seed(0)
-    channels_last = device.type == "cuda" or arch == "cifarnet"
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = zoo.build(arch, 10).to(device, memory_format=memory_format).train()
-    loader = GpuLoader(split, recipe.batch_size, device, CIFAR10_MEAN, CIFAR10_STD, train=True, drop_last=True,
-                       memory_format=memory_format)
-    optimizer = make_optimizer(model, recipe)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    training = build_training(arch, split, recipe, device)
+    training.trained.train()
     started = 0.0
-    for step, (images, labels) in enumerate(loader.epoch(torch.Generator().manual_seed(0))):
+    for step, (images, labels) in enumerate(training.loader.epoch(torch.Generator().manual_seed(0))):
         if step == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             started = time.perf_counter()
-        with autocast(device):
-            loss = criterion(model(images).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, _ = train_step(training, images, labels, step)
     loss.item()  # waits for the device
     seconds = time.perf_counter() - started
     return {"arch": arch, "batch_size": recipe.batch_size, "steps": steps, "seconds": seconds,

@@ -22,6 +22,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 VALIDATION_SIZE = 5000
 VALIDATION_SEED = 20200101
 SPLITS = ("train", "val", "test", "trainval")
+FLIPS = ("random", "alternating", "none")
 
 
 @dataclass(frozen=True)
@@ -170,17 +171,30 @@ class GpuLoader:
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, mean: tuple[float, ...],
-                 std: tuple[float, ...], train: bool, pad: int = 4, drop_last: bool = False,
-                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+                 std: tuple[float, ...], train: bool, pad: int = 4, flip: str = "random", seed: int = 0,
+                 drop_last: bool = False, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        if flip not in FLIPS:
+            raise MiscauseError(f"unknown flip {flip!r}: choose one of {', '.join(FLIPS)}")
         self.images = normalize(torch.from_numpy(split.images).to(device), mean, std)
         self.labels = torch.from_numpy(split.labels).to(device)
         self.batch_size, self.train, self.pad, self.drop_last = batch_size, train, pad, drop_last
-        self.memory_format = memory_format
+        self.flip, self.memory_format = flip, memory_format
         if train and pad:
             self.padded = torch.nn.functional.pad(self.images, (pad,) * 4, mode="reflect")
+        if flip == "alternating":
+            self.first_flips = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed)) < 0.5
 
-    def augmented(self, generator: torch.Generator) -> torch.Tensor:
-        """One epoch's augmented copy of the split: random translate within the padding, then random flip."""
+    def flips(self, generator: torch.Generator, epoch: int) -> torch.Tensor:
+        """Which images to mirror this epoch. `alternating` (Jordan, 2024): a random half in even epochs, the
+        other half in odd ones, so every pair of epochs shows each image both ways."""
+        if self.flip == "alternating":
+            return (self.first_flips ^ bool(epoch % 2)).to(self.images.device)
+        if self.flip == "random":
+            return (torch.rand(len(self.labels), generator=generator) < 0.5).to(self.images.device)
+        return torch.zeros(len(self.labels), dtype=torch.bool, device=self.images.device)
+
+    def augmented(self, generator: torch.Generator, epoch: int = 0) -> torch.Tensor:
+        """One epoch's augmented copy of the split: random translate within the padding, then the flips."""
         n, _, h, w = self.images.shape
         out = torch.empty_like(self.images)
         shifts = torch.randint(0, 2 * self.pad + 1, (2,) + (n,), generator=generator, device="cpu")
@@ -190,18 +204,18 @@ class GpuLoader:
             index = (codes == code).nonzero().squeeze(1).to(self.images.device)
             dy, dx = divmod(code, 2 * self.pad + 1)
             out[index] = self.padded[index, :, dy:dy + h, dx:dx + w]
-        flip = (torch.rand(n, generator=generator) < 0.5).to(self.images.device)
+        flip = self.flips(generator, epoch)
         out[flip] = out[flip].flip(-1)
         return out
 
-    def epoch(self, generator: torch.Generator, rank: int = 0, world: int = 1):
-        """Yield `(images, labels)` batches for one epoch, shuffled and augmented when training.
+    def epoch(self, generator: torch.Generator, rank: int = 0, world: int = 1, epoch: int = 0):
+        """Yield `(images, labels)` batches for epoch `epoch`, shuffled and augmented when training.
 
         With `world` > 1 each rank takes every world-th image of the same permutation (data parallelism).
         """
         n = len(self.labels)
         if self.train:
-            images = self.augmented(generator) if self.pad else self.images
+            images = self.augmented(generator, epoch) if self.pad else self.images
             order = torch.randperm(n, generator=generator).to(self.images.device)
         else:
             images, order = self.images, torch.arange(n, device=self.images.device)

@@ -18,17 +18,12 @@ import torch
 from miscause.jobs.checkpoint import load_model
 from miscause.jobs.data import Split, load_split, normalize
 from miscause.jobs.device import autocast, pick_device
-from miscause.jobs.zoo import FlipTTA
+from miscause.jobs.zoo import TTA_CHOICES, served_model
 from tqdm import tqdm
 
 from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
 from miscause.repository import OnnxModel
-
-
-def served_model(model: torch.nn.Module, tta: str) -> torch.nn.Module:
-    """The network as it is served: wrapped in flip test-time augmentation when its recipe says so."""
-    return FlipTTA(model).eval() if tta == "flip" else model.eval()
 
 
 @torch.no_grad()
@@ -70,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="CIFAR-10 batches or an image folder (default: $MISCAUSE_DATA)")
     parser.add_argument("--split", default="test", choices=("test", "val", "train", "trainval"))
     parser.add_argument("--out", required=True, type=Path, help="predictions file to write (.npz)")
-    parser.add_argument("--tta", choices=("auto", "none", "flip"), default="auto",
+    parser.add_argument("--tta", choices=("auto", *TTA_CHOICES), default="auto",
                         help="checkpoint only; auto: as the recipe serves it")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")

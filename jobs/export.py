@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from miscause.jobs.checkpoint import load_model
 from miscause.jobs.data import load_split, normalize
-from miscause.jobs.evaluate import served_model
+from miscause.jobs.zoo import TTA_CHOICES, served_model
 
 from miscause import __version__, repository
 from miscause.atomic import atomic_directory, atomic_path
@@ -90,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", required=True, type=Path, help="model repository folder")
     parser.add_argument("--name", required=True, help="model name: the folder under the repository")
     parser.add_argument("--data", help="compare on real test images from here (default: Gaussian noise)")
+    parser.add_argument("--tta", choices=("auto", *TTA_CHOICES), default="auto",
+                        help="test-time augmentation exported inside the graph; auto: as the recipe serves it")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="largest |logit difference| accepted")
 
 
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.name or "/" in args.name or args.name.startswith("."):
         raise MiscauseError(f"invalid model name {args.name!r}: one folder name, not starting with '.'")
     model, state = load_model(args.checkpoint)
-    tta = state["recipe"].get("tta", "none")
+    tta = state["recipe"].get("tta", "none") if args.tta == "auto" else args.tta
     model = served_model(model, tta)
     images = parity_images(state, args.data)
     model_dir = args.repository / args.name

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from miscause.jobs.cifarnet import CifarNet
 from torch import nn
+from torch.nn import functional
 from torchvision import models
 from torchvision.models.googlenet import BasicConv2d as GoogLeNetConv
 from torchvision.models.inception import BasicConv2d as InceptionConv
@@ -106,3 +107,29 @@ class FlipTTA(nn.Module):
 
     def forward(self, x):
         return 0.5 * (self.model(x) + self.model(x.flip(-1)))
+
+
+class MultiCropTTA(nn.Module):
+    """airbench's mirror-and-translate augmentation: half the flip-TTA logits of the image, half their mean over
+    the image shifted one pixel up-left and down-right (reflect padding). Six forward passes per image."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.flip = FlipTTA(model)
+
+    def forward(self, x):
+        height, width = x.shape[-2:]
+        padded = functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = self.flip(padded[..., :height, :width]) + self.flip(padded[..., 2:, 2:])
+        return 0.5 * self.flip(x) + 0.25 * shifted
+
+
+TTA: dict[str, Callable[[nn.Module], nn.Module]] = {"flip": FlipTTA, "multicrop": MultiCropTTA}
+TTA_CHOICES = ("none", *TTA)
+
+
+def served_model(model: nn.Module, tta: str) -> nn.Module:
+    """The network as it is served, in eval mode: wrapped in the test-time augmentation `tta` names."""
+    if tta not in TTA_CHOICES:
+        raise MiscauseError(f"unknown test-time augmentation {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
+    return (TTA[tta](model) if tta in TTA else model).eval()
