@@ -26,7 +26,8 @@ examples:
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from miscause.cli import add_subcommands, run_subcommand
 
 # part -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help)
 PARTS: dict[str, tuple[str, str]] = {
@@ -37,31 +38,9 @@ PARTS: dict[str, tuple[str, str]] = {
 }
 
 
-class DeferredParser(argparse.ArgumentParser):
-    """Stands in for a part's parser: keeps every argument after the part's name for its real parser, which
-    `run` builds once the part is chosen, so only that part's module is imported."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace = namespace if namespace is not None else argparse.Namespace()
-        namespace.options = list(args or [])
-        return namespace, []
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parts = parser.add_subparsers(dest="part", metavar="PART", required=True, parser_class=DeferredParser)
-    for name, (_, help_text) in PARTS.items():
-        parts.add_parser(name, help=help_text, add_help=False)
-
-
-def part_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
-    """The chosen part's own parser (its module imported only now) and its module."""
-    module = importlib.import_module(PARTS[name][0])
-    parser = argparse.ArgumentParser(prog=f"miscause bench {name}", description=(module.__doc__ or "").strip(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    module.add_arguments(parser)
-    return parser, module
+    add_subcommands(parser, PARTS, "part")
 
 
 def run(args: argparse.Namespace) -> int:
-    parser, module = part_parser(args.part)
-    return int(module.run(parser.parse_args(args.options)) or 0)
+    return run_subcommand(f"miscause bench {args.part}", PARTS[args.part][0], args.options)

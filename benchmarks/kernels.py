@@ -29,7 +29,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 import triton
+
 from miscause.benchmarks.report import Run, Table, add_output_arguments
+from miscause.defaults import BOX, TOP_PERCENT
+from miscause.errors import MiscauseError
 from miscause.kernels import (
     erase_from_gradient_reference,
     erase_from_gradient_triton,
@@ -38,8 +41,6 @@ from miscause.kernels import (
 )
 from miscause.kernels.erase_spec import check_erase_args
 from miscause.kernels.reference import erase_core
-
-from miscause.errors import MiscauseError
 
 CASES = "4096x32x32,16384x32x32,256x224x224"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -56,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"images dtypes, comma-separated: {', '.join(DTYPES)} (default: float32,bfloat16)")
     parser.add_argument("--impls", default="all", help=f"comma-separated, or all: {', '.join(IMPLS)}")
     parser.add_argument("--channels", type=int, default=3, help="image channels (default: 3)")
-    parser.add_argument("--top-percent", type=float, default=5.0, help="p, percent of pixels anchored (default: 5)")
-    parser.add_argument("--box", type=int, default=3, help="box side, odd (default: 3)")
+    parser.add_argument("--top-percent", type=float, default=TOP_PERCENT,
+                        help="p, percent of pixels anchored (default: %(default)g)")
+    parser.add_argument("--box", type=int, default=BOX, help="box side, odd (default: %(default)s)")
     parser.add_argument("--sets", type=int, default=3, help="input sets rotated between calls (default: 3)")
     parser.add_argument("--calls", type=int, default=5, help="timed calls per point on CPU (default: 5)")
     add_output_arguments(parser)
@@ -201,7 +203,7 @@ def table(points: list[dict], bandwidth: float | None) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miscause.jobs.device import pick_device
+    from miscause.device import pick_device
 
     device = pick_device(args.device)
     cases = parse_cases(args.cases)

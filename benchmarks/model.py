@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from miscause.benchmarks.measure import throughput
-from miscause.benchmarks.report import Run, Table, add_output_arguments
 
 from miscause import repository
+from miscause.benchmarks.measure import throughput
+from miscause.benchmarks.report import Run, Table, add_output_arguments
 from miscause.errors import MiscauseError
 
 BACKENDS = ("onnx", "eager", "compile", "gradient")
@@ -51,7 +51,7 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from miscause.jobs import zoo
+    from miscause.jobs.training import zoo
 
     parser.add_argument("--archs", default="all", help=f"comma-separated, or all: {', '.join(zoo.REGISTRY)}")
     parser.add_argument("--batch-sizes", default="1,16,64", help="comma-separated (default: 1,16,64)")
@@ -100,8 +100,8 @@ def gradient_call(model: torch.nn.Module, images: torch.Tensor, sync: Callable[[
 def measure_arch(arch: str, batch_sizes: list[int], backends: list[str], device: torch.device, threads: int,
                  args: argparse.Namespace) -> tuple[list[dict], dict]:
     """Points (one per batch size and backend) and the one-off costs (export, compile) of one architecture."""
-    from miscause.jobs import zoo
-    from miscause.jobs.export import export_onnx
+    from miscause.jobs.training import zoo
+    from miscause.jobs.training.export import export_onnx
 
     torch.manual_seed(0)
     model = zoo.build(arch).eval()
@@ -158,8 +158,8 @@ def tables(points: list[dict], backends: list[str]) -> list[Table]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from miscause.jobs import zoo
-    from miscause.jobs.device import pick_device
+    from miscause.device import pick_device
+    from miscause.jobs.training import zoo
 
     archs = parse_list(args.archs, list(zoo.REGISTRY), "architecture")
     backends = parse_list(args.backends, BACKENDS, "backend")

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+
 from miscause.benchmarks.measure import (
     machine_cpu_seconds,
     own_cpu_seconds,
@@ -49,7 +50,6 @@ from miscause.benchmarks.measure import (
 )
 from miscause.benchmarks.report import Run, Table, add_output_arguments, device_tag
 from miscause.benchmarks.server_process import ServerProcess
-
 from miscause.errors import MiscauseError
 
 OUTPUT_SETS: dict[str, tuple[str, ...]] = {
@@ -488,11 +488,10 @@ async def measure(args: argparse.Namespace, sets: list[str], target: str, model_
 
 
 def run(args: argparse.Namespace) -> int:
+    from miscause import repository
     from miscause.server.engine import Engine
     from miscause.server.metrics import Metrics
     from miscause.server.settings import Batching, Settings, default_repository
-
-    from miscause import repository
 
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = [s for s in sets if s not in OUTPUT_SETS]

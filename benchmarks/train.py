@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from miscause.benchmarks.model import parse_list
 from miscause.benchmarks.report import Run, Table, add_output_arguments
-
 from miscause.errors import MiscauseError
 
 THRESHOLDS = (0.90, 0.93, 0.94, 0.95)
@@ -79,10 +79,10 @@ def run_summary(records: list[dict]) -> tuple[Table, dict]:
 
 def test_accuracy(checkpoint: Path, data: str | None, device: torch.device) -> float | None:
     """Top-1 test accuracy of a checkpoint as served, or None where no CIFAR-10 copy is given or set."""
-    from miscause.jobs.checkpoint import load_model
-    from miscause.jobs.data import load_split
-    from miscause.jobs.evaluate import predict_torch
-    from miscause.jobs.zoo import served_model
+    from miscause.jobs.training.checkpoint import load_model
+    from miscause.jobs.training.data import load_split
+    from miscause.jobs.training.evaluate import predict_torch
+    from miscause.jobs.training.zoo import served_model
 
     if not (data or os.environ.get("MISCAUSE_DATA")) or not checkpoint.is_file():
         return None
@@ -95,8 +95,8 @@ def test_accuracy(checkpoint: Path, data: str | None, device: torch.device) -> f
 
 def measured_training(arch: str, steps: int, warmup: int, batch_size: int | None, device: torch.device) -> dict:
     """images/s of `steps` training steps of `arch` on synthetic data, after `warmup` steps."""
-    from miscause.jobs.data import Split
-    from miscause.jobs.train import build_training, recipe_for, train_step
+    from miscause.jobs.training.data import Split
+    from miscause.jobs.training.train import build_training, recipe_for, train_step
 
     recipe = recipe_for(arch, {"batch_size": batch_size})
     total = steps + warmup
@@ -119,8 +119,8 @@ def measured_training(arch: str, steps: int, warmup: int, batch_size: int | None
 
 
 def run(args: argparse.Namespace) -> int:
-    from miscause.jobs import zoo
-    from miscause.jobs.device import bf16_supported, pick_device
+    from miscause.device import bf16_supported, pick_device
+    from miscause.jobs.training import zoo
 
     if args.threads:
         torch.set_num_threads(args.threads)

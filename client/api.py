@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 
 import grpc
 import numpy as np
+
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 from miscause.proto import tensors

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+
+from miscause import defaults
 from miscause.client import images as image_files
 from miscause.client.api import InferenceClient
-
 from miscause.errors import MiscauseError
-
-TOKEN_ENV = "MISCAUSE_TOKEN"
+from miscause.proto import names
+from miscause.proto.names import TOKEN_ENV
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="ask for the erased image's label and the corrected label; with --out, write it")
     infer.add_argument("--out", type=Path, help="folder for saliency overlays and erased images (PNG)")
     infer.add_argument("--batch-size", type=int, default=32, help="images per request (default %(default)s)")
-    infer.add_argument("--top-percent", type=float, help="erase around this top share of salient pixels")
-    infer.add_argument("--box", type=int, help="side of the box erased around each anchor pixel")
-    infer.add_argument("--saliency-method", choices=("gradient", "input_x_gradient", "smoothgrad"))
+    infer.add_argument("--top-percent", type=float, help="erase around this top share of salient pixels "
+                       f"(default: the model's policy, else {defaults.TOP_PERCENT:g})")
+    infer.add_argument("--box", type=int, help="side of the box erased around each anchor pixel "
+                       f"(default: the model's policy, else {defaults.BOX})")
+    infer.add_argument("--saliency-method", help="saliency method, checked by the server "
+                       f"(default: the model's policy, else {defaults.SALIENCY_METHOD})")
     infer.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default %(default)s)")
     infer.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca)")
     infer.add_argument("--ca", type=Path, help="PEM root certificate to trust (implies --tls)")
@@ -81,8 +85,8 @@ def infer(args: argparse.Namespace) -> int:
     if not paths:
         raise MiscauseError("no PNG or JPEG images found in the given paths")
     root = args.ca.read_bytes() if args.ca else None
-    outputs = ["LABEL", "PROBS"] + (["SALIENCY"] if args.explain else [])
-    outputs += ["MASK", "ERASED_LABEL", "CORRECTED_LABEL"] if args.erase else []
+    outputs = [names.LABEL, names.PROBS] + ([names.SALIENCY] if args.explain else [])
+    outputs += [names.MASK, names.ERASED_LABEL, names.CORRECTED_LABEL] if args.erase else []
     parameters = {key: value for key, value in (("top_percent", args.top_percent), ("box", args.box),
                                                 ("saliency_method", args.saliency_method)) if value is not None}
     with InferenceClient(args.server, token=_token(args), tls=args.tls, root_certificates=root) as client:
@@ -114,10 +118,10 @@ def infer(args: argparse.Namespace) -> int:
     header = ["image", "label", "confidence"] + (["erased label", "corrected label"] if args.erase else [])
     rows = [header]
     for i, path in enumerate(paths):
-        label = int(merged["LABEL"][i])
-        row = [str(path), name_of(label), f"{merged['PROBS'][i, label]:.3f}"]
+        label = int(merged[names.LABEL][i])
+        row = [str(path), name_of(label), f"{merged[names.PROBS][i, label]:.3f}"]
         if args.erase:
-            row += [name_of(int(merged["ERASED_LABEL"][i])), name_of(int(merged["CORRECTED_LABEL"][i]))]
+            row += [name_of(int(merged[names.ERASED_LABEL][i])), name_of(int(merged[names.CORRECTED_LABEL][i]))]
         rows.append(row)
     print(_table(rows))
     if args.out and (args.explain or args.erase):
@@ -126,11 +130,11 @@ def infer(args: argparse.Namespace) -> int:
         for i, path in enumerate(paths):
             stem = f"{i:04d}-{path.stem}"
             if args.explain:
-                overlay = image_files.overlay(loaded[i], merged["SALIENCY"][i])
+                overlay = image_files.overlay(loaded[i], merged[names.SALIENCY][i])
                 image_files.save_png(overlay, args.out / f"{stem}.saliency.png", scale)
                 written += 1
             if args.erase:
-                image_files.save_png(image_files.erased(loaded[i], merged["MASK"][i]),
+                image_files.save_png(image_files.erased(loaded[i], merged[names.MASK][i]),
                                      args.out / f"{stem}.erased.png", scale)
                 written += 1
         print(f"wrote {written} images to {args.out}")

@@ -21,28 +21,26 @@ import platform
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import torch
-from miscause.jobs import analyze, evaluate, export, train, zoo
 from tqdm import tqdm
 
 from miscause import __version__
 from miscause.atomic import atomic_path
+from miscause.cli import COMMANDS, run_subcommand
 from miscause.errors import MiscauseError
+from miscause.jobs.training import zoo
 
 
-def invoke(module: ModuleType, argv: list) -> None:
-    """Run a job exactly as its CLI would, with the same parser and defaults."""
-    parser = argparse.ArgumentParser(prog=f"miscause {module.__name__.rsplit('.', 1)[-1]}")
-    module.add_arguments(parser)
-    status = module.run(parser.parse_args([str(a) for a in argv]))
+def invoke(command: str, argv: list) -> None:
+    """Run a job exactly as its command line would, with the same parser and defaults."""
+    status = run_subcommand(f"miscause {command}", COMMANDS[command][0], argv)
     if status:
-        raise MiscauseError(f"{parser.prog} exited with status {status}")
+        raise MiscauseError(f"miscause {command} exited with status {status}")
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, list]]:
-    """(stage name, (job module, argv)) in order: per architecture train, evaluate, export; then analyze."""
+    """(stage name, [(command, argv), ...]) in order: per architecture train, evaluate, export; then analyze."""
     out, data = args.out, str(args.data)
     stages = []
     for arch in args.archs:
@@ -51,13 +49,13 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list]]:
         options += ["--limit", args.limit] if args.limit else []
         options += ["--batch-size", args.batch_size] if args.batch_size else []
         options += ["--no-progress"] if args.no_progress else []
-        stages.append((f"train:{arch}", [(train, ["--arch", arch, "--data", data, "--split", "train",
+        stages.append((f"train:{arch}", [("train", ["--arch", arch, "--data", data, "--split", "train",
                                                   "--out", run_dir, "--seed", args.seed, "--resume", *options])]))
         stages.append((f"evaluate:{arch}", [
-            (evaluate, ["--checkpoint", run_dir / "checkpoint.pt", "--data", data, "--split", split,
+            ("evaluate", ["--checkpoint", run_dir / "checkpoint.pt", "--data", data, "--split", split,
                         "--out", out / "predictions" / f"{arch}-{split}.npz", "--name", arch, "--no-progress"])
             for split in ("val", "test")]))
-        stages.append((f"export:{arch}", [(export, ["--checkpoint", run_dir / "checkpoint.pt",
+        stages.append((f"export:{arch}", [("export", ["--checkpoint", run_dir / "checkpoint.pt",
                                                     "--repository", out / "repository", "--name", arch,
                                                     "--data", data])]))
     if args.no_erasure:
@@ -65,7 +63,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list]]:
     else:
         source = ["--repository", out / "repository", "--models", *args.archs, "--data", data, "--erasure",
                   *(["--max-images", args.limit] if args.limit else [])]
-    stages.append(("analyze", [(analyze, [*source, "--out", out / "report"])]))
+    stages.append(("analyze", [("analyze", [*source, "--out", out / "report"])]))
     return stages
 
 
@@ -130,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
         if (args.max_stages and ran >= args.max_stages) or over_budget:
             break
         stage_started = time.monotonic()
-        for module, argv in steps:
-            invoke(module, argv)
+        for command, argv in steps:
+            invoke(command, argv)
         state["stages"][name] = {"seconds": time.monotonic() - stage_started, "finished": time.time()}
         with atomic_path(state_path) as tmp:
             tmp.write_text(json.dumps(state, indent=2) + "\n")

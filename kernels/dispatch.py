@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
 from miscause.kernels.reference import erase_from_gradient_reference, erase_reference
 from miscause.kernels.triton_erase import erase_from_gradient_triton, erase_triton
 

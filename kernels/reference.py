@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
 from miscause.kernels.erase_spec import EraseArgs, check_erase_args, nonfinite_error
 
 

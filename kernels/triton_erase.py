@@ -30,8 +30,9 @@ from collections.abc import Sequence
 import torch
 import triton
 import triton.language as tl
-from miscause.kernels.erase_spec import EraseArgs, check_erase_args, nonfinite_error
 from triton.runtime.interpreter import InterpretedFunction
+
+from miscause.kernels.erase_spec import EraseArgs, check_erase_args, nonfinite_error
 
 # Row index standing for "no such row on this side": beyond any image side, yet far from int32 overflow.
 FAR = tl.constexpr(1 << 24)

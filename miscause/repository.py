@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
 
 CONFIG = "config.json"
@@ -28,30 +30,96 @@ OUTPUT_NAME = "logits"
 REQUIRED = ("name", "architecture", "input", "classes", "normalization")
 
 
-def read_config(model_dir: str | os.PathLike) -> dict:
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model's config.json, typed: what every reader needs to feed the model and name its outputs.
+
+    `training` and `versions` are provenance (recipe, seed, split, checkpoint digest; library versions),
+    kept as the export wrote them."""
+
+    name: str
+    architecture: str
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    shape: tuple[int, int, int]  # channels, height, width
+    tta: str = "none"
+    training: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.shape[2]
+
+    def to_json(self) -> dict:
+        """The config.json document (Triton-like: input and output tensors, then what miscause adds)."""
+        return {
+            "name": self.name,
+            "architecture": self.architecture,
+            "input": {"name": INPUT_NAME, "shape": list(self.shape), "dtype": "float32", "layout": "NCHW",
+                      "normalized": True},
+            "output": {"name": OUTPUT_NAME, "shape": [len(self.classes)], "dtype": "float32"},
+            "classes": list(self.classes),
+            "normalization": {"mean": list(self.mean), "std": list(self.std)},
+            "tta": self.tta,
+            "files": {"onnx": f"{VERSION}/{ONNX_FILE}", "torch_export": f"{VERSION}/{PROGRAM_FILE}"},
+            "training": self.training,
+            "versions": self.versions,
+        }
+
+    @classmethod
+    def from_json(cls, raw: object, source: str) -> ModelConfig:
+        """Checked: a MiscauseError names the file and the first field that is missing or malformed."""
+        if not isinstance(raw, dict):
+            raise MiscauseError(f"{source}: a model config must be a JSON object")
+        missing = [key for key in REQUIRED if key not in raw]
+        if missing:
+            raise MiscauseError(f"{source} lacks {', '.join(missing)}")
+        shape = raw["input"].get("shape") if isinstance(raw["input"], dict) else None
+        if not (isinstance(shape, list) and len(shape) == 3 and shape[0] == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+            raise MiscauseError(f"{source}: input shape must be [3, H, W], got {shape!r}")
+        norm = raw["normalization"]
+        if not isinstance(norm, dict) or not all(_numbers(norm.get(key), 3) for key in ("mean", "std")):
+            raise MiscauseError(f"{source}: normalization needs three-value mean and std")
+        classes = raw["classes"]
+        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+            raise MiscauseError(f"{source}: classes must be a non-empty list of names")
+        return cls(name=str(raw["name"]), architecture=str(raw["architecture"]), classes=tuple(classes),
+                   mean=tuple(float(v) for v in norm["mean"]), std=tuple(float(v) for v in norm["std"]),
+                   shape=tuple(shape), tta=str(raw.get("tta", "none")), training=raw.get("training") or {},
+                   versions=raw.get("versions") or {})
+
+
+def _numbers(value: object, count: int) -> bool:
+    return isinstance(value, list) and len(value) == count and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+
+
+def read_config(model_dir: str | os.PathLike) -> ModelConfig:
     """A model's config.json, checked for the fields every reader relies on."""
     path = Path(model_dir) / CONFIG
     try:
-        config = json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise MiscauseError(f"no {CONFIG} in {model_dir}: not a model folder of a miscause repository") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise MiscauseError(f"{path} is not valid JSON: {error}") from None
-    missing = [key for key in REQUIRED if key not in config]
-    if missing:
-        raise MiscauseError(f"{path} lacks {', '.join(missing)}")
-    return config
+    return ModelConfig.from_json(raw, str(path))
 
 
-def read_policy(model_dir: str | os.PathLike) -> dict | None:
-    """The model's policy.json, or None when it has none."""
-    path = Path(model_dir) / POLICY
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MiscauseError(f"{path} is not valid JSON: {error}") from None
+def write_config(model_dir: str | os.PathLike, config: ModelConfig) -> None:
+    """Write config.json atomically."""
+    with atomic_path(Path(model_dir) / CONFIG) as tmp:
+        tmp.write_text(json.dumps(config.to_json(), indent=2) + "\n")
 
 
 def model_names(repository: str | os.PathLike) -> list[str]:
@@ -83,8 +151,7 @@ class OnnxModel:
 
     def __init__(self, model_dir: str | os.PathLike, threads: int | None = None) -> None:
         self.config = read_config(model_dir)
-        self.mean = tuple(self.config["normalization"]["mean"])
-        self.std = tuple(self.config["normalization"]["std"])
+        self.mean, self.std = self.config.mean, self.config.std
         self.session = onnx_session(Path(model_dir) / VERSION / ONNX_FILE, threads=threads)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+
 from miscause.proto import grpc_service_pb2 as pb
 
 DTYPES: dict[str, np.dtype] = {

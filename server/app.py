@@ -13,14 +13,14 @@ import threading
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from miscause.errors import MiscauseError
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 from miscause.server.engine import Engine
 from miscause.server.metrics import Metrics
 from miscause.server.service import InferenceService, TokenAuth
 from miscause.server.settings import Settings
-
-from miscause.errors import MiscauseError
 
 log = logging.getLogger("miscause.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name

@@ -16,34 +16,25 @@ import numpy as np
 import torch
 
 from miscause import kernels, repository
+from miscause.pixels import normalize
+from miscause.repository import ModelConfig
 
 FORWARD_BACKENDS = ("onnx", "torch")
-
-
-def pick_device(requested: str) -> torch.device:
-    """`auto`: the first CUDA device when torch sees one, else the CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but torch sees no CUDA device")
-    return device
 
 
 class Backend:
     """One model's forward pass, saliency and erasure on one device; call its methods inside `on_stream()`."""
 
-    def __init__(self, model_dir: Path, config: dict, device: torch.device, threads: int | None,
+    def __init__(self, model_dir: Path, config: ModelConfig, device: torch.device, threads: int | None,
                  forward_backend: str = "onnx") -> None:
         if forward_backend not in FORWARD_BACKENDS:
             raise ValueError(f"forward backend must be one of {', '.join(FORWARD_BACKENDS)}")
         self.device = device
         self.forward_backend = forward_backend
-        channels, self.height, self.width = config["input"]["shape"]
-        self.classes = len(config["classes"])
-        norm = config["normalization"]
-        self.mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, channels, 1, 1)
-        self.std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, channels, 1, 1)
+        self.height, self.width = config.height, config.width
+        self.classes = len(config.classes)
+        self.mean = torch.tensor(config.mean, dtype=torch.float32, device=device)
+        self.std = torch.tensor(config.std, dtype=torch.float32, device=device)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.session = repository.onnx_session(Path(model_dir) / repository.VERSION / repository.ONNX_FILE,
                                                providers=self._providers(), threads=threads)
@@ -65,9 +56,10 @@ class Backend:
         """Normalised float32 [N,C,H,W] on the device from parts: uint8 [n,H,W,C] or normalised [n,C,H,W]."""
         pixels = [p for p in parts if p.dtype == np.uint8]
         if len(pixels) == len(parts):
-            return self._normalise(self._to_device(np.concatenate(pixels) if len(pixels) > 1 else pixels[0]))
-        return torch.cat([self._normalise(self._to_device(p)) if p.dtype == np.uint8 else self._to_device(p)
-                          for p in parts])
+            return normalize(self._to_device(np.concatenate(pixels) if len(pixels) > 1 else pixels[0]),
+                             self.mean, self.std)
+        return torch.cat([normalize(self._to_device(p), self.mean, self.std) if p.dtype == np.uint8
+                          else self._to_device(p) for p in parts])
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         if self.device.type == "cpu":
@@ -80,10 +72,6 @@ class Backend:
         host = self.staging[:needed].view(dtype).view(array.shape)
         host.numpy()[...] = array
         return host.to(self.device, non_blocking=True)
-
-    def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
-        images = pixels.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-        return images.sub_(self.mean).div_(self.std).contiguous()
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """float32 [N,K] for normalised images [N,C,H,W]."""
@@ -114,7 +102,6 @@ class Backend:
               fill: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(erased images [N,C,H,W], erased-pixel mask bool [N,H,W]) from `miscause.kernels.erase`."""
         return kernels.erase(images, saliency, top_percent, box, None if fill is None else list(fill))
-
 
 
 def default_threads(models: int) -> int:

@@ -8,17 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from miscause import repository
+from miscause.device import pick_device
+from miscause.errors import MiscauseError
+from miscause.policy import Policy, read_policy
+from miscause.proto import names
+from miscause.repository import ModelConfig
 from miscause.server import pipeline
-from miscause.server.backends import Backend, default_threads, pick_device
+from miscause.server.backends import Backend, default_threads
 from miscause.server.batcher import Batcher
 from miscause.server.metrics import Metrics
 from miscause.server.parameters import BUILTIN_DEFAULTS, Explain, resolve
 from miscause.server.pipeline import Work
-from miscause.server.policy import Policy, parse_policy
 from miscause.server.settings import Settings
-
-from miscause import repository
-from miscause.errors import MiscauseError
 
 log = logging.getLogger("miscause.server")
 
@@ -28,7 +31,7 @@ class ServedModel:
     """One model: its config, policy, explanation defaults, compute backend and (once started) batcher."""
 
     name: str
-    config: dict
+    config: ModelConfig
     policy: Policy | None
     defaults: dict
     backend: Backend
@@ -36,15 +39,15 @@ class ServedModel:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.config["classes"])
+        return list(self.config.classes)
 
     @property
     def height(self) -> int:
-        return int(self.config["input"]["shape"][1])
+        return self.config.height
 
     @property
     def width(self) -> int:
-        return int(self.config["input"]["shape"][2])
+        return self.config.width
 
     def execute(self, works: list[Work]) -> list:
         """Outputs per work for one batch (worker thread). When the batch fails, each work runs alone, so
@@ -61,7 +64,7 @@ class ServedModel:
         """Before the model reports ready: every stage once, and the forward pass at the max batch size (its
         buffers are the largest; the explanation stages' kernels are compiled by the first run)."""
         explain = resolve({}, self.defaults, self.classes, self.height, self.width)
-        for size, outputs in ((1, tuple(pipeline.OUTPUTS)), (max_batch, ("LOGITS",))):
+        for size, outputs in ((1, tuple(names.OUTPUTS)), (max_batch, (names.LOGITS,))):
             images = np.zeros((size, self.height, self.width, 3), dtype=np.uint8)
             results = self.execute([Work(images, outputs, explain)])
             if isinstance(results[0], Exception):
@@ -71,11 +74,7 @@ class ServedModel:
 def load_model(model_dir: Path, settings: Settings, device: torch.device, threads: int) -> ServedModel:
     """A model from its repository folder, its config and policy checked."""
     config = repository.read_config(model_dir)
-    shape = config["input"].get("shape")
-    if not (isinstance(shape, list) and len(shape) == 3 and shape[0] == 3):
-        raise MiscauseError(f"{model_dir}: input shape must be [3, H, W], got {shape!r}")
-    policy = parse_policy(repository.read_policy(model_dir), list(config["classes"]),
-                          str(model_dir / repository.POLICY))
+    policy = read_policy(model_dir, list(config.classes))
     defaults = {**BUILTIN_DEFAULTS, **(policy.defaults if policy else {})}
     backend = Backend(model_dir, config, device, threads, settings.forward_backend)
     model = ServedModel(name=model_dir.name, config=config, policy=policy, defaults=defaults, backend=backend)

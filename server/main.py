@@ -21,12 +21,12 @@ import os
 import signal
 from pathlib import Path
 
+from miscause.errors import MiscauseError
+from miscause.proto.names import TOKEN_ENV
 from miscause.server import logs
 from miscause.server.app import Server
 from miscause.server.backends import FORWARD_BACKENDS
-from miscause.server.settings import REPOSITORY_ENV, TOKEN_ENV, Batching, Settings, default_repository
-
-from miscause.errors import MiscauseError
+from miscause.server.settings import REPOSITORY_ENV, Batching, Settings, default_repository
 
 
 def _sizes(text: str) -> tuple[int, ...]:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-SALIENCY_METHODS = ("gradient", "input_x_gradient", "smoothgrad")
-BUILTIN_DEFAULTS = {"top_percent": 5.0, "box": 3, "fill": None, "saliency_method": "gradient", "target": None}
+from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
+from miscause.kernels.saliency import METHODS
+
+BUILTIN_DEFAULTS = {"top_percent": TOP_PERCENT, "box": BOX, "fill": None, "saliency_method": SALIENCY_METHOD,
+                    "target": None}
 NAMES = tuple(BUILTIN_DEFAULTS)
 
 
@@ -79,8 +82,8 @@ def resolve(values: dict, defaults: dict, classes: list[str], height: int, width
         raise ValueError(f"parameter box must be an odd integer in 1..{min(height, width)}, got {box}")
     fill = _fill(merged["fill"], channels)
     method = merged["saliency_method"]
-    if method not in SALIENCY_METHODS:
-        known = ", ".join(SALIENCY_METHODS)
+    if method not in METHODS:
+        known = ", ".join(METHODS)
         raise ValueError(f"parameter saliency_method must be one of {known}, got {method!r}")
     target = merged["target"]
     if isinstance(target, str):

@@ -13,24 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from miscause.policy import Policy
+from miscause.proto import names
 from miscause.server.backends import Backend
 from miscause.server.parameters import Explain
-from miscause.server.policy import Policy
 
-# name -> (datatype, shape after the batch dimension: "K" classes, "H"/"W" the model's input side)
-OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "LOGITS": ("FP32", ("K",)),
-    "PROBS": ("FP32", ("K",)),
-    "LABEL": ("INT64", ()),
-    "SALIENCY": ("FP32", ("H", "W")),
-    "MASK": ("BOOL", ("H", "W")),
-    "ERASED_LABEL": ("INT64", ()),
-    "ERASED_PROBS": ("FP32", ("K",)),
-    "CORRECTED_LABEL": ("INT64", ()),
-}
-DEFAULT_OUTPUTS = ("LABEL", "PROBS")
-SALIENCY_OUTPUTS = frozenset({"SALIENCY", "MASK", "ERASED_LABEL", "ERASED_PROBS"})
-ERASURE_OUTPUTS = frozenset({"MASK", "ERASED_LABEL", "ERASED_PROBS"})
+SALIENCY_OUTPUTS = frozenset({names.SALIENCY, names.MASK, names.ERASED_LABEL, names.ERASED_PROBS})
+ERASURE_OUTPUTS = frozenset({names.MASK, names.ERASED_LABEL, names.ERASED_PROBS})
 
 
 @dataclass(frozen=True)
@@ -69,7 +59,7 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work]) -> list[dic
     for work, index in zip(works, rows, strict=True):
         if SALIENCY_OUTPUTS & set(work.outputs):
             explained[index] = True
-        elif "CORRECTED_LABEL" in work.outputs and policy is not None:
+        elif names.CORRECTED_LABEL in work.outputs and policy is not None:
             explained[index] = policy.applies(labels[index], confidence[index])
     explained_cpu = explained.cpu()
 
@@ -86,7 +76,7 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work]) -> list[dic
         if work.explain.target is not None:
             targets[chosen] = work.explain.target
         by_method[work.explain.saliency_method].append(chosen)
-        if ERASURE_OUTPUTS & set(work.outputs) or "CORRECTED_LABEL" in work.outputs:
+        if ERASURE_OUTPUTS & set(work.outputs) or names.CORRECTED_LABEL in work.outputs:
             by_erasure[(work.explain.top_percent, work.explain.box, work.explain.fill)].append(chosen)
     for method, parts in by_method.items():
         index = torch.cat(parts).to(images.device)
@@ -107,8 +97,9 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work]) -> list[dic
         replace = explained & policy.applies(labels, confidence)
         corrected[replace] = erased_labels[replace]
 
-    tensors = {"LOGITS": logits, "PROBS": probs, "LABEL": labels, "SALIENCY": saliency, "MASK": mask,
-               "ERASED_LABEL": erased_labels, "ERASED_PROBS": erased_probs, "CORRECTED_LABEL": corrected}
+    tensors = {names.LOGITS: logits, names.PROBS: probs, names.LABEL: labels, names.SALIENCY: saliency,
+               names.MASK: mask, names.ERASED_LABEL: erased_labels, names.ERASED_PROBS: erased_probs,
+               names.CORRECTED_LABEL: corrected}
     wanted = {name for work in works for name in work.outputs}
     host = {name: tensors[name].detach().cpu().numpy() for name in wanted}
     return [{name: host[name][index.numpy()] for name in work.outputs}

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import grpc
 import numpy as np
-from miscause.proto import grpc_service_pb2 as pb
-from miscause.proto import tensors
-from miscause.proto.names import INPUT
-from miscause.server.engine import Engine, ServedModel
-from miscause.server.pipeline import DEFAULT_OUTPUTS, OUTPUTS, Work
 
 from miscause import repository
+from miscause.proto import grpc_service_pb2 as pb
+from miscause.proto import tensors
+from miscause.proto.names import DEFAULT_OUTPUTS, INPUT, OUTPUTS
+from miscause.server.engine import Engine, ServedModel
+from miscause.server.pipeline import Work
 
 PLATFORM = "ensemble"  # ONNX Runtime, a torch.export program and the erasure kernel behind one model
 

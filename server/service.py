@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+
+from miscause import __version__
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 from miscause.proto.names import CLASSES_METADATA, PARAMETERS_METADATA
@@ -22,8 +24,6 @@ from miscause.server.batcher import Closed, DeadlineExpired, QueueFull
 from miscause.server.engine import Engine
 from miscause.server.metrics import Metrics
 from miscause.server.protocol import RequestError
-
-from miscause import __version__
 
 log = logging.getLogger("miscause.server")
 SERVER_NAME = "miscause"

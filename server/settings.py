@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPOSITORY_ENV = "MISCAUSE_MODEL_REPOSITORY"
-TOKEN_ENV = "MISCAUSE_TOKEN"
 
 
 def default_repository() -> Path:

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from miscause.jobs.attribution import CAUSES
-from miscause.jobs.erasure_study import SplitRun, round_robin, summarize, verified_pairs
-from miscause.jobs.policy import apply_rules, evaluate_policy, fit_policy, policy_document
-from miscause.jobs.zoo import FlipTTA
 from PIL import Image
 from torch import nn
 
 from miscause.cli import main
+from miscause.jobs.analysis.causes import CAUSES
+from miscause.jobs.analysis.erasure import SplitRun, round_robin, summarize, verified_pairs
+from miscause.jobs.analysis.policy_fit import apply_rules, evaluate_policy, fit_policy, policy_document
+from miscause.jobs.training.zoo import FlipTTA
 
 CLASSES = ("cat", "dog", "ship")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -191,7 +191,7 @@ def test_examples_spread_over_pairs() -> None:
 
 
 def test_policy_document_reads_in_the_service() -> None:
-    from miscause.server.policy import parse_policy
+    from miscause.policy import parse_policy
 
     run = planted_run([(5.0, 3)])
     fit = fit_policy(run, (5.0, 3), min_gain=1)

@@ -1,15 +1,16 @@
-"""Pattern analysis on synthetic predictions with planted structure: attribution must recover it exactly."""
+"""Pattern analysis on synthetic predictions with planted structure: cause assignment must recover it exactly."""
 
 from __future__ import annotations
 
 import networkx as nx
 import numpy as np
 import pytest
-from miscause.jobs.attribution import MORPHOLOGICAL, NON_ESSENTIAL, NOT_SIGNIFICANT, quorum
-from miscause.jobs.confusion import conditional_confusion, confusion_matrix, row_normalized
-from miscause.jobs.misclassification import AnalysisOptions, analyze_predictions, apply_erasure_check
-from miscause.jobs.predictions_file import make_predictions
-from miscause.jobs.significance import adjust, bootstrap_mean_interval, mcnemar_greater
+
+from miscause.jobs.analysis.causes import MORPHOLOGICAL, NON_ESSENTIAL, NOT_SIGNIFICANT, quorum
+from miscause.jobs.analysis.confusion import conditional_confusion, confusion_matrix, row_normalized
+from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions, apply_erasure_check
+from miscause.jobs.analysis.predictions import make_predictions
+from miscause.jobs.analysis.significance import adjust, bootstrap_mean_interval, mcnemar_greater
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SHARED = [("cat", "dog"), ("automobile", "truck"), ("deer", "horse")]
@@ -48,7 +49,7 @@ def causes(analysis) -> dict[tuple[str, str], tuple[str, list[str]]]:
     return {(r["true"], r["pred"]): (r["cause"], r["models"]) for r in analysis.pairs}
 
 
-def test_attribution_recovers_planted_causes_exactly() -> None:
+def test_cause_assignment_recovers_planted_causes_exactly() -> None:
     analysis = analyze_predictions(planted_models(4))
     found = causes(analysis)
     assert len(found) == 90

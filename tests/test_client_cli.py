@@ -9,12 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-from miscause.client import AsyncInferenceClient, InferenceClient
-from miscause.server.app import BackgroundServer
 from PIL import Image
 from test_server_support import loopback, make_repository, random_images
 
 from miscause.cli import main
+from miscause.client import AsyncInferenceClient, InferenceClient
+from miscause.server.app import BackgroundServer
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from miscause.jobs import data
 from torchvision import datasets
 
 from miscause.errors import MiscauseError
+from miscause.jobs.training import data
 
 
 def write_cifar10_batches(root, n_per_batch: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
+from test_load_support import Oracle, first_model, random_images, served_repository
+
 from miscause.benchmarks.server_process import ServerProcess
 from miscause.client.api import infer_outputs, infer_request
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
-from test_load_support import Oracle, first_model, random_images, served_repository
 
 CALLERS = 8
 STREAMS = 2

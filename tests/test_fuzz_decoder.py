@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_load_support import Oracle, first_model, served_repository
+
 from miscause.client.api import infer_outputs
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 from miscause.proto import tensors
-from miscause.proto.names import INPUT
+from miscause.proto.names import DEFAULT_OUTPUTS, INPUT, OUTPUTS
 from miscause.server import protocol
 from miscause.server.app import BackgroundServer, Server
 from miscause.server.parameters import NAMES
-from miscause.server.pipeline import DEFAULT_OUTPUTS, OUTPUTS
 from miscause.server.settings import Batching, Settings
-from test_load_support import Oracle, first_model, served_repository
 
 MAX_BATCH = 4
 REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
@@ -48,7 +48,7 @@ class Served:
 def served():
     root = served_repository()
     name, config = first_model(root)
-    _, height, width = config["input"]["shape"]
+    height, width = config.height, config.width
     options = Settings(model_repository=root, host="127.0.0.1", grpc_port=0, metrics_port=None, threads=1,
                        max_image_side=64,
                        batching=Batching(max_batch_size=MAX_BATCH, max_queue_delay_us=0, max_queue_size=16))

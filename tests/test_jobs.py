@@ -13,9 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from miscause.jobs.checkpoint import load_checkpoint, load_model
 
 from miscause.cli import main
+from miscause.jobs.training.checkpoint import load_checkpoint, load_model
 
 TRAIN = ["train", "--arch", "cifarnet", "--batch-size", "16", "--seed", "3", "--no-progress", "--threads", "1"]
 

@@ -11,10 +11,11 @@ import os
 
 import pytest
 import triton
-from miscause.kernels.triton_erase import _erase_kernel, launch_config
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.interpreter import InterpretedFunction
+
+from miscause.kernels.triton_erase import _erase_kernel, launch_config
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 POINTERS = ("images", "saliency", "fill", "erased", "mask", "nonfinite")

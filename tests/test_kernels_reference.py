@@ -8,10 +8,10 @@ from fractions import Fraction
 
 import pytest
 import torch
-from miscause.kernels import triton_erase
 from triton.runtime.interpreter import InterpretedFunction
 
 from miscause import kernels
+from miscause.kernels import triton_erase
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

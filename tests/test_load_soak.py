@@ -23,10 +23,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from miscause.benchmarks.server_process import ServerProcess
-from miscause.client.api import infer_outputs, infer_request
-from miscause.proto import grpc_service_pb2 as pb
-from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 from test_load_support import (
     Oracle,
     first_model,
@@ -36,6 +32,11 @@ from test_load_support import (
     resident_mib,
     served_repository,
 )
+
+from miscause.benchmarks.server_process import ServerProcess
+from miscause.client.api import infer_outputs, infer_request
+from miscause.proto import grpc_service_pb2 as pb
+from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 
 CLIENTS = 16
 CHANNELS = 4
@@ -269,7 +270,7 @@ def wait_for_idle_queue(url: str, seconds: float = 15.0) -> float:
 def soak(seconds: float) -> None:
     root = served_repository()
     model, config = first_model(root)
-    _, height, width = config["input"]["shape"]
+    height, width = config.height, config.width
     pool = Pool.make(Oracle(root / model))
     options = ["--max-batch-size", "8", "--max-queue-size", "256", "--max-queue-delay-us", "2000",
                "--log-level", "debug"]

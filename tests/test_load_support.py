@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from miscause.server.settings import default_repository
+from test_server_support import normalise
 
 from miscause import repository
+from miscause.server.settings import default_repository
 
 
 def served_repository() -> Path:
@@ -23,22 +24,14 @@ def served_repository() -> Path:
     return root
 
 
-def first_model(root: Path) -> tuple[str, dict]:
+def first_model(root: Path) -> tuple[str, repository.ModelConfig]:
     """(name, config) of the repository's first model."""
     name = repository.model_names(root)[0]
     return name, repository.read_config(root / name)
 
 
-def random_images(count: int, config: dict, seed: int) -> np.ndarray:
-    _, height, width = config["input"]["shape"]
-    return np.random.default_rng(seed).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
-
-
-def normalise(images: np.ndarray, config: dict) -> np.ndarray:
-    """uint8 [N,H,W,3] -> the model's normalised float32 [N,3,H,W]."""
-    mean = np.array(config["normalization"]["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.array(config["normalization"]["std"], dtype=np.float32).reshape(1, 3, 1, 1)
-    return ((images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+def random_images(count: int, config: repository.ModelConfig, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, config.height, config.width, 3), dtype=np.uint8)
 
 
 class Oracle:

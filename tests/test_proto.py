@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2
+
 from miscause.proto import generate, tensors
 from miscause.proto import grpc_service_pb2 as pb
 

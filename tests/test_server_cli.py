@@ -13,9 +13,10 @@ import urllib.request
 
 import grpc
 import pytest
+from test_server_support import make_repository, random_images, wait_until
+
 from miscause.client.api import infer_outputs, infer_request
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
-from test_server_support import make_repository, random_images, wait_until
 
 LISTENING = re.compile(r"grpc://127\.0\.0\.1:(\d+), metrics http://127\.0\.0\.1:(\d+)/metrics")
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from test_server_support import WAIT, Gate, loopback, make_repository, normalise, random_images, sample, wait_until
+
+from miscause import kernels, repository
 from miscause.client import InferenceClient
 from miscause.client.api import infer_request
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 from miscause.server.app import BackgroundServer
-from test_server_support import WAIT, Gate, loopback, make_repository, normalise, random_images, sample, wait_until
-
-from miscause import kernels, repository
 
 ALL_OUTPUTS = ["LOGITS", "PROBS", "LABEL", "SALIENCY", "MASK", "ERASED_LABEL", "ERASED_PROBS", "CORRECTED_LABEL"]
 
@@ -287,7 +287,7 @@ def test_cancelled_request_frees_its_slot_and_never_runs(server, client, stub):
 
 
 def test_label_accuracy_on_cifar10_test_images(client, repo, cifar10_root):
-    from miscause.jobs.data import load_split
+    from miscause.jobs.training.data import load_split
 
     split = load_split(cifar10_root, "test")
     index = np.random.default_rng(0).permutation(len(split))[:256]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from test_server_support import WAIT, loopback, make_repository, random_images, self_signed
+
 from miscause.client import InferenceClient
 from miscause.server.app import BackgroundServer
-from test_server_support import WAIT, loopback, make_repository, random_images, self_signed
 
 TOKEN = "test-token-3f9c"
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from miscause.server.app import Server
-from miscause.server.settings import Batching, Settings, default_repository
 
 from miscause import repository
+from miscause.server.app import Server
+from miscause.server.settings import Batching, Settings, default_repository
 
 WAIT = 300  # seconds: a bound on waits, generous for a loaded machine, never a timing assertion
 POLICY = {"version": 1, "top_percent": 10, "box": 5, "fill": [0.0, 0.0, 0.0], "saliency_method": "gradient"}
@@ -39,9 +39,9 @@ def make_repository(root: Path, names: tuple[str, ...] = ("alpha", "beta")) -> P
         folder = root / name
         folder.mkdir(parents=True)
         (folder / repository.VERSION).symlink_to((source / repository.VERSION).resolve())
-        (folder / repository.CONFIG).write_text(json.dumps({**config, "name": name}))
+        (folder / repository.CONFIG).write_text(json.dumps({**config.to_json(), "name": name}))
     if "beta" in names:
-        rules = [{"pred": c, "max_confidence": 1.0} for c in config["classes"]]
+        rules = [{"pred": c, "max_confidence": 1.0} for c in config.classes]
         (root / "beta" / repository.POLICY).write_text(json.dumps({**POLICY, "rules": rules}))
     return root
 
@@ -53,10 +53,11 @@ def loopback(repository_path: Path, **overrides) -> Settings:
                    batching=batching, threads=2, drain_seconds=10.0, **overrides)
 
 
-def normalise(images: np.ndarray, config: dict) -> np.ndarray:
-    """uint8 [N,H,W,3] -> normalised float32 [N,3,H,W], as the model was trained."""
-    mean = np.array(config["normalization"]["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.array(config["normalization"]["std"], dtype=np.float32).reshape(1, 3, 1, 1)
+def normalise(images: np.ndarray, config: repository.ModelConfig) -> np.ndarray:
+    """uint8 [N,H,W,3] -> normalised float32 [N,3,H,W], as the model was trained (numpy, independent of the
+    service's torch implementation)."""
+    mean = np.array(config.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.array(config.std, dtype=np.float32).reshape(1, 3, 1, 1)
     return ((images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
 
 

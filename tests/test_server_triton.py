@@ -13,10 +13,10 @@ import sys
 
 import numpy as np
 import pytest
-from miscause.server.app import BackgroundServer
 from test_server_support import loopback, make_repository, normalise, random_images
 
 from miscause import repository
+from miscause.server.app import BackgroundServer
 
 SCRIPT = r"""
 import json, queue, sys

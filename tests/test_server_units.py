@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+
+from miscause.errors import MiscauseError
+from miscause.policy import parse_policy
 from miscause.server.batcher import Batcher
 from miscause.server.metrics import Metrics
 from miscause.server.parameters import resolve
-from miscause.server.policy import parse_policy
 from miscause.server.settings import Batching
-
-from miscause.errors import MiscauseError
 
 CLASSES = ["cat", "dog", "ship"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from miscause.jobs import zoo
 
 from miscause.errors import MiscauseError
+from miscause.jobs.training import zoo
 
 
 @pytest.mark.parametrize("arch", list(zoo.REGISTRY))
@@ -38,7 +38,7 @@ def test_unknown_architecture_names_the_choices():
 
 
 def test_whitening_layer_whitens_patches():
-    from miscause.jobs.cifarnet import CifarNet
+    from miscause.jobs.training.cifarnet import CifarNet
 
     images = torch.randn(64, 3, 32, 32) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1)
     net = CifarNet()

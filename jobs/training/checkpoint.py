@@ -36,7 +36,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """The trained model (eval mode, CPU) and its checkpoint dict."""
-    from miscause.jobs import zoo
+    from miscause.jobs.training import zoo
 
     state = load_checkpoint(path)
     model = zoo.build(state["arch"], len(state["classes"]))

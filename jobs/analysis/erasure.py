@@ -12,29 +12,30 @@ confusion comes from non-essential information.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from miscause.jobs.predictions_file import Predictions, make_predictions
-from miscause.jobs.repository_model import RepositoryModel
-from miscause.jobs.significance import adjust, mcnemar_greater
 from tqdm import tqdm
 
 from miscause import kernels
+from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
 from miscause.errors import MiscauseError
+from miscause.jobs.analysis.predictions import Predictions, make_predictions
+from miscause.jobs.analysis.repository_model import RepositoryModel
+from miscause.jobs.analysis.significance import adjust, mcnemar_greater
 
 
 @dataclass(frozen=True)
 class ErasureOptions:
     """Settings of the study; the default setting is always part of the sweep."""
 
-    top_percent: float = 5.0
-    box: int = 3
+    top_percent: float = TOP_PERCENT
+    box: int = BOX
     sweep_top_percent: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)
     sweep_box: tuple[int, ...] = (1, 3, 5)
     fill: tuple[float, ...] | None = None
-    saliency_method: str = "gradient"
+    saliency_method: str = SALIENCY_METHOD
     batch_size: int = 256
     seed: int = 0
 
@@ -254,3 +255,13 @@ def examples(model: RepositoryModel, images: np.ndarray, run: SplitRun, options:
              "erased": pictures[n], "mask": mask[n].cpu().numpy(), "true": run.classes[run.labels[row]],
              "before": run.classes[run.predicted[row]], "after": run.classes[after[o]]}
             for n, (o, row) in enumerate(zip(order, rows, strict=True))]
+
+
+@dataclass
+class ErasureResults:
+    """The erasure study's outputs per model: test-split summary, policy document, example images."""
+
+    summaries: dict[str, dict]
+    policies: dict[str, dict] = field(default_factory=dict)
+    examples: dict[str, list[dict]] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)

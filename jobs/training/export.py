@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from miscause.jobs.checkpoint import load_model
-from miscause.jobs.data import load_split, normalize
-from miscause.jobs.zoo import TTA_CHOICES, served_model
 
 from miscause import __version__, repository
-from miscause.atomic import atomic_directory, atomic_path
+from miscause.atomic import atomic_directory
 from miscause.errors import MiscauseError
+from miscause.jobs.training.checkpoint import load_model
+from miscause.jobs.training.data import load_split
+from miscause.jobs.training.zoo import TTA_CHOICES, served_model
+from miscause.pixels import normalize
+from miscause.repository import ModelConfig
 
 OPSET = 18
 PARITY_BATCH = 64
@@ -64,25 +65,17 @@ def parity_images(state: dict, data: str | None) -> torch.Tensor:
     return torch.randn(PARITY_BATCH, channels, height, width, generator=torch.Generator().manual_seed(0))
 
 
-def build_config(name: str, state: dict, checkpoint: Path, tta: str) -> dict:
-    """config.json: everything a reader needs to feed the model and name its outputs."""
+def build_config(name: str, state: dict, checkpoint: Path, tta: str) -> ModelConfig:
+    """The exported model's config: what a reader needs to feed it and name its outputs, and its provenance."""
     height, width, channels = state.get("input_shape", (32, 32, 3))
-    return {
-        "name": name,
-        "architecture": state["arch"],
-        "input": {"name": repository.INPUT_NAME, "shape": [channels, height, width], "dtype": "float32",
-                  "layout": "NCHW", "normalized": True},
-        "output": {"name": repository.OUTPUT_NAME, "shape": [len(state["classes"])], "dtype": "float32"},
-        "classes": list(state["classes"]),
-        "normalization": {"mean": list(state["mean"]), "std": list(state["std"])},
-        "tta": tta,
-        "files": {"onnx": f"{repository.VERSION}/{repository.ONNX_FILE}",
-                  "torch_export": f"{repository.VERSION}/{repository.PROGRAM_FILE}"},
-        "training": {"epochs": state["epoch"], "seed": state.get("seed"), "split": state.get("split"),
-                     "recipe": state["recipe"],
-                     "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()},
-        "versions": {"miscause": __version__, "torch": torch.__version__, "onnx_opset": OPSET},
-    }
+    return ModelConfig(
+        name=name, architecture=state["arch"], classes=tuple(state["classes"]), mean=tuple(state["mean"]),
+        std=tuple(state["std"]), shape=(channels, height, width), tta=tta,
+        training={"epochs": state["epoch"], "seed": state.get("seed"), "split": state.get("split"),
+                  "recipe": state["recipe"],
+                  "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()},
+        versions={"miscause": __version__, "torch": torch.__version__, "onnx_opset": OPSET},
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
         with atomic_directory(model_dir / repository.VERSION) as version:
             for path in (onnx_path, program_path):
                 shutil.move(path, version / path.name)
-    with atomic_path(model_dir / repository.CONFIG) as tmp:
-        tmp.write_text(json.dumps(build_config(args.name, state, args.checkpoint, tta), indent=2) + "\n")
+    repository.write_config(model_dir, build_config(args.name, state, args.checkpoint, tta))
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted((model_dir / "1").iterdir()))
     print(f"exported {state['arch']} as {model_dir} ({sizes})")
     return 0

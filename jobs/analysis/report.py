@@ -10,31 +10,21 @@ import math
 import os
 import platform
 import re
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
-from miscause.jobs import attribution, figures
-from miscause.jobs.misclassification import Analysis
-from miscause.jobs.networks import network_json
-from miscause.jobs.report_document import Block, to_html, to_markdown
 
 from miscause.atomic import atomic_directory
+from miscause.jobs.analysis import causes, figures
+from miscause.jobs.analysis.erasure import ErasureResults
+from miscause.jobs.analysis.misclassification import Analysis
+from miscause.jobs.analysis.networks import network_json
+from miscause.jobs.analysis.report_document import Block, to_html, to_markdown
 
 METRICS_VERSION = 1
 PACKAGES = ("miscause", "numpy", "scipy", "networkx", "matplotlib", "torch", "torchvision", "onnxruntime")
-
-
-@dataclass
-class StudyResults:
-    """The erasure study's outputs per model: test-split summary, policy document, example images."""
-
-    summaries: dict[str, dict]
-    policies: dict[str, dict] = field(default_factory=dict)
-    examples: dict[str, list[dict]] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
 
 
 def versions() -> dict[str, str]:
@@ -68,7 +58,7 @@ def file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-def metrics(analysis: Analysis, context: dict, study: StudyResults | None) -> dict:
+def metrics(analysis: Analysis, context: dict, erasure: ErasureResults | None) -> dict:
     """Every number of the run (the metrics.json layout)."""
     names = list(analysis.models)
     options = analysis.options
@@ -80,7 +70,7 @@ def metrics(analysis: Analysis, context: dict, study: StudyResults | None) -> di
         "versions": context.get("versions", {}),
         "settings": {"alpha": options.alpha, "correction": options.correction, "min_count": options.min_count,
                      "tolerance": options.tolerance, "quorum": analysis.quorum,
-                     "erasure": study.settings if study else None},
+                     "erasure": erasure.settings if erasure else None},
         "classes": list(analysis.classes),
         "models": {name: {"accuracy": m.accuracy, "errors": m.errors, "n": m.n,
                           "source": analysis.sources.get(name, ""),
@@ -89,13 +79,13 @@ def metrics(analysis: Analysis, context: dict, study: StudyResults | None) -> di
         "similarity": {"models": names, "spearman": analysis.spearman, "jaccard": analysis.jaccard},
         "consensus": network_json(analysis.consensus),
         "pairs": analysis.pairs,
-        "erasure": study.summaries if study else None,
-        "policies": study.policies if study else None,
+        "erasure": erasure.summaries if erasure else None,
+        "policies": erasure.policies if erasure else None,
         "warnings": context.get("warnings", []),
     })
 
 
-def figure_set(analysis: Analysis, study: StudyResults | None) -> dict[str, bytes]:
+def figure_set(analysis: Analysis, erasure: ErasureResults | None) -> dict[str, bytes]:
     """Every figure of the report, by file name."""
     out = {}
     for name, m in analysis.models.items():
@@ -107,11 +97,11 @@ def figure_set(analysis: Analysis, study: StudyResults | None) -> dict[str, byte
         analysis.consensus, f"consensus of {len(analysis.models)} models (edge label: models)", "n_models",
         "n_models", "d")
     out["similarity.png"] = figures.similarity_figure(list(analysis.models), analysis.spearman, analysis.jaccard)
-    if study:
-        for name, summary in study.summaries.items():
+    if erasure:
+        for name, summary in erasure.summaries.items():
             out[f"erasure-{file_stem(name)}.png"] = figures.erasure_figure(name, summary["settings"])
-            if study.examples.get(name):
-                out[f"examples-{file_stem(name)}.png"] = figures.examples_figure(study.examples[name])
+            if erasure.examples.get(name):
+                out[f"examples-{file_stem(name)}.png"] = figures.examples_figure(erasure.examples[name])
     return out
 
 
@@ -120,7 +110,7 @@ def _percent(x: float) -> str:
 
 
 def rule_text(analysis: Analysis) -> list[str]:
-    """The significance and attribution rule as applied, in words."""
+    """The significance and cause-assignment rule as applied, in words."""
     o, m = analysis.options, len(analysis.models)
     correction = {"holm": "Holm (family-wise error)", "bh": "Benjamini-Hochberg (false discovery rate)",
                   "none": "no"}[o.correction]
@@ -132,15 +122,15 @@ def rule_text(analysis: Analysis) -> list[str]:
         f"{o.min_count} errors. A model's misclassification network keeps exactly these edges.",
         f"With {m} model(s) and tolerance {o.tolerance}, the quorum is max(M - tolerance, floor(M/2) + 1) = "
         f"{analysis.quorum}: an edge significant in at least {analysis.quorum} model(s) is "
-        f"`{attribution.MORPHOLOGICAL}`, in fewer (but at least one) `{attribution.NON_ESSENTIAL}` "
-        f"for those models, in none `{attribution.NOT_SIGNIFICANT}`."
+        f"`{causes.MORPHOLOGICAL}`, in fewer (but at least one) `{causes.NON_ESSENTIAL}` "
+        f"for those models, in none `{causes.NOT_SIGNIFICANT}`."
         + (" With one model nothing shows an edge is particular to it, so every edge counts as shared."
            if m == 1 else ""),
         "When the erasure study ran, a pair is reported as non-essential interference only where erasing at the "
         "most salient pixels corrects its errors significantly more often than erasing at as many random "
         "pixels (exact one-sided McNemar test on the same images, corrected over the model's significant "
         f"edges with the same correction, level {o.alpha}); an unverified pair is reported as "
-        f"`{attribution.NOT_SIGNIFICANT}` with its pattern cause kept in metrics.json.",
+        f"`{causes.NOT_SIGNIFICANT}` with its pattern cause kept in metrics.json.",
     ]
 
 
@@ -164,8 +154,8 @@ def _outcome_row(label: str, o: dict) -> list:
             f"{o['broken']} / {o['correct']}", _percent(o["broken_rate"])]
 
 
-def _study_blocks(study: StudyResults) -> list[Block]:
-    s = study.settings
+def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
+    s = erasure.settings
     blocks: list[Block] = [
         ("h2", "Erasure study"),
         ("p", f"Split `{s['split']}`. Saliency `{s['saliency_method']}` of the predicted class; boxes of "
@@ -176,7 +166,7 @@ def _study_blocks(study: StudyResults) -> list[Block]:
     ]
     headers = ["anchors", "corrected", "third class", "unchanged", "corrected rate", "broken / correct",
                "broken rate"]
-    for name, summary in study.summaries.items():
+    for name, summary in erasure.summaries.items():
         default = next(x for x in summary["settings"] if (x["top_percent"], x["box"]) ==
                        (summary["default"]["top_percent"], summary["default"]["box"]))
         test = default["test"]
@@ -201,20 +191,20 @@ def _study_blocks(study: StudyResults) -> list[Block]:
                            [[r["true"], r["pred"], r["errors"], r["saliency"]["corrected"],
                              r["random"]["corrected"], f"{r['p_adjusted']:.3g}", "yes" if r["verified"] else "no"]
                             for r in candidates]))
-        if study.examples.get(name):
+        if erasure.examples.get(name):
             blocks.append(("figure", f"examples-{file_stem(name)}.png",
                            f"{name}: misclassified test images, saliency of the predicted class, erased image"))
     return blocks
 
 
-def _policy_blocks(study: StudyResults, context: dict) -> list[Block]:
+def _policy_blocks(erasure: ErasureResults, context: dict) -> list[Block]:
     blocks: list[Block] = [
         ("h2", "Correction policy"),
         ("p", "Fitted on the validation split only and evaluated once on the test split. For an image predicted "
               "as class c with maximum softmax probability q, the service answers with the erased image's class "
               "when the policy has a rule for c and q <= its max_confidence."),
     ]
-    for name, policy in study.policies.items():
+    for name, policy in erasure.policies.items():
         test = policy["test"]
         rules = ", ".join(f"{r['pred']} <= {r['max_confidence']:.3f}" for r in policy["rules"]) or "none"
         blocks += [
@@ -230,10 +220,10 @@ def _policy_blocks(study: StudyResults, context: dict) -> list[Block]:
     return blocks
 
 
-def document(analysis: Analysis, context: dict, study: StudyResults | None) -> list[Block]:
+def document(analysis: Analysis, context: dict, erasure: ErasureResults | None) -> list[Block]:
     """The report's blocks, in order."""
     names = list(analysis.models)
-    counts = {c: sum(r["cause"] == c for r in analysis.pairs) for c in attribution.CAUSES}
+    counts = {c: sum(r["cause"] == c for r in analysis.pairs) for c in causes.CAUSES}
     blocks: list[Block] = [
         ("h1", "Misclassification analysis"),
         ("p", f"Created {context.get('created', '')}. Command:"),
@@ -247,14 +237,14 @@ def document(analysis: Analysis, context: dict, study: StudyResults | None) -> l
         ("h2", "Rule"),
         ("list", rule_text(analysis)),
         ("h2", "Causes by class pair"),
-        ("p", f"{counts[attribution.MORPHOLOGICAL]} pairs attributed to morphological similarity, "
-              f"{counts[attribution.NON_ESSENTIAL]} to non-essential information interference, "
-              f"{counts[attribution.NOT_SIGNIFICANT]} not significant (of {len(analysis.pairs)} ordered pairs). "
+        ("p", f"{counts[causes.MORPHOLOGICAL]} pairs attributed to morphological similarity, "
+              f"{counts[causes.NON_ESSENTIAL]} to non-essential information interference, "
+              f"{counts[causes.NOT_SIGNIFICANT]} not significant (of {len(analysis.pairs)} ordered pairs). "
               "Listed: pairs significant in at least one model, with each model's conditional probability "
               "(and count)."),
     ]
     unverified = sum(r["pattern_cause"] != r["cause"] for r in analysis.pairs)
-    if study:
+    if erasure:
         blocks.append(("p", f"{unverified} pairs particular to few models were not verified by the erasure study "
                             "and are reported as not significant."))
     rows = _pair_rows(analysis)
@@ -275,10 +265,10 @@ def document(analysis: Analysis, context: dict, study: StudyResults | None) -> l
         ("figure", "similarity.png", "Spearman correlation of off-diagonal conditional confusions (left; blank "
                                      "where undefined) and Jaccard index of significant edges (right)"),
     ]
-    if study:
-        blocks += _study_blocks(study)
-        if study.policies:
-            blocks += _policy_blocks(study, context)
+    if erasure:
+        blocks += _erasure_blocks(erasure)
+        if erasure.policies:
+            blocks += _policy_blocks(erasure, context)
     if context.get("warnings"):
         blocks += [("h2", "Warnings"), ("list", context["warnings"])]
     blocks += [("h2", "Versions"), ("table", ["component", "version"], sorted(context.get("versions", {}).items()))]
@@ -296,11 +286,11 @@ def write_network(graph: nx.DiGraph, folder: Path, stem: str) -> None:
 
 
 def write_report(out: str | os.PathLike, analysis: Analysis, context: dict,
-                 study: StudyResults | None = None) -> Path:
+                 erasure: ErasureResults | None = None) -> Path:
     """Render everything first, then write the directory atomically: complete or untouched."""
-    figure_bytes = figure_set(analysis, study)
-    blocks = document(analysis, context, study)
-    numbers = json.dumps(metrics(analysis, context, study), indent=1, allow_nan=False)
+    figure_bytes = figure_set(analysis, erasure)
+    blocks = document(analysis, context, erasure)
+    numbers = json.dumps(metrics(analysis, context, erasure), indent=1, allow_nan=False)
     with atomic_directory(out) as tmp:
         (tmp / "figures").mkdir()
         for name, data in figure_bytes.items():

@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from miscause.jobs import zoo
-from miscause.jobs.checkpoint import load_checkpoint, save_checkpoint
-from miscause.jobs.data import CIFAR10_MEAN, CIFAR10_STD, GpuLoader, Split, download_cifar10, load_split
-from miscause.jobs.device import autocast, bf16_supported, pick_device
 from torch import nn
 from tqdm import tqdm
 
 from miscause.atomic import atomic_path
+from miscause.device import autocast, bf16_supported, pick_device
 from miscause.errors import MiscauseError
+from miscause.jobs.training import zoo
+from miscause.jobs.training.checkpoint import load_checkpoint, save_checkpoint
+from miscause.jobs.training.data import CIFAR10_MEAN, CIFAR10_STD, GpuLoader, Split, download_cifar10, load_split
 
 
 @dataclass(frozen=True)

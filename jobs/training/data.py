@@ -16,6 +16,7 @@ import torch
 
 from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
+from miscause.pixels import normalize
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -153,14 +154,6 @@ def load_split(path: str | os.PathLike | None, split: str) -> Split:
     held = validation_indices(len(full))
     keep = held if split == "val" else np.setdiff1d(np.arange(len(full)), held)
     return Split(full.images[keep], full.labels[keep], full.classes)
-
-
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 [N,H,W,3] (any device) to float32 [N,3,H,W], normalised per channel."""
-    x = images.permute(0, 3, 1, 2).float().div_(255)
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
 
 
 class GpuLoader:

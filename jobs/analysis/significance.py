@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from miscause.jobs.confusion import class_errors
 from scipy import stats
+
+from miscause.jobs.analysis.confusion import class_errors
 
 CORRECTIONS = ("holm", "bh", "none")
 

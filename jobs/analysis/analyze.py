@@ -1,4 +1,4 @@
-"""Misclassification analysis: confusion patterns, misclassification networks, cause attribution per class
+"""Misclassification analysis: confusion patterns, misclassification networks, cause assignment per class
 pair, and (with --erasure) the erasure study and the service's correction policy; one report directory.
 
 From predictions files (fast, CPU), each written by `miscause evaluate` on the same split:
@@ -19,12 +19,12 @@ import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 
-from miscause.jobs.misclassification import AnalysisOptions, analyze_predictions
-from miscause.jobs.predictions_file import load_predictions
-from miscause.jobs.report import versions, write_report
-from miscause.jobs.significance import CORRECTIONS
-
+from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
 from miscause.errors import MiscauseError
+from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
+from miscause.jobs.analysis.predictions import load_predictions
+from miscause.jobs.analysis.report import versions, write_report
+from miscause.jobs.analysis.significance import CORRECTIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", metavar="NAME", help="models of the repository (default: all)")
     parser.add_argument("--data", metavar="PATH", help="dataset root (default: $MISCAUSE_DATA)")
     parser.add_argument("--out", required=True, metavar="DIR", help="report directory (replaced whole)")
-    stats = parser.add_argument_group("significance and attribution")
+    stats = parser.add_argument_group("significance and cause assignment")
     stats.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     stats.add_argument("--correction", choices=CORRECTIONS, default="holm",
                        help="multiple-comparison correction over a model's class pairs (default holm)")
@@ -43,26 +43,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stats.add_argument("--tolerance", type=int, default=1,
                        help="models a shared edge may miss; the quorum is max(M - tolerance, M//2 + 1) "
                             "(default 1)")
-    study = parser.add_argument_group("erasure study (with --repository)")
-    study.add_argument("--erasure", action="store_true", help="run the erasure study and fit the policy")
-    study.add_argument("--top-percent", type=float, default=5.0, help="default anchor share p (default 5)")
-    study.add_argument("--box", type=int, default=3, help="default box size b, odd (default 3)")
-    study.add_argument("--sweep-top-percent", type=float, nargs="+", metavar="P",
+    erasure_group = parser.add_argument_group("erasure study (with --repository)")
+    erasure_group.add_argument("--erasure", action="store_true", help="run the erasure study and fit the policy")
+    erasure_group.add_argument("--top-percent", type=float, default=TOP_PERCENT,
+                       help="default anchor share p (default %(default)g)")
+    erasure_group.add_argument("--box", type=int, default=BOX, help="default box size b, odd (default %(default)s)")
+    erasure_group.add_argument("--sweep-top-percent", type=float, nargs="+", metavar="P",
                        help="p values of the sweep (default 1 2 5 10 20)")
-    study.add_argument("--sweep-box", type=int, nargs="+", metavar="B", help="b values of the sweep (default 1 3 5)")
-    study.add_argument("--fill", type=float, nargs=3, metavar="V",
+    erasure_group.add_argument("--sweep-box", type=int, nargs="+", metavar="B",
+                               help="b values of the sweep (default 1 3 5)")
+    erasure_group.add_argument("--fill", type=float, nargs=3, metavar="V",
                        help="erased value per channel, normalised units (default 0: the dataset mean)")
-    study.add_argument("--saliency-method", default="gradient",
-                       help="gradient, input_x_gradient or smoothgrad (default gradient)")
-    study.add_argument("--max-images", type=int, help="analyse a random subset of this many images per split")
-    study.add_argument("--examples", type=int, default=8, help="example images per model in the report")
-    study.add_argument("--policy-min-gain", type=int, default=3,
+    erasure_group.add_argument("--saliency-method", default=SALIENCY_METHOD,
+                       help="one of miscause.kernels.METHODS, of the predicted class (default %(default)s)")
+    erasure_group.add_argument("--max-images", type=int, help="analyse a random subset of this many images per split")
+    erasure_group.add_argument("--examples", type=int, default=8, help="example images per model in the report")
+    erasure_group.add_argument("--policy-min-gain", type=int, default=3,
                        help="net validation images a policy rule must gain (default 3)")
-    study.add_argument("--no-policy", action="store_true", help="do not write policy.json into the repository")
-    study.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
-    study.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    study.add_argument("--seed", type=int, default=0, help="random anchors, subsets and bootstrap")
-    study.add_argument("--no-progress", action="store_true", help="no progress bars")
+    erasure_group.add_argument("--no-policy", action="store_true", help="do not write policy.json into the repository")
+    erasure_group.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
+    erasure_group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    erasure_group.add_argument("--seed", type=int, default=0, help="random anchors, subsets and bootstrap")
+    erasure_group.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -112,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
 
 def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: dict) -> int:
     """The model-repository path; torch and the kernels are imported only here."""
-    from miscause.jobs.device import pick_device
-    from miscause.jobs.erasure_study import ErasureOptions
-    from miscause.jobs.policy import write_policy
-    from miscause.jobs.repository_analysis import RepositoryRequest, analyze_repository
-    from miscause.jobs.repository_model import model_names
+    from miscause.device import pick_device
+    from miscause.jobs.analysis.erasure import ErasureOptions
+    from miscause.jobs.analysis.repository_analysis import RepositoryRequest, analyze_repository
+    from miscause.jobs.analysis.repository_model import model_names
+    from miscause.policy import write_policy
 
     erasure = None
     if args.erasure:
@@ -133,7 +135,7 @@ def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: 
                                               for name in result.policies}
     context.update(data=result.data, warnings=result.warnings,
                    policy_paths={name: str(path) for name, path in policy_paths.items()})
-    write_report(args.out, result.analysis, context, result.study)
+    write_report(args.out, result.analysis, context, result.erasure)
     for name, path in policy_paths.items():
         write_policy(path, result.policies[name])
         print(f"wrote {path}")

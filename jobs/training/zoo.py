@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from miscause.jobs.cifarnet import CifarNet
 from torch import nn
 from torch.nn import functional
 from torchvision import models
@@ -18,6 +17,7 @@ from torchvision.models.googlenet import BasicConv2d as GoogLeNetConv
 from torchvision.models.inception import BasicConv2d as InceptionConv
 
 from miscause.errors import MiscauseError
+from miscause.jobs.training.cifarnet import CifarNet
 
 DEFAULT_ARCH = "cifarnet"
 STUDY_ARCHS = ("vgg16_bn", "resnet50", "googlenet", "densenet161", "mobilenet_v2", "inception_v3")

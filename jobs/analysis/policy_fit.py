@@ -1,9 +1,4 @@
-"""The correction policy the service applies: when to answer with the erased image's class instead.
-
-Semantics (what the service does with `policy.json`): for an image with predicted class c and maximum softmax
-probability q, if the policy has a rule for c and q <= its `max_confidence`, the corrected label is the class
-predicted for the erased image (erasure as the policy's `saliency_method`, `top_percent`, `box`, `fill`);
-otherwise it is the original prediction.
+"""Fitting the correction policy (`miscause.policy` holds its format and the rule the service applies).
 
 Fitting, on the validation split only: for each setting of the sweep and each predicted class, the threshold
 that maximises (errors the erasure corrects) - (correct answers it breaks) among images at or below it; a rule
@@ -13,16 +8,12 @@ the default setting, then the smaller setting). Evaluated once on the test split
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
-from miscause.jobs.erasure_study import SplitRun
-from miscause.jobs.significance import bootstrap_mean_interval
+import torch
 
-from miscause.atomic import atomic_path
-
-FORMAT_VERSION = 1
+from miscause.jobs.analysis.erasure import SplitRun
+from miscause.jobs.analysis.significance import bootstrap_mean_interval
+from miscause.policy import FORMAT_VERSION, Policy
 
 
 def class_rules(confidence: np.ndarray, predicted: np.ndarray, erased: np.ndarray, labels: np.ndarray,
@@ -46,11 +37,10 @@ def class_rules(confidence: np.ndarray, predicted: np.ndarray, erased: np.ndarra
 
 def apply_rules(rules: dict[int, float], confidence: np.ndarray, predicted: np.ndarray,
                 erased: np.ndarray) -> np.ndarray:
-    """The service's corrected labels: the erased image's class where a rule for the prediction applies."""
-    thresholds = np.full(max(int(predicted.max()), max(rules, default=0)) + 1, -np.inf)
-    for c, threshold in rules.items():
-        thresholds[c] = threshold
-    return np.where(confidence <= thresholds[predicted], erased, predicted)
+    """The service's corrected labels for numpy arrays: `Policy.correct` with these rules."""
+    policy = Policy.from_rules(rules, max(int(predicted.max()), max(rules, default=0)) + 1)
+    return policy.correct(torch.from_numpy(predicted), torch.from_numpy(confidence),
+                          torch.from_numpy(erased)).numpy()
 
 
 def fit_policy(run: SplitRun, default: tuple[float, int], min_gain: int) -> dict:
@@ -102,9 +92,3 @@ def policy_document(model: str, fit: dict, test: dict, classes: tuple[str, ...],
         "created": created,
         "versions": versions,
     }
-
-
-def write_policy(path: str | os.PathLike, document: dict) -> None:
-    """Write `policy.json` atomically: the service never reads half a file."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")

@@ -9,19 +9,19 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
-from miscause.jobs import attribution
-from miscause.jobs.confusion import class_errors, conditional_confusion, confusion_matrix, row_normalized
-from miscause.jobs.networks import consensus_network, misclassification_network
-from miscause.jobs.predictions_file import Predictions, align
-from miscause.jobs.significance import CORRECTIONS
-from miscause.jobs.similarity import jaccard_matrix, spearman_matrix
 
 from miscause.errors import MiscauseError
+from miscause.jobs.analysis import causes
+from miscause.jobs.analysis.confusion import class_errors, conditional_confusion, confusion_matrix, row_normalized
+from miscause.jobs.analysis.networks import consensus_network, misclassification_network
+from miscause.jobs.analysis.predictions import Predictions, align
+from miscause.jobs.analysis.significance import CORRECTIONS
+from miscause.jobs.analysis.similarity import jaccard_matrix, spearman_matrix
 
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    """Significance and attribution thresholds (the CLI's defaults)."""
+    """Significance and cause-assignment thresholds (the CLI's defaults)."""
 
     alpha: float = 0.05
     correction: str = "holm"
@@ -86,7 +86,7 @@ def model_pattern(predictions: Predictions, options: AnalysisOptions) -> ModelPa
     k = len(predictions.classes)
     counts = confusion_matrix(predictions.labels, predictions.predicted, k)
     conditional = conditional_confusion(counts)
-    p, adjusted, significant = attribution.significant_edges(counts, options.alpha, options.correction,
+    p, adjusted, significant = causes.significant_edges(counts, options.alpha, options.correction,
                                                              options.min_count)
     network = misclassification_network(predictions.classes, counts, conditional, significant, p, adjusted)
     return ModelPattern(predictions.name, counts, row_normalized(counts), conditional, p, adjusted, significant,
@@ -96,7 +96,7 @@ def model_pattern(predictions: Predictions, options: AnalysisOptions) -> ModelPa
 def pair_records(classes: tuple[str, ...], models: dict[str, ModelPattern], tolerance: int) -> list[dict]:
     """One record per ordered pair (true != pred), in class order: cause, models where significant, statistics."""
     patterns = list(models.values())
-    cause, _ = attribution.attribute([m.significant for m in patterns], tolerance)
+    cause, _ = causes.assign_causes([m.significant for m in patterns], tolerance)
     records = []
     for i, true in enumerate(classes):
         for j, pred in enumerate(classes):
@@ -133,7 +133,7 @@ def analyze_predictions(predictions: dict[str, Predictions] | list[Predictions],
         consensus=consensus_network(classes, {name: m.network for name, m in models.items()}),
         spearman=spearman_matrix([m.conditional for m in patterns]),
         jaccard=jaccard_matrix([m.significant for m in patterns]),
-        quorum=attribution.quorum(len(models), options.tolerance),
+        quorum=causes.quorum(len(models), options.tolerance),
         pairs=pair_records(classes, models, options.tolerance),
         sources={name: p.source for name, p in aligned.items()},
     )
@@ -145,4 +145,4 @@ def apply_erasure_check(analysis: Analysis, verified: dict[str, list[tuple[str, 
         key = (record["true"], record["pred"])
         models = [name for name, pairs in verified.items() if key in pairs]
         record["erasure_verified_models"] = models
-        record["cause"] = attribution.verified_cause(record["pattern_cause"], record["models"], models)
+        record["cause"] = causes.verified_cause(record["pattern_cause"], record["models"], models)

@@ -10,22 +10,22 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from miscause.jobs import policy
-from miscause.jobs.data import Split, load_split
-from miscause.jobs.erasure_study import (
+
+from miscause.errors import MiscauseError
+from miscause.jobs.analysis import policy_fit
+from miscause.jobs.analysis.erasure import (
     ErasureOptions,
+    ErasureResults,
     examples,
     infer,
     run_split,
     summarize,
     verified_pairs,
 )
-from miscause.jobs.misclassification import Analysis, AnalysisOptions, analyze_predictions, apply_erasure_check
-from miscause.jobs.predictions_file import make_predictions
-from miscause.jobs.report import StudyResults
-from miscause.jobs.repository_model import RepositoryModel, load_model
-
-from miscause.errors import MiscauseError
+from miscause.jobs.analysis.misclassification import Analysis, AnalysisOptions, analyze_predictions, apply_erasure_check
+from miscause.jobs.analysis.predictions import make_predictions
+from miscause.jobs.analysis.repository_model import RepositoryModel, load_model
+from miscause.jobs.training.data import Split, load_split
 
 VALIDATION_GAP_WARNING = 0.02
 
@@ -48,10 +48,11 @@ class RepositoryRequest:
 
 @dataclass
 class RepositoryResult:
-    """The pattern analysis, the study (None without erasure), policy documents, data description, warnings."""
+    """The pattern analysis, the erasure study's results (None without erasure), policy documents, data
+    description, warnings."""
 
     analysis: Analysis
-    study: StudyResults | None
+    erasure: ErasureResults | None
     policies: dict[str, dict] = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -76,7 +77,7 @@ def check_classes(models: list[RepositoryModel], split: Split) -> None:
 def validation_warning(model: RepositoryModel, val_accuracy: float, test_accuracy: float) -> str | None:
     """A warning when the policy is fitted on images the model trained on: its config says so, or its
     validation accuracy exceeds its test accuracy by more than two points."""
-    split = (model.config.get("training") or {}).get("split")
+    split = model.config.training.get("split")
     if split in ("trainval", "val"):
         reason = f"its config says it was trained on the {split!r} split, which holds the validation images"
     elif val_accuracy - test_accuracy > VALIDATION_GAP_WARNING:
@@ -90,7 +91,7 @@ def validation_warning(model: RepositoryModel, val_accuracy: float, test_accurac
 
 def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, device: torch.device,
                        created: str, versions: dict) -> RepositoryResult:
-    """Run the models on the test split; with erasure options also the study on test and the policy fit on
+    """Run the models on the test split; with erasure options also the erasure study on test and the policy fit on
     val. `created` and `versions` are stamped into the policy documents."""
     options.check()
     if request.erasure:
@@ -99,8 +100,8 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
     test = load_split(request.data, "test")
     check_classes(models, test)
     images, labels, positions = subset(test, request.max_images, request.seed)
-    data = {"path": os.path.abspath(request.data or os.environ["MISCAUSE_DATA"]), "split": "test",
-            "n": len(labels), "split_size": len(test), "repository": os.path.abspath(request.repository),
+    data = {"path": str(request.data or os.environ["MISCAUSE_DATA"]), "split": "test",  # as the user named them
+            "n": len(labels), "split_size": len(test), "repository": str(request.repository),
             "models": list(request.models)}
     data["description"] = (f"Models {', '.join(request.models)} from the repository `{data['repository']}`, run "
                            f"on {len(labels)} of the {len(test)} images of the test split of `{data['path']}`.")
@@ -130,13 +131,13 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
         warning = validation_warning(model, val_accuracy, analysis.models[model.name].accuracy)
         if warning:
             warnings.append(warning)
-        fit = policy.fit_policy(val_run, erasure.default, request.policy_min_gain)
-        test_result = policy.evaluate_policy(fit, test_runs[model.name], seed=request.seed)
-        policies[model.name] = policy.policy_document(
+        fit = policy_fit.fit_policy(val_run, erasure.default, request.policy_min_gain)
+        test_result = policy_fit.evaluate_policy(fit, test_runs[model.name], seed=request.seed)
+        policies[model.name] = policy_fit.policy_document(
             model.name, fit, test_result, model.classes, erasure.saliency_method, fill,
             {"split": "val", "data": data["path"], "min_gain": request.policy_min_gain,
              "accuracy": val_accuracy}, created, versions)
         pictures[model.name] = examples(model, images, test_runs[model.name], erasure, request.examples, device)
     settings = {**asdict(erasure), "split": "test", "fill": fill}
-    study = StudyResults(summaries, policies, pictures, settings)
-    return RepositoryResult(analysis, study, policies, data, warnings)
+    return RepositoryResult(analysis, ErasureResults(summaries, policies, pictures, settings), policies, data,
+                            warnings)

@@ -1,7 +1,7 @@
 """Misclassification networks: one directed graph per model, and their consensus across models.
 
 Nodes are classes. A model's network keeps an edge true -> predicted only where that confusion is significant
-for the model (see `miscause.jobs.attribution.significant_edges`); weaker edges are pruned. Edge attributes:
+for the model (see `miscause.jobs.analysis.causes.significant_edges`); weaker edges are pruned. Edge attributes:
 `weight` (conditional probability P(pred = j | true = i, pred != i)), `count`, `p_value`, `p_adjusted`.
 """
 

@@ -1,16 +1,24 @@
-"""Device and precision choices shared by the jobs."""
+"""Device and precision choices shared by the jobs, the service and the benchmarks."""
 
 from __future__ import annotations
 
 import torch
 
+from miscause.errors import MiscauseError
+
 
 def pick_device(name: str = "auto", rank: int = 0) -> torch.device:
-    """`auto` is CUDA (this rank's GPU) when present, else the CPU."""
+    """`auto` is CUDA (this rank's GPU) when present, else the CPU; a named CUDA device must exist."""
     if name == "auto":
         return torch.device(f"cuda:{rank % torch.cuda.device_count()}") if torch.cuda.is_available() \
             else torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MiscauseError(f"unknown device {name!r}: auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MiscauseError(f"device {name} requested but torch sees no CUDA device")
+    return device
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from miscause.jobs.data import normalize
 from torch import nn
 
 from miscause import repository
 from miscause.errors import MiscauseError
+from miscause.pixels import normalize
+from miscause.repository import ModelConfig
 
 
 class Frozen(nn.Module):
@@ -42,11 +43,20 @@ class RepositoryModel:
 
     name: str
     module: nn.Module
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    config: dict
+    config: ModelConfig
     path: Path
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.config.classes
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.config.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.config.std
 
     def prepare(self, images: np.ndarray, device: torch.device) -> torch.Tensor:
         """uint8 [N,H,W,3] to the model's normalised float [N,3,H,W] on `device`."""
@@ -64,16 +74,11 @@ def load_model(root: str | os.PathLike, name: str, device: torch.device) -> Repo
     if not folder.is_dir():
         raise MiscauseError(f"model {name!r} not found in repository {root}")
     config = repository.read_config(folder)
-    norm = config["normalization"]
-    if not isinstance(norm, dict) or len(norm.get("mean", [])) != 3 or len(norm.get("std", [])) != 3:
-        raise MiscauseError(f"{folder / repository.CONFIG}: normalization needs three-value mean and std")
     program = folder / repository.VERSION / repository.PROGRAM_FILE
     if not program.is_file():
         raise MiscauseError(f"no {repository.PROGRAM_FILE} in {program.parent} (the analysis needs it for saliency)")
     module = Frozen(repository.load_program(folder, str(device)))
-    return RepositoryModel(name, module, tuple(str(c) for c in config["classes"]),
-                           tuple(float(v) for v in norm["mean"]), tuple(float(v) for v in norm["std"]), config,
-                           folder)
+    return RepositoryModel(name, module, config, folder)
 
 
 def model_names(root: str | os.PathLike) -> list[str]:

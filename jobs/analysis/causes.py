@@ -1,4 +1,4 @@
-"""Cause attribution per class pair: shared by (almost) every model, particular to few, or neither.
+"""Cause assignment per class pair: shared by (almost) every model, particular to few, or neither.
 
 The rule, applied to the edges each model has (see `significant_edges`):
 - quorum q = max(M - tolerance, floor(M/2) + 1) for M models: all but `tolerance` models, and always a strict
@@ -16,7 +16,8 @@ The rule, applied to the edges each model has (see `significant_edges`):
 from __future__ import annotations
 
 import numpy as np
-from miscause.jobs.significance import adjust, edge_p_values
+
+from miscause.jobs.analysis.significance import adjust, edge_p_values
 
 MORPHOLOGICAL = "morphological_similarity"
 NON_ESSENTIAL = "non_essential_interference"
@@ -45,7 +46,7 @@ def quorum(n_models: int, tolerance: int) -> int:
     return max(n_models - tolerance, n_models // 2 + 1)
 
 
-def attribute(significant: list[np.ndarray], tolerance: int) -> tuple[np.ndarray, np.ndarray]:
+def assign_causes(significant: list[np.ndarray], tolerance: int) -> tuple[np.ndarray, np.ndarray]:
     """(cause [K,K] of str, models significant [K,K] int) from each model's significant-edge matrix."""
     n_significant = np.sum(significant, axis=0).astype(int)
     q = quorum(len(significant), tolerance)

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from miscause.jobs.checkpoint import load_model
-from miscause.jobs.data import Split, load_split, normalize
-from miscause.jobs.device import autocast, pick_device
-from miscause.jobs.zoo import TTA_CHOICES, served_model
 from tqdm import tqdm
 
 from miscause.atomic import atomic_path
+from miscause.device import autocast, pick_device
 from miscause.errors import MiscauseError
+from miscause.jobs.training.checkpoint import load_model
+from miscause.jobs.training.data import Split, load_split
+from miscause.jobs.training.zoo import TTA_CHOICES, served_model
+from miscause.pixels import normalize
 from miscause.repository import OnnxModel
 
 
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.name:
             raise MiscauseError("--repository needs --name (the model's folder in the repository)")
         model = OnnxModel(args.repository / args.name)
-        check_classes(model.config["classes"], split)
+        check_classes(model.config.classes, split)
         name = args.name
         logits = predict_onnx(model, split, progress=not args.no_progress)
     accuracy = write_predictions(args.out, name, logits, split)

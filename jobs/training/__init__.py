@@ -1,0 +1,1 @@
+"""Training jobs: data, the model zoo, training, checkpoints, evaluation and export."""
