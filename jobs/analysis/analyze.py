@@ -46,20 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     erasure_group = parser.add_argument_group("erasure study (with --repository)")
     erasure_group.add_argument("--erasure", action="store_true", help="run the erasure study and fit the policy")
     erasure_group.add_argument("--top-percent", type=float, default=TOP_PERCENT,
-                       help="default anchor share p (default %(default)g)")
+                               help="default anchor share p (default %(default)g)")
     erasure_group.add_argument("--box", type=int, default=BOX, help="default box size b, odd (default %(default)s)")
     erasure_group.add_argument("--sweep-top-percent", type=float, nargs="+", metavar="P",
-                       help="p values of the sweep (default 1 2 5 10 20)")
+                               help="p values of the sweep (default 1 2 5 10 20)")
     erasure_group.add_argument("--sweep-box", type=int, nargs="+", metavar="B",
                                help="b values of the sweep (default 1 3 5)")
     erasure_group.add_argument("--fill", type=float, nargs=3, metavar="V",
-                       help="erased value per channel, normalised units (default 0: the dataset mean)")
+                               help="erased value per channel, normalised units (default 0: the dataset mean)")
     erasure_group.add_argument("--saliency-method", default=SALIENCY_METHOD,
-                       help="one of miscause.kernels.METHODS, of the predicted class (default %(default)s)")
+                               help="one of miscause.kernels.METHODS, of the predicted class (default %(default)s)")
     erasure_group.add_argument("--max-images", type=int, help="analyse a random subset of this many images per split")
     erasure_group.add_argument("--examples", type=int, default=8, help="example images per model in the report")
     erasure_group.add_argument("--policy-min-gain", type=int, default=3,
-                       help="net validation images a policy rule must gain (default 3)")
+                               help="net validation images a policy rule must gain (default 3)")
     erasure_group.add_argument("--no-policy", action="store_true", help="do not write policy.json into the repository")
     erasure_group.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
     erasure_group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
@@ -86,7 +86,7 @@ def command_line(args: argparse.Namespace) -> str:
     """The command with every option spelt out, defaults included, so the report says how to rerun it."""
     words = ["miscause", "analyze"]
     for key, value in vars(args).items():
-        if key in ("command", "run") or value is None or value is False:
+        if value is None or value is False:
             continue
         words.append("--" + key.replace("_", "-"))
         if value is not True:
@@ -119,6 +119,7 @@ def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: 
     from miscause.jobs.analysis.repository_analysis import RepositoryRequest, analyze_repository
     from miscause.jobs.analysis.repository_model import model_names
     from miscause.policy import write_policy
+    from miscause.repository import POLICY
 
     erasure = None
     if args.erasure:
@@ -131,7 +132,7 @@ def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: 
                                 args.policy_min_gain, args.seed, args.batch_size, not args.no_progress)
     result = analyze_repository(request, options, pick_device(args.device), context["created"],
                                 context["versions"])
-    policy_paths = {} if args.no_policy else {name: Path(args.repository) / name / "policy.json"
+    policy_paths = {} if args.no_policy else {name: Path(args.repository) / name / POLICY
                                               for name in result.policies}
     context.update(data=result.data, warnings=result.warnings,
                    policy_paths={name: str(path) for name, path in policy_paths.items()})

@@ -23,7 +23,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 VALIDATION_SIZE = 5000
 VALIDATION_SEED = 20200101
 SPLITS = ("train", "val", "test", "trainval")
-FLIPS = ("random", "alternating", "none")
+FLIPS = ("random", "alternating")
 
 
 @dataclass(frozen=True)
@@ -182,9 +182,7 @@ class GpuLoader:
         other half in odd ones, so every pair of epochs shows each image both ways."""
         if self.flip == "alternating":
             return (self.first_flips ^ bool(epoch % 2)).to(self.images.device)
-        if self.flip == "random":
-            return (torch.rand(len(self.labels), generator=generator) < 0.5).to(self.images.device)
-        return torch.zeros(len(self.labels), dtype=torch.bool, device=self.images.device)
+        return (torch.rand(len(self.labels), generator=generator) < 0.5).to(self.images.device)
 
     def augmented(self, generator: torch.Generator, epoch: int = 0) -> torch.Tensor:
         """One epoch's augmented copy of the split: random translate within the padding, then the flips."""
