@@ -1,5 +1,6 @@
 """The server's lifecycle: load and warm up every model, then listen (gRPC, health, reflection, metrics);
-on stop, drain: refuse new calls, finish accepted ones, then release the models.
+on stop, drain: report NOT_SERVING for a notice time, then refuse new calls, finish accepted ones, close the
+listener and release the models.
 
 `BackgroundServer` runs one on its own event loop in a thread, for embedding it in another program.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +25,7 @@ from miscause.server.service import InferenceService, TokenAuth
 from miscause.server.settings import Settings
 
 log = logging.getLogger("miscause.server")
+REFUSAL_SECONDS = 0.25  # how long new calls are refused before the listener closes
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
@@ -86,12 +89,20 @@ class Server:
                                                 "auth": bool(self.settings.token)}})
 
     async def drain(self) -> None:
-        """Stop accepting calls, let accepted ones finish (up to the drain time), then shut everything down."""
-        log.info("draining", extra={"fields": {"grace_seconds": self.settings.drain_seconds}})
-        self.service.stop_accepting()
+        """Report NOT_SERVING for the notice time while still serving; then refuse new calls with UNAVAILABLE
+        and let accepted ones finish (up to the drain time); then close the listener and release the models."""
+        notice, grace = self.settings.drain_notice_seconds, self.settings.drain_seconds
+        log.info("draining", extra={"fields": {"notice_seconds": notice, "grace_seconds": grace}})
+        self.service.announce_drain()
         await self.health.enter_graceful_shutdown()
+        await asyncio.sleep(notice)
+        ends = time.monotonic() + grace
+        if await self.service.stop_accepting(grace):
+            # Callers answered last hear UNAVAILABLE from the service for their next call, not CANCELLED:
+            # grpc cancels calls that reach a stopping server before a handler takes them (grpc/grpc#41785).
+            await asyncio.sleep(min(REFUSAL_SECONDS, grace))
         if self.grpc is not None:
-            await self.grpc.stop(self.settings.drain_seconds)
+            await self.grpc.stop(max(ends - time.monotonic(), 0.0))
         await self.engine.close()
         if self.httpd is not None:
             self.httpd.shutdown()

@@ -3,7 +3,8 @@
 Every model in the repository is loaded and warmed up before the server reports ready. Requests are batched
 per model. Outputs: LOGITS, PROBS, LABEL, SALIENCY, MASK, ERASED_LABEL, ERASED_PROBS, CORRECTED_LABEL.
 Prometheus metrics on http://HOST:METRICS_PORT/metrics, grpc.health.v1 and server reflection on the gRPC
-port. SIGTERM (or Ctrl-C) drains: new calls are refused, accepted ones finish, the process exits 0.
+port. SIGTERM (or Ctrl-C) drains: NOT_SERVING for the notice time, then new calls are refused, accepted ones
+finish, the process exits 0.
 
 example:
   miscause serve                                   # the embedded models/ on ports 8001 and 8002
@@ -73,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             f"(or in ${TOKEN_ENV})")
     group.add_argument("--drain-seconds", type=float, default=defaults["drain_seconds"].default,
                        help="on SIGTERM, longest wait for accepted calls to finish (default %(default)s)")
+    group.add_argument("--drain-notice-seconds", type=float, default=defaults["drain_notice_seconds"].default,
+                       help="on SIGTERM, report NOT_SERVING this long while still serving, so load balancers "
+                            "move traffic away before calls are refused (default %(default)s)")
     group.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                        help="JSON logs on stderr at this level (default info; debug logs every request)")
 
@@ -92,6 +96,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                             preferred_batch_sizes=args.preferred_batch_sizes, max_queue_size=args.max_queue_size)
     except ValueError as error:
         raise MiscauseError(str(error)) from None
+    if args.drain_seconds < 0 or args.drain_notice_seconds < 0:
+        raise MiscauseError("--drain-seconds and --drain-notice-seconds must not be negative")
     if args.max_image_side < 1 or args.max_message_bytes < 1024:
         raise MiscauseError("--max-image-side must be positive and --max-message-bytes at least 1024")
     return Settings(
@@ -100,6 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         batching=batching, device=args.device, forward_backend=args.forward_backend, threads=args.threads,
         max_message_bytes=args.max_message_bytes, max_image_side=args.max_image_side,
         tls_cert=args.tls_cert, tls_key=args.tls_key, token=token, drain_seconds=args.drain_seconds,
+        drain_notice_seconds=args.drain_notice_seconds,
     )
 
 

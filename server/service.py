@@ -53,26 +53,40 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
         self.metrics = metrics
+        self.ready = True
         self.accepting = True
         self.draining = asyncio.Event()
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
 
-    def stop_accepting(self) -> None:
-        """Drain: refuse new requests, and stop reading open streams once their accepted requests are answered."""
-        self.accepting = False
+    def announce_drain(self) -> None:
+        """First step of a drain: report not ready while still serving, so balancers move traffic away."""
+        self.ready = False
+
+    async def stop_accepting(self, timeout: float) -> bool:
+        """Refuse new requests (UNAVAILABLE), stop reading open streams, and wait up to `timeout` seconds for
+        the accepted requests to be answered; True when they all were."""
+        self.ready = self.accepting = False
         self.draining.set()
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.engine.ready and self.accepting)
+        return pb.ServerReadyResponse(ready=self.engine.ready and self.ready)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
         try:
             protocol.find_model(self.engine, request.name, request.version)
         except RequestError as error:
             await context.abort(error.code, error.message)
-        return pb.ModelReadyResponse(ready=self.engine.ready and self.accepting)
+        return pb.ModelReadyResponse(ready=self.engine.ready and self.ready)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
@@ -91,7 +105,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         """One request through its model's batcher; raises RequestError, counted and timed either way."""
         started = time.perf_counter()
         model_label, status, images = "", grpc.StatusCode.OK, 0
+        self.in_flight += 1
+        self.idle.clear()
         try:
+            if not self.accepting:
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, "server is shutting down: send to another replica")
             model, work = protocol.decode(request, self.engine)
             model_label, images = model.name, work.count
             results = await model.batcher.submit(work, work.count, timeout)
@@ -104,6 +122,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             status = failure.code
             raise failure from None
         finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
             self.metrics.requests.labels(model_label, status.name).inc()
             if images:
                 self.metrics.inferences.labels(model_label, status.name).inc(images)
@@ -121,9 +142,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests on a stream are served concurrently (so they batch); each answer carries its request id,
-        a failed request answers with an error message and the stream stays open."""
+        a failed request answers with an error message and the stream stays open. A drain stops reading: the
+        accepted requests are answered, then the stream ends with UNAVAILABLE for what was left unread."""
         answers: asyncio.Queue = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
+        cut = False
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
@@ -134,6 +157,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 await answers.put(pb.ModelStreamInferResponse(error_message=error.message, infer_response=failed))
 
         async def read() -> None:
+            nonlocal cut
             requests = aiter(request_iterator)
             drained = asyncio.ensure_future(self.draining.wait())
             try:
@@ -142,6 +166,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     await asyncio.wait((following, drained), return_when=asyncio.FIRST_COMPLETED)
                     if not following.done() or not self.accepting:
                         following.cancel()
+                        cut = True
                         break
                     try:
                         request = following.result()
@@ -159,6 +184,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             while (item := await answers.get()) is not None:
                 yield item
+            if cut:
+                context.set_code(grpc.StatusCode.UNAVAILABLE)
+                context.set_details("server is shutting down: requests after the last answer were not read")
         finally:
             reader.cancel()
             for task in list(tasks):

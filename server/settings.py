@@ -53,3 +53,4 @@ class Settings:
     tls_key: Path | None = None
     token: str | None = None
     drain_seconds: float = 30.0
+    drain_notice_seconds: float = 0.0

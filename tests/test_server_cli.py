@@ -81,3 +81,12 @@ def test_missing_repository_is_one_line_error(tmp_path):
                            "--grpc-port", "0", "--metrics-port", "-1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "model repository not found" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag", ["--drain-seconds", "--drain-notice-seconds"])
+def test_negative_drain_time_is_one_clear_line(tmp_path, flag):
+    result = subprocess.run([sys.executable, "-m", "miscause", "serve", "--model-repository", str(tmp_path), flag,
+                             "-1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "miscause serve: error: --drain-seconds and --drain-notice-seconds must not be negative"], result.stderr
