@@ -1,7 +1,8 @@
 """miscause.kernels: saliency maps and the fused top-p% box-erasure op (PyTorch reference and Triton kernel).
 
 `saliency(model, images, method, target)` ranks pixels; `erase(images, saliency, top_percent, box, fill)`
-blanks a box around each image's top pixels. See docs/kernels.md.
+blanks a box around each image's top pixels; `erase_from_gradient` does the same from the raw gradient of
+`input_gradient`. See docs/kernels.md.
 """
 
 from miscause.kernels.dispatch import erase, erase_from_gradient
@@ -13,6 +14,7 @@ from miscause.kernels.saliency import (
     InputXGradient,
     SmoothGrad,
     input_gradient,
+    per_pixel,
     saliency,
 )
 from miscause.kernels.triton_erase import erase_from_gradient_triton, erase_triton
@@ -30,5 +32,6 @@ __all__ = [
     "erase_reference",
     "erase_triton",
     "input_gradient",
+    "per_pixel",
     "saliency",
 ]

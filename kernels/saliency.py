@@ -49,7 +49,7 @@ def saliency(
         return _smoothgrad(model, images, target, **options)
     grad, logits = input_gradient(model, images, target)
     weighted = grad * images if method == "input_x_gradient" else grad
-    return _per_pixel(weighted), logits
+    return per_pixel(weighted), logits
 
 
 def input_gradient(model: nn.Module, images: torch.Tensor, target: Target = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,12 +120,12 @@ def _smoothgrad(
     for _ in range(n_samples):
         noise = torch.randn(images.shape, generator=generator, dtype=images.dtype, device=images.device)
         grad, _ = input_gradient(model, images + noise * noise_sd, classes)
-        total += _per_pixel(grad)
+        total += per_pixel(grad)
     return total / n_samples, logits
 
 
-def _per_pixel(attribution: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N, H, W] float32: the largest magnitude over channels."""
+def per_pixel(attribution: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, H, W] float32: the largest magnitude over channels (of a raw gradient: its map)."""
     return attribution.detach().abs().amax(dim=1).float()
 
 

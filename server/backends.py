@@ -1,6 +1,9 @@
 """The compute behind one model: ONNX Runtime for forward passes, the torch.export program for gradients,
 `miscause.kernels` for saliency and erasure. Tensors in, tensors out; all on the model's device.
 
+Erasure takes either a saliency map (`erase`) or, for the `gradient` method, the raw input gradient
+(`erase_from_gradient`), which the kernel reduces over channels as it reads it, so no map is built for it.
+
 On CUDA, images travel as uint8 through a pinned staging buffer (a quarter of the float bytes) and are
 normalised on the device; ONNX Runtime reads and writes torch's device memory through IO binding on the
 model's own CUDA stream, so nothing returns to the host until the outputs are encoded.
@@ -98,10 +101,21 @@ class Backend:
         saliency, _ = kernels.saliency(self.program, images, method=method, target=target)
         return saliency.detach()
 
+    def gradient(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """float32 [N,C,H,W] raw input gradient of `target` classes: the `gradient` method before its channel
+        reduction, which `erase_from_gradient` reads directly."""
+        gradient, _ = kernels.input_gradient(self.program, images, target)
+        return gradient.detach()
+
     def erase(self, images: torch.Tensor, saliency: torch.Tensor, top_percent: float, box: int,
               fill: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(erased images [N,C,H,W], erased-pixel mask bool [N,H,W]) from `miscause.kernels.erase`."""
-        return kernels.erase(images, saliency, top_percent, box, None if fill is None else list(fill))
+        return kernels.erase(images, saliency, top_percent, box, fill)
+
+    def erase_from_gradient(self, images: torch.Tensor, gradient: torch.Tensor, top_percent: float, box: int,
+                            fill: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`erase` ranking pixels by max over channels of |gradient| [N,C,H,W], reduced inside the kernel."""
+        return kernels.erase_from_gradient(images, gradient, top_percent, box, fill)
 
 
 def default_threads(models: int) -> int:

@@ -1,9 +1,13 @@
 """One batch through the stages its requests need: forward pass, saliency, erasure, erased forward pass.
 
 Each request in a batch names its outputs and its own explanation parameters; the forward pass runs once
-for the whole batch, saliency once per saliency method over the images that need it, erasure once per set of
-erasure parameters, and the erased images' forward pass once. `CORRECTED_LABEL` sends only the images its
-policy rules select through the explanation stages.
+for the whole batch, saliency once per saliency method over the images that need it, erasure once per route
+(map or raw gradient) and set of erasure parameters, and the erased images' forward pass once.
+`CORRECTED_LABEL` sends only the images its policy rules select through the explanation stages.
+
+The `gradient` method's map is max over channels of |gradient|, so its images keep the raw input gradient
+instead: the erasure reduces it inside the kernel, and the map is built only for requests asking `SALIENCY`.
+Other methods compute their map and erase from it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from miscause import kernels
 from miscause.policy import Policy
 from miscause.proto import names
 from miscause.server.backends import Backend
@@ -21,6 +26,7 @@ from miscause.server.parameters import Explain
 
 SALIENCY_OUTPUTS = frozenset({names.SALIENCY, names.MASK, names.ERASED_LABEL, names.ERASED_PROBS})
 ERASURE_OUTPUTS = frozenset({names.MASK, names.ERASED_LABEL, names.ERASED_PROBS})
+GRADIENT = "gradient"  # the method whose images are erased straight from their raw gradient
 
 
 @dataclass(frozen=True)
@@ -54,42 +60,10 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work]) -> list[dic
     logits = backend.logits(images)
     probs = torch.softmax(logits.float(), dim=1)
     confidence, labels = probs.max(dim=1)
-
-    explained = torch.zeros(len(images), dtype=torch.bool, device=images.device)
-    for work, index in zip(works, rows, strict=True):
-        if SALIENCY_OUTPUTS & set(work.outputs):
-            explained[index] = True
-        elif names.CORRECTED_LABEL in work.outputs and policy is not None:
-            explained[index] = policy.applies(labels[index], confidence[index])
-    explained_cpu = explained.cpu()
-
-    saliency = torch.zeros((len(images), backend.height, backend.width), device=images.device)
-    mask = torch.zeros_like(saliency, dtype=torch.bool)
-    erased_logits = torch.zeros_like(logits)
-    by_method: dict[str, list[torch.Tensor]] = defaultdict(list)
-    by_erasure: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-    targets = labels.clone()
-    for work, index in zip(works, rows, strict=True):
-        chosen = index[explained_cpu[index]]
-        if len(chosen) == 0:
-            continue
-        if work.explain.target is not None:
-            targets[chosen] = work.explain.target
-        by_method[work.explain.saliency_method].append(chosen)
-        if ERASURE_OUTPUTS & set(work.outputs) or names.CORRECTED_LABEL in work.outputs:
-            by_erasure[(work.explain.top_percent, work.explain.box, work.explain.fill)].append(chosen)
-    for method, parts in by_method.items():
-        index = torch.cat(parts).to(images.device)
-        saliency[index] = backend.saliency(images[index], method, targets[index])
-    erased_parts, erased_index = [], []
-    for (top_percent, box, fill), parts in by_erasure.items():
-        index = torch.cat(parts).to(images.device)
-        erased, mask[index] = backend.erase(images[index], saliency[index], top_percent, box, fill)
-        erased_parts.append(erased)
-        erased_index.append(index)
-    if erased_parts:
-        index = torch.cat(erased_index)
-        erased_logits[index] = backend.logits(torch.cat(erased_parts)).to(erased_logits.dtype)
+    explained = _explained(policy, works, rows, labels, confidence)
+    plan = _plan(works, rows, explained.cpu(), labels)
+    saliency, gradient = _explain(backend, images, plan)
+    mask, erased_logits = _erase(backend, images, saliency, gradient, plan, logits)
     erased_probs = torch.softmax(erased_logits.float(), dim=1)
     erased_labels = erased_probs.argmax(dim=1)
     corrected = labels.clone()
@@ -104,3 +78,79 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work]) -> list[dic
     host = {name: tensors[name].detach().cpu().numpy() for name in wanted}
     return [{name: host[name][index.numpy()] for name in work.outputs}
             for work, index in zip(works, rows, strict=True)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The explanation stages' work for one batch: each row's class and which groups its row index is in."""
+
+    targets: torch.Tensor  # [N] class explained per row, on the device
+    shown: torch.Tensor  # [N] bool on the host: the row's request asks for SALIENCY
+    by_method: dict[str, list[torch.Tensor]]  # saliency method -> host row indices
+    by_erasure: dict[tuple, list[torch.Tensor]]  # (from gradient, top_percent, box, fill) -> host row indices
+
+
+def _explained(policy: Policy | None, works: list[Work], rows: list[torch.Tensor], labels: torch.Tensor,
+               confidence: torch.Tensor) -> torch.Tensor:
+    """Bool [N]: the rows that go through the explanation stages."""
+    explained = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
+    for work, index in zip(works, rows, strict=True):
+        if SALIENCY_OUTPUTS & set(work.outputs):
+            explained[index] = True
+        elif names.CORRECTED_LABEL in work.outputs and policy is not None:
+            explained[index] = policy.applies(labels[index], confidence[index])
+    return explained
+
+
+def _plan(works: list[Work], rows: list[torch.Tensor], explained: torch.Tensor, labels: torch.Tensor) -> Plan:
+    """The explained rows grouped by saliency method and by erasure route and settings."""
+    plan = Plan(labels.clone(), torch.zeros(len(labels), dtype=torch.bool), defaultdict(list), defaultdict(list))
+    for work, index in zip(works, rows, strict=True):
+        chosen = index[explained[index]]
+        if len(chosen) == 0:
+            continue
+        explain = work.explain
+        if explain.target is not None:
+            plan.targets[chosen] = explain.target
+        plan.shown[chosen] = names.SALIENCY in work.outputs
+        plan.by_method[explain.saliency_method].append(chosen)
+        if ERASURE_OUTPUTS & set(work.outputs) or names.CORRECTED_LABEL in work.outputs:
+            route = explain.saliency_method == GRADIENT
+            plan.by_erasure[(route, explain.top_percent, explain.box, explain.fill)].append(chosen)
+    return plan
+
+
+def _explain(backend: Backend, images: torch.Tensor, plan: Plan) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(saliency [N,H,W], raw gradient [N,C,H,W] of the `gradient` rows or None), once per method."""
+    saliency = torch.zeros((len(images), backend.height, backend.width), device=images.device)
+    gradient = torch.zeros_like(images) if GRADIENT in plan.by_method else None
+    for method, parts in plan.by_method.items():
+        rows = torch.cat(parts)
+        index = rows.to(images.device)
+        if method == GRADIENT:
+            gradient[index] = backend.gradient(images[index], plan.targets[index])
+            shown = rows[plan.shown[rows]].to(images.device)
+            if len(shown):
+                saliency[shown] = kernels.per_pixel(gradient[shown])
+        else:
+            saliency[index] = backend.saliency(images[index], method, plan.targets[index])
+    return saliency, gradient
+
+
+def _erase(backend: Backend, images: torch.Tensor, saliency: torch.Tensor, gradient: torch.Tensor | None,
+           plan: Plan, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask [N,H,W], erased logits [N,K]): erasure once per group, then one forward pass over every erased row."""
+    mask = torch.zeros_like(saliency, dtype=torch.bool)
+    erased_logits = torch.zeros_like(logits)
+    erased_parts, erased_index = [], []
+    for (from_gradient, top_percent, box, fill), parts in plan.by_erasure.items():
+        index = torch.cat(parts).to(images.device)
+        if from_gradient:
+            erased, mask[index] = backend.erase_from_gradient(images[index], gradient[index], top_percent, box, fill)
+        else:
+            erased, mask[index] = backend.erase(images[index], saliency[index], top_percent, box, fill)
+        erased_parts.append(erased)
+        erased_index.append(index)
+    if erased_parts:
+        erased_logits[torch.cat(erased_index)] = backend.logits(torch.cat(erased_parts)).to(erased_logits.dtype)
+    return mask, erased_logits

@@ -1,19 +1,27 @@
-"""Server pieces without a network: the policy reader, request parameters, the batcher's batch choice."""
+"""Server pieces without a network: the policy reader, request parameters, the batcher's batch choice, and a
+mixed batch through the pipeline against each request computed on its own."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 import torch
+from test_server_support import random_images, source_model
 
+from miscause import kernels, repository
 from miscause.errors import MiscauseError
-from miscause.policy import parse_policy
+from miscause.policy import Policy, parse_policy
+from miscause.proto.names import CORRECTED_LABEL, ERASED_LABEL, ERASED_PROBS, LABEL, MASK, SALIENCY
+from miscause.server import pipeline
+from miscause.server.backends import Backend
 from miscause.server.batcher import Batcher
 from miscause.server.metrics import Metrics
-from miscause.server.parameters import resolve
+from miscause.server.parameters import Explain, resolve
+from miscause.server.pipeline import Work
 from miscause.server.settings import Batching
 
 CLASSES = ["cat", "dog", "ship"]
@@ -99,3 +107,85 @@ def test_batcher_isolates_a_failing_batch_from_the_next():
 
     first, second = asyncio.run(scenario())
     assert isinstance(first[0], RuntimeError) and second == 2
+
+
+@pytest.fixture(scope="module")
+def backend() -> Backend:
+    model_dir = source_model()
+    return Backend(model_dir, repository.read_config(model_dir), torch.device("cpu"), threads=2)
+
+
+def mixed_batch(backend: Backend) -> tuple[list[Work], Policy, int]:
+    """(works, policy, rows the policy selects): both routes, two erasure settings, SALIENCY asked or not."""
+    images = random_images(18, seed=3)
+    first = Explain(5.0, 3, None, "gradient", None)
+    second = Explain(10.0, 5, (0.5, -0.5, 0.25), "gradient", None)
+    works = [
+        Work(images[0:3], (SALIENCY, MASK, ERASED_LABEL), first),
+        Work(images[3:6], (MASK, ERASED_LABEL, ERASED_PROBS), second),
+        Work(images[6:8], (SALIENCY, MASK, ERASED_PROBS), replace(first, saliency_method="input_x_gradient")),
+        Work(images[8:10], (MASK, ERASED_LABEL), replace(second, saliency_method="input_x_gradient", target=1)),
+        Work(images[10:16], (LABEL, CORRECTED_LABEL), first),
+        Work(images[16:18], (SALIENCY,), replace(first, target=2)),
+    ]
+    probs = torch.softmax(backend.logits(backend.upload([works[4].images])), 1)
+    confidence, labels = probs.max(1)
+    limit = float(confidence.sort().values[-2])  # a rule for every class that all but the surest image meet
+    policy = Policy.from_rules({c: limit for c in range(backend.classes)}, backend.classes)
+    selected = int(policy.applies(labels, confidence).sum())
+    assert 0 < selected < works[4].count
+    return works, policy, selected
+
+
+def computed_alone(backend: Backend, policy: Policy, work: Work) -> dict[str, np.ndarray]:
+    """One request's outputs the plain way: its own forward pass, `kernels.saliency`, then `kernels.erase`."""
+    x = backend.upload([work.images])
+    probs = torch.softmax(backend.logits(x), 1)
+    confidence, labels = probs.max(1)
+    explain = work.explain
+    target = labels if explain.target is None else torch.full_like(labels, explain.target)
+    saliency, _ = kernels.saliency(backend.program, x, explain.saliency_method, target)
+    erased, mask = kernels.erase(x, saliency, explain.top_percent, explain.box, explain.fill)
+    erased_probs = torch.softmax(backend.logits(erased), 1)
+    erased_labels = erased_probs.argmax(1)
+    corrected = torch.where(policy.applies(labels, confidence), erased_labels, labels)
+    outputs = {LABEL: labels, SALIENCY: saliency, MASK: mask, ERASED_LABEL: erased_labels,
+               ERASED_PROBS: erased_probs, CORRECTED_LABEL: corrected}
+    return {name: outputs[name].detach().numpy() for name in work.outputs}
+
+
+def test_pipeline_matches_each_request_computed_alone(backend):
+    works, policy, _ = mixed_batch(backend)
+    got = pipeline.run(backend, policy, works)
+    for number, (work, outputs) in enumerate(zip(works, got, strict=True)):
+        want = computed_alone(backend, policy, work)
+        assert set(outputs) == set(want)
+        for name in work.outputs:
+            np.testing.assert_array_equal(outputs[name], want[name], err_msg=f"request {number}: {name}")
+    assert (got[4][CORRECTED_LABEL] != got[4][LABEL]).any()  # the policy's erasure changes some answers
+
+
+def test_pipeline_builds_gradient_maps_only_for_saliency_requests(backend, monkeypatch):
+    works, policy, selected = mixed_batch(backend)
+    calls: Counter = Counter()
+
+    def spy(name: str):
+        original = getattr(kernels, name)
+
+        def call(*args, **kwargs):
+            rows = len(next(a for a in args if isinstance(a, torch.Tensor)))
+            calls[(name, kwargs.get("method", ""), rows)] += 1
+            return original(*args, **kwargs)
+        return call
+
+    for name in ("saliency", "input_gradient", "per_pixel", "erase", "erase_from_gradient"):
+        monkeypatch.setattr(kernels, name, spy(name))
+    pipeline.run(backend, policy, works)
+    assert calls == Counter({
+        ("saliency", "input_x_gradient", 4): 1,  # the only map computed on its own
+        ("input_gradient", "", 3 + 3 + selected + 2): 1,  # every gradient row, once
+        ("per_pixel", "", 3 + 2): 1,  # maps only for the requests asking SALIENCY
+        ("erase_from_gradient", "", 3 + selected): 1,
+        ("erase_from_gradient", "", 3): 1,
+        ("erase", "", 2): 2,
+    })
