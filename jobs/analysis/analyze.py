@@ -23,8 +23,9 @@ from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
 from miscause.jobs.analysis.predictions import load_predictions
-from miscause.jobs.analysis.report import versions, write_report
+from miscause.jobs.analysis.report import write_report
 from miscause.jobs.analysis.significance import CORRECTIONS
+from miscause.jobs.analysis.versions import versions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
