@@ -59,17 +59,6 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def gpu_name() -> str | None:
     import torch
 
@@ -99,6 +88,8 @@ def git_commit() -> str | None:
 
 def environment() -> dict:
     """Machine, versions and commit; the load average is sampled by `Run`."""
+    from miscause.device import cpu_model
+
     versions = {}
     for name in PACKAGES:
         try:

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from miscause.benchmarks.model import parse_list
@@ -95,25 +93,10 @@ def test_accuracy(checkpoint: Path, data: str | None, device: torch.device) -> f
 
 def measured_training(arch: str, steps: int, warmup: int, batch_size: int | None, device: torch.device) -> dict:
     """images/s of `steps` training steps of `arch` on synthetic data, after `warmup` steps."""
-    from miscause.jobs.training.data import Split
-    from miscause.jobs.training.train import build_training, recipe_for, train_step
+    from miscause.jobs.training.train import measure_step_seconds, recipe_for
 
     recipe = recipe_for(arch, {"batch_size": batch_size})
-    total = steps + warmup
-    rng = np.random.default_rng(0)
-    split = Split(rng.integers(0, 256, (total * recipe.batch_size, 32, 32, 3), dtype=np.uint8),
-                  rng.integers(0, 10, total * recipe.batch_size), tuple(str(i) for i in range(10)))
-    training = build_training(arch, split, recipe, device)
-    training.trained.train()
-    started = 0.0
-    for step, (images, labels) in enumerate(training.loader.epoch(torch.Generator().manual_seed(0))):
-        if step == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-        loss, _ = train_step(training, images, labels, step)
-    loss.item()  # waits for the device
-    seconds = time.perf_counter() - started
+    seconds = measure_step_seconds(arch, recipe, device, steps, warmup) * steps
     return {"arch": arch, "batch_size": recipe.batch_size, "steps": steps, "seconds": seconds,
             "images_per_s": steps * recipe.batch_size / seconds}
 

@@ -7,19 +7,28 @@ with the same arguments to continue; an interrupted training stage resumes from 
 Layout of OUT: runs/ARCH/ (checkpoints, metrics), predictions/ARCH-{val,test}.npz, repository/ARCH/ (served
 models), report/ (the analysis report), study.json (stage records), summary.md (the final table).
 
+--stage-only: one self-contained stage per architecture (train, then the erasure study's validation and test
+runs from the trained model) writing OUT/results/ARCH.npz, a few MB and no weights, for a device whose files
+cannot be kept; `miscause analyze --results` makes the report from those files alone. With --budget-minutes
+each stage trains the epochs (of its recipe's) that fit its share of the remaining budget, planned from a
+measured step time. --dry-run measures and prints that plan, per architecture, and runs nothing.
+
 examples:
   miscause study --data ../shared/data/cifar10 --out study
   miscause study --data ../shared/data/cifar10 --out study --max-stages 1      # one stage, then stop
   miscause study --data tiny --out toy --archs cifarnet mobilenet_v2 --epochs 1 --batch-size 32 --limit 256
+  miscause study --stage-only --archs resnet50 --data ../shared/data/cifar10 --out study --budget-minutes 5
+  miscause study --dry-run --stage-only --archs resnet50 googlenet --budget-minutes 5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,44 +36,84 @@ from tqdm import tqdm
 
 from miscause import __version__
 from miscause.atomic import atomic_path
-from miscause.cli import COMMANDS, run_subcommand
+from miscause.defaults import BOX, TOP_PERCENT
+from miscause.device import describe, pick_device
 from miscause.errors import MiscauseError
+from miscause.jobs.analysis.erasure import ErasureOptions
+from miscause.jobs.study_plan import plan_stage, plan_table, split_sizes
+from miscause.jobs.study_stage import StageRequest, invoke, result_path, run_stage, train_job
 from miscause.jobs.training import zoo
+from miscause.jobs.training.train import recipe_for
+
+# a stage: its name and what runs it, given its share of the remaining budget in seconds (None: no budget)
+Stage = tuple[str, Callable[[float | None], None]]
 
 
-def invoke(command: str, argv: list) -> None:
-    """Run a job exactly as its command line would, with the same parser and defaults."""
-    status = run_subcommand(f"miscause {command}", COMMANDS[command][0], argv)
-    if status:
-        raise MiscauseError(f"miscause {command} exited with status {status}")
+def invoke_all(steps: list[tuple[str, list]], share: float | None) -> None:
+    """A stage of the whole study: its jobs in order, as their command lines would run them."""
+    for command, argv in steps:
+        invoke(command, argv)
 
 
-def plan(args: argparse.Namespace) -> list[tuple[str, list]]:
-    """(stage name, [(command, argv), ...]) in order: per architecture train, evaluate, export; then analyze."""
+def sweep_options(args: argparse.Namespace) -> list:
+    """The erasure sweep as `analyze` takes it, where the study was given one."""
+    options = ["--sweep-top-percent", *args.sweep_top_percent] if args.sweep_top_percent else []
+    return options + (["--sweep-box", *args.sweep_box] if args.sweep_box else [])
+
+
+def erasure_options(args: argparse.Namespace) -> ErasureOptions:
+    """The erasure study's settings: analyze's defaults, with the study's sweep where given."""
+    sweeps = {"sweep_top_percent": args.sweep_top_percent, "sweep_box": args.sweep_box}
+    return ErasureOptions(TOP_PERCENT, BOX, seed=args.seed,
+                          **{key: tuple(value) for key, value in sweeps.items() if value})
+
+
+def whole_study(args: argparse.Namespace) -> list[Stage]:
+    """Per architecture train, evaluate, export; then analyze (from the repository, with the erasure study)."""
     out, data = args.out, str(args.data)
     stages = []
     for arch in args.archs:
         run_dir = out / "runs" / arch
-        options = ["--epochs", args.epochs] if args.epochs else []
-        options += ["--limit", args.limit] if args.limit else []
-        options += ["--batch-size", args.batch_size] if args.batch_size else []
-        options += ["--no-progress"] if args.no_progress else []
-        stages.append((f"train:{arch}", [("train", ["--arch", arch, "--data", data, "--split", "train",
-                                                  "--out", run_dir, "--seed", args.seed, "--resume", *options])]))
-        stages.append((f"evaluate:{arch}", [
-            ("evaluate", ["--checkpoint", run_dir / "checkpoint.pt", "--data", data, "--split", split,
-                        "--out", out / "predictions" / f"{arch}-{split}.npz", "--name", arch, "--no-progress"])
-            for split in ("val", "test")]))
-        stages.append((f"export:{arch}", [("export", ["--checkpoint", run_dir / "checkpoint.pt",
-                                                    "--repository", out / "repository", "--name", arch,
-                                                    "--data", data])]))
+        steps = {
+            "train": [train_job(arch, data, run_dir, args.seed, args.device, args.epochs, args.batch_size, args.limit,
+                                not args.no_progress)],
+            "evaluate": [("evaluate", ["--checkpoint", run_dir / "checkpoint.pt", "--data", data, "--split", split,
+                                       "--out", out / "predictions" / f"{arch}-{split}.npz", "--name", arch,
+                                       "--device", args.device, "--no-progress"]) for split in ("val", "test")],
+            "export": [("export", ["--checkpoint", run_dir / "checkpoint.pt", "--repository", out / "repository",
+                                   "--name", arch, "--data", data])]}
+        stages += [(f"{name}:{arch}", partial(invoke_all, jobs)) for name, jobs in steps.items()]
     if args.no_erasure:
         source = ["--predictions", *(out / "predictions" / f"{arch}-test.npz" for arch in args.archs)]
     else:
         source = ["--repository", out / "repository", "--models", *args.archs, "--data", data, "--erasure",
+                  "--device", args.device, *sweep_options(args),
                   *(["--max-images", args.limit] if args.limit else [])]
-    stages.append(("analyze", [("analyze", [*source, "--out", out / "report"])]))
+    stages.append(("analyze", partial(invoke_all, [("analyze", [*source, "--out", out / "report"])])))
     return stages
+
+
+def plan_for(args: argparse.Namespace, arch: str, budget_seconds: float | None) -> dict:
+    """One architecture's stage plan: measured on the chosen device, epochs fitted to the budget if any."""
+    recipe = recipe_for(arch, {"epochs": args.epochs, "batch_size": args.batch_size})
+    return plan_stage(arch, recipe, split_sizes(args.data and str(args.data), args.limit), erasure_options(args),
+                      pick_device(args.device), budget_seconds)
+
+
+def device_stage(args: argparse.Namespace, state: dict, arch: str, share: float | None) -> None:
+    """The self-contained stage of one architecture; its plan is made once and kept in study.json, so a
+    restarted stage resumes its training with the same epochs."""
+    if arch not in state["plans"]:
+        state["plans"][arch] = plan_for(args, arch, share).record()
+        write_state(args.out / "study.json", state)
+    plan = state["plans"][arch]
+    run_stage(StageRequest(arch, str(args.data), args.out, plan["epochs"], args.batch_size, args.limit, args.seed,
+                           erasure_options(args), args.examples, args.device, not args.no_progress, plan))
+
+
+def stage_only(args: argparse.Namespace, state: dict) -> list[Stage]:
+    """One self-contained stage per architecture, each writing its result file."""
+    return [(f"stage:{arch}", partial(device_stage, args, state, arch)) for arch in args.archs]
 
 
 def read_state(path: Path) -> dict:
@@ -77,18 +126,34 @@ def read_state(path: Path) -> dict:
         raise MiscauseError(f"{path} is damaged ({error}): remove it to restart the study") from None
 
 
+def write_state(path: Path, state: dict) -> None:
+    """Record the study's progress atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+
+
+def test_accuracy(out: Path, arch: str) -> float | None:
+    """An architecture's test accuracy from its predictions file or, in a stage-only study, its result file."""
+    import numpy as np
+
+    preds_path, results = out / "predictions" / f"{arch}-test.npz", result_path(out, arch)
+    if preds_path.exists():
+        with np.load(preds_path) as preds:
+            return float((preds["logits"].argmax(1) == preds["labels"]).mean())
+    if results.exists():
+        with np.load(results) as stored:
+            return json.loads(str(stored["meta"]))["accuracy"]["test"]
+    return None
+
+
 def summary_table(out: Path, archs: list[str], state: dict) -> str:
     """Markdown table: per architecture test accuracy, epochs, training time and throughput."""
     import numpy as np
 
     lines = ["| model | test accuracy | epochs | train time (s) | train images/s |", "|---|---|---|---|---|"]
     for arch in archs:
-        row, preds_path = [arch], out / "predictions" / f"{arch}-test.npz"
-        if preds_path.exists():
-            with np.load(preds_path) as preds:
-                row.append(f"{(preds['logits'].argmax(1) == preds['labels']).mean():.4f}")
-        else:
-            row.append("-")
+        accuracy = test_accuracy(out, arch)
+        row = [arch, "-" if accuracy is None else f"{accuracy:.4f}"]
         log = out / "runs" / arch / "metrics.jsonl"
         records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         row += [str(len(records)), f"{sum(r['seconds'] for r in records):.0f}" if records else "-",
@@ -99,40 +164,79 @@ def summary_table(out: Path, archs: list[str], state: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="CIFAR-10 batches or an image folder")
-    parser.add_argument("--out", required=True, type=Path, help="study folder (created; reused to resume)")
+    parser.add_argument("--data", type=Path, help="CIFAR-10 batches or an image folder (a dry run without it "
+                                                  "plans for CIFAR-10's sizes)")
+    parser.add_argument("--out", type=Path, help="study folder (created; reused to resume)")
     parser.add_argument("--archs", nargs="+", default=list(zoo.STUDY_ARCHS), choices=list(zoo.REGISTRY),
                         metavar="ARCH", help=f"default: the study's six ({' '.join(zoo.STUDY_ARCHS)})")
+    parser.add_argument("--stage-only", action="store_true",
+                        help="per architecture one self-contained stage writing OUT/results/ARCH.npz, no weights")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="measure on this device and print each architecture's planned epochs and time")
     parser.add_argument("--epochs", type=int, help="override every recipe's epoch count")
     parser.add_argument("--batch-size", type=int, help="override every recipe's batch size")
-    parser.add_argument("--limit", type=int, help="train on N images and analyze N test images (toy runs)")
+    parser.add_argument("--limit", type=int, help="train on N images and analyze N images per split (toy runs)")
+    parser.add_argument("--sweep-top-percent", type=float, nargs="+", metavar="P",
+                        help="the erasure sweep's p values (default: analyze's, 1 2 5 10 20)")
+    parser.add_argument("--sweep-box", type=int, nargs="+", metavar="B",
+                        help="the erasure sweep's b values (default: analyze's, 1 3 5)")
+    parser.add_argument("--examples", type=int, default=8, help="report examples kept per result file (default 8)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     parser.add_argument("--max-stages", type=int, help="run at most this many stages, then stop")
-    parser.add_argument("--budget-minutes", type=float, help="start no new stage after this many minutes")
+    parser.add_argument("--budget-minutes", type=float,
+                        help="start no new stage after this many minutes; with --stage-only each stage also "
+                             "trains only the epochs that fit its share of what is left")
     parser.add_argument("--no-erasure", action="store_true", help="analyze predictions only")
     parser.add_argument("--no-progress", action="store_true")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Combinations the parser cannot check."""
+    if not args.dry_run and (args.data is None or args.out is None):
+        raise MiscauseError("--data and --out are needed (only a --dry-run goes without them)")
+    if args.stage_only and args.no_erasure:
+        raise MiscauseError("--stage-only always runs the erasure study: drop --no-erasure")
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise MiscauseError(f"--budget-minutes must be positive, got {args.budget_minutes}")
+    erasure_options(args).check()
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """Measure each architecture on this device and print the plan; nothing is trained or written."""
+    budget = args.budget_minutes * 60 if args.budget_minutes and args.stage_only else None
+    plans = []
+    for number, arch in enumerate(args.archs):
+        left = None if budget is None else max(0.0, budget - sum(p.total_seconds for p in plans))
+        share = None if left is None else left / (len(args.archs) - number)
+        plans.append(plan_for(args, arch, share))
+    print(plan_table(plans, budget), end="")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    if args.dry_run:
+        return dry_run(args)
     started = time.monotonic()
     state_path = args.out / "study.json"
     state = read_state(state_path)
+    state.setdefault("plans", {})
     state.setdefault("command", " ".join(["miscause", *sys.argv[1:]]))
-    state["versions"] = {"miscause": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    state["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    stages = plan(args)
-    pending = [(name, steps) for name, steps in stages if name not in state["stages"]]
+    state["versions"] = {"miscause": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
+    state["device"] = describe(pick_device(args.device))
+    stages = stage_only(args, state) if args.stage_only else whole_study(args)
+    pending = [(name, step) for name, step in stages if name not in state["stages"]]
     ran = 0
-    for name, steps in tqdm(pending, desc="study", disable=args.no_progress):
-        over_budget = args.budget_minutes and time.monotonic() - started > args.budget_minutes * 60
+    for number, (name, step) in enumerate(tqdm(pending, desc="study", disable=args.no_progress)):
+        elapsed = time.monotonic() - started
+        over_budget = args.budget_minutes and elapsed > args.budget_minutes * 60
         if (args.max_stages and ran >= args.max_stages) or over_budget:
             break
         stage_started = time.monotonic()
-        for command, argv in steps:
-            invoke(command, argv)
+        step((args.budget_minutes * 60 - elapsed) / (len(pending) - number) if args.budget_minutes else None)
         state["stages"][name] = {"seconds": time.monotonic() - stage_started, "finished": time.time()}
-        with atomic_path(state_path) as tmp:
-            tmp.write_text(json.dumps(state, indent=2) + "\n")
+        write_state(state_path, state)
         ran += 1
     table = summary_table(args.out, args.archs, state)
     with atomic_path(args.out / "summary.md") as tmp:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 from miscause.errors import MiscauseError
@@ -31,3 +34,21 @@ def bf16_supported(device: torch.device) -> bool:
 def autocast(device: torch.device) -> torch.autocast:
     """bf16 autocast where the hardware computes bf16 natively, else full precision."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_supported(device))
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe(device: torch.device) -> str:
+    """The device in words, for records of where something ran: the GPU's name, or the CPU's and its threads."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({cpu_model()}, {torch.get_num_threads()} threads)"

@@ -16,6 +16,7 @@ from miscause.jobs.analysis.causes import CAUSES
 from miscause.jobs.analysis.erasure import SplitRun, round_robin, summarize, verified_pairs
 from miscause.jobs.analysis.policy_fit import apply_rules, evaluate_policy, fit_policy, policy_document
 from miscause.jobs.training.zoo import FlipTTA
+from miscause.kernels import anchor_count
 
 CLASSES = ("cat", "dog", "ship")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -107,6 +108,8 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
                 o = setting[anchors]
                 assert o["corrected"] + o["third_class"] + o["unchanged"] == o["errors"] == model["errors"]
                 assert 0 <= o["broken"] <= o["correct"] == 30 - model["errors"]
+                anchors = anchor_count(setting["top_percent"], 32 * 32)
+                assert anchors <= o["mean_erased_pixels"] <= min(anchors * setting["box"] ** 2, 32 * 32)
         assert sum(p["errors"] for p in study["pairs"]) == model["errors"]
         policy = json.loads((workspace["repo"] / name / "policy.json").read_text())
         assert policy["version"] == 1 and policy["model"] == name
@@ -148,8 +151,9 @@ def planted_run(settings: list[tuple[float, int]]) -> SplitRun:
     logits[np.arange(100), predicted] = np.r_[np.full(60, 0.5), np.full(40, 3.0)]
     saliency = np.r_[np.zeros(30), np.r_[np.full(15, 2), np.full(15, 1)], np.zeros(40)].astype(int)
     random = np.r_[np.ones(30), np.r_[np.full(15, 2), np.full(15, 1)], np.ones(40)].astype(int)
+    pixels = np.full((len(settings), 100), 9)
     return SplitRun("m", "test", CLASSES, np.arange(100), labels, logits, settings,
-                    np.stack([saliency] * len(settings)), np.stack([random] * len(settings)),
+                    np.stack([saliency] * len(settings)), np.stack([random] * len(settings)), pixels, pixels,
                     np.flatnonzero(labels != predicted), np.zeros((60, 4, 4), np.float32))
 
 

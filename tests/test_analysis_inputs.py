@@ -90,7 +90,7 @@ def test_failed_run_leaves_existing_report(tmp_path: Path, capsys: pytest.Captur
 
 def test_options_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     good, out = str(write(tmp_path / "good.npz")), str(tmp_path / "out")
-    fails(capsys, ["analyze", "--out", out], "exactly one of --predictions or --repository")
+    fails(capsys, ["analyze", "--out", out], "exactly one of --predictions, --repository or --results")
     fails(capsys, ["analyze", "--predictions", good, "--erasure", "--out", out], "need --repository")
     fails(capsys, ["analyze", "--predictions", good, "--alpha", "2", "--out", out], "--alpha")
     fails(capsys, ["analyze", "--predictions", good, "--tolerance", "-1", "--out", out], "--tolerance")

@@ -8,6 +8,9 @@ From a model repository and a dataset (inference, saliency and erasure; GPU when
   miscause analyze --repository models --models cifarnet resnet50 --data ../shared/data/cifar10 \\
       --erasure --out reports/study
 
+From study result files (`miscause study --stage-only`; no model or images needed, the erasure study included):
+  miscause analyze --results docs/study/results/*.npz --out reports/study
+
 The output directory (report.md, report.html, metrics.json, figures/, networks/) is written completely or not
 at all; with --erasure each model's policy.json is written into its repository folder. See docs/analysis.md.
 """
@@ -23,8 +26,9 @@ from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
 from miscause.jobs.analysis.predictions import load_predictions
-from miscause.jobs.analysis.report import versions, write_report
+from miscause.jobs.analysis.report import write_report
 from miscause.jobs.analysis.significance import CORRECTIONS
+from miscause.jobs.analysis.versions import versions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("input (one of)")
     source.add_argument("--predictions", nargs="+", metavar="NPZ", help="predictions files, one per model")
     source.add_argument("--repository", metavar="DIR", help="model repository (DIR/NAME/config.json, 1/model.pt2)")
+    source.add_argument("--results", nargs="+", metavar="NPZ",
+                        help="study result files, one per architecture (the erasure study included)")
     parser.add_argument("--models", nargs="+", metavar="NAME", help="models of the repository (default: all)")
     parser.add_argument("--data", metavar="PATH", help="dataset root (default: $MISCAUSE_DATA)")
     parser.add_argument("--out", required=True, metavar="DIR", help="report directory (replaced whole)")
@@ -43,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stats.add_argument("--tolerance", type=int, default=1,
                        help="models a shared edge may miss; the quorum is max(M - tolerance, M//2 + 1) "
                             "(default 1)")
-    erasure_group = parser.add_argument_group("erasure study (with --repository)")
+    erasure_group = parser.add_argument_group("erasure study (with --repository; with --results only the default "
+                                              "setting, method, policy gain and seed apply)")
     erasure_group.add_argument("--erasure", action="store_true", help="run the erasure study and fit the policy")
     erasure_group.add_argument("--top-percent", type=float, default=TOP_PERCENT,
                                help="default anchor share p (default %(default)g)")
@@ -69,10 +76,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Combinations the parser cannot check."""
-    if bool(args.predictions) == bool(args.repository):
-        raise MiscauseError("give exactly one of --predictions or --repository")
+    if sum(map(bool, (args.predictions, args.repository, args.results))) != 1:
+        raise MiscauseError("give exactly one of --predictions, --repository or --results")
     if args.predictions and (args.erasure or args.models):
         raise MiscauseError("--erasure and --models need --repository (predictions files hold no images)")
+    computed = {"--models": args.models, "--data": args.data, "--max-images": args.max_images,
+                "--sweep-top-percent": args.sweep_top_percent, "--sweep-box": args.sweep_box, "--fill": args.fill}
+    given = [flag for flag, value in computed.items() if value is not None]
+    if args.results and given:
+        raise MiscauseError(f"{', '.join(given)}: result files hold finished runs; these options apply when the "
+                            "study stage runs (miscause study --stage-only)")
     if args.max_images is not None and args.max_images < 1:
         raise MiscauseError(f"--max-images must be at least 1, got {args.max_images}")
     if args.examples < 0:
@@ -109,7 +122,25 @@ def run(args: argparse.Namespace) -> int:
         write_report(args.out, analysis, context)
         print(f"wrote {args.out}")
         return 0
+    if args.results:
+        return run_results(args, options, context)
     return run_repository(args, options, context)
+
+
+def run_results(args: argparse.Namespace, options: AnalysisOptions, context: dict) -> int:
+    """The result-file path: the runs come from the files, the default setting and method from the options."""
+    from miscause.jobs.analysis.results import combine_results, load_results
+    from miscause.jobs.analysis.run_analysis import analyze_runs
+
+    options.check()
+    loaded = [load_results(path) for path in args.results]
+    erasure, data = combine_results(loaded, args.top_percent, args.box, args.saliency_method)
+    result = analyze_runs([runs for _, runs in loaded], erasure, options, data, args.policy_min_gain, args.seed,
+                          context["created"], context["versions"])
+    context.update(data=result.data, warnings=result.warnings)
+    write_report(args.out, result.analysis, context, result.erasure)
+    print(f"wrote {args.out}")
+    return 0
 
 
 def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: dict) -> int:

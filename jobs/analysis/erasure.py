@@ -64,10 +64,11 @@ class ErasureOptions:
 
 @dataclass
 class SplitRun:
-    """One model on one split: original logits, and every image's class after each erasure setting.
+    """One model on one split: original logits, and every image's class and erased pixel count after each
+    erasure setting ([settings, N] each, saliency and random anchors).
 
     `positions` are the images' positions in the split; `error_rows` index the rows (of this run) that were
-    misclassified, with their saliency maps in `error_maps`."""
+    misclassified, with their saliency maps in `error_maps` (empty when the run was read from a result file)."""
 
     model: str
     split: str
@@ -78,6 +79,8 @@ class SplitRun:
     settings: list[tuple[float, int]]
     saliency_predicted: np.ndarray
     random_predicted: np.ndarray
+    saliency_pixels: np.ndarray
+    random_pixels: np.ndarray
     error_rows: np.ndarray
     error_maps: np.ndarray
 
@@ -118,28 +121,31 @@ def run_split(model: RepositoryModel, images: np.ndarray, labels: np.ndarray, po
     settings = options.settings()
     generator = torch.Generator().manual_seed(options.seed)
     fill = _fill(options, device)
-    logits, saliency_predicted, random_predicted, wrong_rows, maps = [], [], [], [], []
+    logits, wrong_rows, maps = [], [], []
+    erasures: dict[str, list] = {key: [] for key in ("saliency_predicted", "random_predicted", "saliency_pixels",
+                                                    "random_pixels")}
     steps = range(0, len(images), options.batch_size)
     for start in tqdm(steps, desc=f"{model.name} {split}: saliency and erasure", unit="batch", disable=not progress):
         x = model.prepare(images[start:start + options.batch_size], device)
         saliency, batch_logits = kernels.saliency(model.module, x, method=options.saliency_method)
         predicted = batch_logits.argmax(1)
         uniform = torch.rand(saliency.shape, generator=generator).to(device)
-        per_setting_saliency, per_setting_random = [], []
+        batch: dict[str, list] = {key: [] for key in erasures}
         for top_percent, box in settings:
-            for anchors, sink in ((saliency, per_setting_saliency), (uniform, per_setting_random)):
-                erased, _ = kernels.erase(x, anchors, top_percent, box, fill)
-                sink.append(model.logits(erased).argmax(1).cpu().numpy())
+            for anchors, kind in ((saliency, "saliency"), (uniform, "random")):
+                erased, mask = kernels.erase(x, anchors, top_percent, box, fill)
+                batch[f"{kind}_predicted"].append(model.logits(erased).argmax(1).cpu().numpy())
+                batch[f"{kind}_pixels"].append(mask.sum((1, 2)).cpu().numpy())
         batch_labels = torch.from_numpy(labels[start:start + options.batch_size]).to(device)
         wrong = (predicted != batch_labels).nonzero().squeeze(1)
         logits.append(batch_logits.cpu().numpy())
-        saliency_predicted.append(np.stack(per_setting_saliency))
-        random_predicted.append(np.stack(per_setting_random))
+        for key, arrays in batch.items():
+            erasures[key].append(np.stack(arrays))
         wrong_rows.append(wrong.cpu().numpy() + start)
         maps.append(saliency[wrong].cpu().numpy())
     return SplitRun(model.name, split, model.classes, positions, labels, np.concatenate(logits), settings,
-                    np.concatenate(saliency_predicted, axis=1), np.concatenate(random_predicted, axis=1),
-                    np.concatenate(wrong_rows), np.concatenate(maps))
+                    **{key: np.concatenate(arrays, axis=1) for key, arrays in erasures.items()},
+                    error_rows=np.concatenate(wrong_rows), error_maps=np.concatenate(maps))
 
 
 def outcomes(labels: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
@@ -164,12 +170,15 @@ def paired_test(labels: np.ndarray, saliency_after: np.ndarray, random_after: np
 
 
 def setting_summary(run: SplitRun, index: int) -> dict:
-    """One setting over the whole split: both erasures' outcomes and the paired test on the errors."""
+    """One setting over the whole split: both erasures' outcomes and mean erased pixels per image, and the
+    paired test on the errors."""
     top_percent, box = run.settings[index]
     predicted, wrong = run.predicted, run.predicted != run.labels
     return {"top_percent": top_percent, "box": box,
-            "saliency": outcomes(run.labels, predicted, run.saliency_predicted[index]),
-            "random": outcomes(run.labels, predicted, run.random_predicted[index]),
+            "saliency": {**outcomes(run.labels, predicted, run.saliency_predicted[index]),
+                         "mean_erased_pixels": float(run.saliency_pixels[index].mean())},
+            "random": {**outcomes(run.labels, predicted, run.random_predicted[index]),
+                       "mean_erased_pixels": float(run.random_pixels[index].mean())},
             "test": paired_test(run.labels[wrong], run.saliency_predicted[index][wrong],
                                 run.random_predicted[index][wrong])}
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import re
-from importlib import metadata
 from pathlib import Path
 
 import networkx as nx
@@ -24,18 +22,6 @@ from miscause.jobs.analysis.networks import network_json
 from miscause.jobs.analysis.report_document import Block, to_html, to_markdown
 
 METRICS_VERSION = 1
-PACKAGES = ("miscause", "numpy", "scipy", "networkx", "matplotlib", "torch", "torchvision", "onnxruntime")
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, the platform and the packages the analysis uses."""
-    found = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in PACKAGES:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
 
 
 def plain(value: object) -> object:

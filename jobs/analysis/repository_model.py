@@ -87,3 +87,9 @@ def model_names(root: str | os.PathLike) -> list[str]:
     if not names:
         raise MiscauseError(f"model repository {root} holds no models (no */{repository.CONFIG})")
     return names
+
+
+def live_model(name: str, network: nn.Module, config: ModelConfig, path: Path, device: torch.device) -> RepositoryModel:
+    """A network in memory, as served (eval mode, its test-time augmentation applied), in the shape of a
+    repository's model: the study's stage runs the erasure study on the model it has just trained."""
+    return RepositoryModel(name, Frozen(network.to(device)), config, path)

@@ -221,6 +221,26 @@ def train_one_epoch(training: Training, epoch: int, seed: int, progress: bool = 
             "lr_factor": lr_factor(step, training.total_steps, training.recipe)}
 
 
+def measure_step_seconds(arch: str, recipe: Recipe, device: torch.device, steps: int = 3, warmup: int = 2) -> float:
+    """Seconds per training step of `arch` under `recipe` on `device`: the mean of `steps` steps after `warmup`
+    unmeasured ones, on random images (their content does not change the work)."""
+    total = steps + warmup
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (total * recipe.batch_size, 32, 32, 3), dtype=np.uint8),
+                  rng.integers(0, 10, total * recipe.batch_size), tuple(str(i) for i in range(10)))
+    training = build_training(arch, split, recipe, device)
+    training.trained.train()
+    started = 0.0
+    for step, (images, labels) in enumerate(training.loader.epoch(torch.Generator().manual_seed(0))):
+        if step == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+        loss, _ = train_step(training, images, labels, step)
+    loss.item()  # waits for the device
+    return (time.perf_counter() - started) / steps
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: GpuLoader, device: torch.device) -> float:
     """Top-1 accuracy of `model` over a loader's split."""

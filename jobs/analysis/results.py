@@ -1,0 +1,182 @@
+"""Study result files: what the analysis needs from one trained architecture, without its weights.
+
+`miscause study --stage-only` writes one compressed `.npz` per architecture, a few MB, meant to be committed;
+`miscause analyze --results` reads them back into the runs the erasure analysis takes, so the report needs
+neither the model nor the images. Layout (format version 1; SPLIT is `val` or `test`):
+
+    meta                   str: a JSON document (arch, classes, normalisation, accuracy, training, the erasure
+                           options, `anchors`, data, device, versions, seconds per part, images/s)
+    settings               float64 [S,2]: (top_percent, box) of every erasure setting, in run order
+    SPLIT/positions        int64 [N]: the images' positions in the split
+    SPLIT/labels           int64 [N]
+    SPLIT/logits           float32 [N,K]: the network as served (its test-time augmentation included)
+    SPLIT/predicted/ANCHOR int16 [S,N]: each image's class after erasure at ANCHOR's anchors, per setting
+    SPLIT/pixels/ANCHOR    int32 [S,N]: pixels erased per image
+    examples/NAME          the report's example images (see EXAMPLE_ARRAYS), rows of the test split
+
+ANCHOR names a way of choosing the anchors, described in `meta["anchors"]`: `saliency` (the top pixels of
+the predicted class's saliency map) and `random` (control a: a uniform random map); readers take the anchors
+they know, so a further control is one more ANCHOR with its own arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from miscause.atomic import atomic_path
+from miscause.errors import MiscauseError
+from miscause.jobs.analysis.erasure import ErasureOptions, SplitRun
+from miscause.jobs.analysis.predictions import make_predictions
+from miscause.jobs.analysis.run_analysis import ModelRuns
+
+FORMAT_VERSION = 1
+SPLITS = ("val", "test")
+ANCHORS = ("saliency", "random")
+META_KEYS = ("format_version", "arch", "classes", "training", "erasure", "data")
+# name -> dtype of the example arrays; `rows` index the test split's rows, `after` is the erased image's class
+EXAMPLE_ARRAYS = {"rows": np.int64, "after": np.int64, "image": np.uint8, "saliency": np.float32,
+                  "erased": np.uint8, "mask": np.bool_}
+
+
+def anchor_descriptions(options: ErasureOptions) -> dict[str, dict]:
+    """What each ANCHOR of a result file means, for `meta["anchors"]`."""
+    return {"saliency": {"kind": "saliency", "method": options.saliency_method, "target": "predicted class"},
+            "random": {"kind": "uniform random map", "seed": options.seed}}
+
+
+def run_arrays(run: SplitRun) -> dict[str, np.ndarray]:
+    """The arrays of one split's run, keyed as the file holds them."""
+    split = run.split
+    arrays = {f"{split}/positions": run.positions.astype(np.int64), f"{split}/labels": run.labels.astype(np.int64),
+              f"{split}/logits": run.logits.astype(np.float32)}
+    for anchor in ANCHORS:
+        arrays[f"{split}/predicted/{anchor}"] = getattr(run, f"{anchor}_predicted").astype(np.int16)
+        arrays[f"{split}/pixels/{anchor}"] = getattr(run, f"{anchor}_pixels").astype(np.int32)
+    return arrays
+
+
+def example_arrays(run: SplitRun, examples: list[dict]) -> dict[str, np.ndarray]:
+    """The report examples as arrays (empty arrays when there are none)."""
+    rows = {int(p): row for row, p in enumerate(run.positions)}
+    records = [{**e, "rows": rows[e["position"]], "after": run.classes.index(e["after"])} for e in examples]
+    return {f"examples/{key}": np.asarray([r[key] for r in records], dtype=dtype)
+            for key, dtype in EXAMPLE_ARRAYS.items()}
+
+
+def write_results(path: str | os.PathLike, meta: dict, runs: dict[str, SplitRun], examples: list[dict]) -> Path:
+    """Write one architecture's result file atomically: `meta`, the val and test runs, the test examples."""
+    arrays = {"meta": np.asarray(json.dumps({**meta, "format_version": FORMAT_VERSION})),
+              "settings": np.asarray(runs["test"].settings, dtype=np.float64)}
+    for split in SPLITS:
+        arrays.update(run_arrays(runs[split]))
+    arrays.update(example_arrays(runs["test"], examples))
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return Path(path)
+
+
+def read_run(arrays: dict[str, np.ndarray], meta: dict, split: str, settings: list[tuple[float, int]],
+             source: str) -> SplitRun:
+    """One split's run from the file's arrays, checked like a predictions file plus the erasure arrays' shapes."""
+    predictions = make_predictions(meta["arch"], arrays[f"{split}/logits"], arrays[f"{split}/labels"],
+                                   arrays[f"{split}/positions"], meta["classes"], f"{source} ({split})")
+    erasure = {}
+    for anchor in ANCHORS:
+        for kind in ("predicted", "pixels"):
+            values = arrays[f"{split}/{kind}/{anchor}"].astype(np.int64)
+            if values.shape != (len(settings), len(predictions)):
+                raise MiscauseError(f"{source}: {split}/{kind}/{anchor} is {list(values.shape)}, expected "
+                                    f"[{len(settings)}, {len(predictions)}]")
+            erasure[f"{anchor}_{kind}"] = values
+    k = len(predictions.classes)
+    if any(erasure[f"{anchor}_predicted"].min(initial=0) < 0 or erasure[f"{anchor}_predicted"].max(initial=0) >= k
+           for anchor in ANCHORS):
+        raise MiscauseError(f"{source}: {split} erased classes outside [0, {k - 1}]")
+    wrong = np.flatnonzero(predictions.predicted != predictions.labels)
+    return SplitRun(meta["arch"], split, predictions.classes, predictions.indices, predictions.labels,
+                    predictions.logits, settings, **erasure, error_rows=wrong,
+                    error_maps=np.zeros((0, 0, 0), np.float32))
+
+
+def read_examples(arrays: dict[str, np.ndarray], test: SplitRun) -> list[dict]:
+    """The report examples, as `erasure.examples` returns them."""
+    fields = {key: arrays[f"examples/{key}"] for key in EXAMPLE_ARRAYS}
+    return [{"position": int(test.positions[row]), "image": fields["image"][n], "saliency": fields["saliency"][n],
+             "erased": fields["erased"][n], "mask": fields["mask"][n], "true": test.classes[test.labels[row]],
+             "before": test.classes[test.predicted[row]], "after": test.classes[fields["after"][n]]}
+            for n, row in enumerate(fields["rows"].tolist())]
+
+
+def load_results(path: str | os.PathLike) -> tuple[dict, ModelRuns]:
+    """A result file's metadata and runs; every failure is a `MiscauseError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MiscauseError(f"result file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise MiscauseError(f"{path}: cannot read as .npz ({error})") from None
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except (KeyError, json.JSONDecodeError) as error:
+        raise MiscauseError(f"{path}: not a study result file (no readable meta: {error})") from None
+    if not isinstance(meta, dict) or any(key not in meta for key in META_KEYS):
+        raise MiscauseError(f"{path}: not a study result file (meta lacks one of {', '.join(META_KEYS)})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise MiscauseError(f"{path}: result format version {meta.get('format_version')!r}, this miscause reads "
+                            f"{FORMAT_VERSION}")
+    needed = ["settings"] + [f"{split}/{key}" for split in SPLITS for key in
+                             ("positions", "labels", "logits", *(f"{kind}/{anchor}" for kind in ("predicted", "pixels")
+                                                                for anchor in ANCHORS))]
+    missing = [key for key in needed + [f"examples/{key}" for key in EXAMPLE_ARRAYS] if key not in arrays]
+    if missing:
+        raise MiscauseError(f"{path}: not a study result file, missing {', '.join(missing)}")
+    settings = [(float(p), int(b)) for p, b in arrays["settings"]]
+    runs = {split: read_run(arrays, meta, split, settings, str(path)) for split in SPLITS}
+    model = ModelRuns(meta["arch"], str(path), meta["training"].get("split"), runs["test"], runs["val"],
+                      read_examples(arrays, runs["test"]))
+    return meta, model
+
+
+def combine_results(loaded: list[tuple[dict, ModelRuns]], top_percent: float, box: int,
+                    saliency_method: str) -> tuple[ErasureOptions, dict]:
+    """The erasure options all files share, with the default setting chosen, and the data description; files
+    that ran other settings or other images are an error."""
+    if not loaded:
+        raise MiscauseError("no result files given")
+    first_meta, first = loaded[0]
+    for meta, runs in loaded[1:]:
+        if meta["erasure"] != first_meta["erasure"]:
+            raise MiscauseError(f"{runs.source}: erasure options {meta['erasure']} differ from {first.source}: "
+                                f"{first_meta['erasure']}")
+        for split in SPLITS:
+            mine, theirs = getattr(runs, split), getattr(first, split)
+            if not (np.array_equal(mine.positions, theirs.positions) and np.array_equal(mine.labels, theirs.labels)):
+                raise MiscauseError(f"{runs.source}: its {split} images differ from {first.source}'s: not the same "
+                                    "data or --limit")
+    stored = first_meta["erasure"]
+    options = ErasureOptions(**{**stored, "top_percent": top_percent, "box": box,
+                                **{key: tuple(stored[key]) for key in ("sweep_top_percent", "sweep_box")},
+                                "fill": tuple(stored["fill"]) if stored["fill"] is not None else None})
+    if options.default not in first.test.settings:
+        raise MiscauseError(f"the result files hold no setting top percent {top_percent:g}, box {box}: choose "
+                            f"--top-percent and --box among {first.test.settings}")
+    if saliency_method != options.saliency_method:
+        raise MiscauseError(f"the result files hold saliency method {options.saliency_method!r} only, not "
+                            f"{saliency_method!r}")
+    names = [runs.name for _, runs in loaded]
+    data = {"path": first_meta["data"]["path"], "split": "test", "n": len(first.test.labels),
+            "split_size": first_meta["data"]["test_size"], "validation_n": len(first.val.labels),
+            "results": [runs.source for _, runs in loaded], "models": names,
+            "devices": {runs.name: meta["device"] for meta, runs in loaded}}
+    data["description"] = (
+        f"Result files of {', '.join(names)} (`miscause study --stage-only`), each run on {data['n']} of the "
+        f"{data['split_size']} images of the test split of `{data['path']}`. The correction policy is fitted on "
+        f"{data['validation_n']} validation-split images.")
+    return options, data

@@ -1,0 +1,83 @@
+"""The erasure analysis from finished runs: patterns, erasure summaries, cause check, policy fit, warnings.
+
+`analyze_runs` needs no model: it takes each model's test and validation `SplitRun`s and report examples,
+computed from a live model (`repository_analysis`, the study's stage) or read back from a result file
+(`results`), so every source of runs yields the same report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from miscause.jobs.analysis import policy_fit
+from miscause.jobs.analysis.erasure import ErasureOptions, ErasureResults, SplitRun, summarize, verified_pairs
+from miscause.jobs.analysis.misclassification import Analysis, AnalysisOptions, analyze_predictions, apply_erasure_check
+
+VALIDATION_GAP_WARNING = 0.02
+
+
+@dataclass
+class ModelRuns:
+    """One model's erasure runs on the test and validation splits, its report examples, and provenance:
+    `source` (what the report names as the model's source) and `training_split` (the split it trained on)."""
+
+    name: str
+    source: str
+    training_split: str | None
+    test: SplitRun
+    val: SplitRun
+    examples: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class StudyResult:
+    """The pattern analysis, the erasure study's results (None without erasure), policy documents, data
+    description, warnings."""
+
+    analysis: Analysis
+    erasure: ErasureResults | None
+    policies: dict[str, dict] = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def validation_warning(name: str, training_split: str | None, val_accuracy: float,
+                       test_accuracy: float) -> str | None:
+    """A warning when the policy is fitted on images the model trained on: its training split holds them, or
+    its validation accuracy exceeds its test accuracy by more than two points."""
+    if training_split in ("trainval", "val"):
+        reason = f"its config says it was trained on the {training_split!r} split, which holds the validation images"
+    elif val_accuracy - test_accuracy > VALIDATION_GAP_WARNING:
+        reason = (f"its validation accuracy {val_accuracy:.3f} exceeds its test accuracy {test_accuracy:.3f}, "
+                  "so it may have been trained on the validation images")
+    else:
+        return None
+    return (f"{name}: {reason}; the policy fit is then optimistic and finds few errors to correct. "
+            "The test evaluation is unaffected.")
+
+
+def analyze_runs(models: list[ModelRuns], erasure: ErasureOptions, options: AnalysisOptions, data: dict,
+                 policy_min_gain: int, seed: int, created: str, versions: dict) -> StudyResult:
+    """Patterns on the test runs, the erasure summaries and cause check, and per model the policy fitted on the
+    validation run and evaluated on the test run. `created` and `versions` are stamped into the policies."""
+    analysis = analyze_predictions([m.test.predictions(m.source) for m in models], options)
+    summaries = {m.name: summarize(m.test, erasure.default, analysis.models[m.name].significant, options.alpha,
+                                   options.correction) for m in models}
+    apply_erasure_check(analysis, {name: verified_pairs(s) for name, s in summaries.items()})
+    fill = list(erasure.fill) if erasure.fill is not None else [0.0, 0.0, 0.0]
+    policies, warnings = {}, []
+    for model in models:
+        val_accuracy = float((model.val.predicted == model.val.labels).mean())
+        warning = validation_warning(model.name, model.training_split, val_accuracy,
+                                     analysis.models[model.name].accuracy)
+        if warning:
+            warnings.append(warning)
+        fit = policy_fit.fit_policy(model.val, erasure.default, policy_min_gain)
+        test_result = policy_fit.evaluate_policy(fit, model.test, seed=seed)
+        policies[model.name] = policy_fit.policy_document(
+            model.name, fit, test_result, model.test.classes, erasure.saliency_method, fill,
+            {"split": "val", "data": data["path"], "min_gain": policy_min_gain, "accuracy": val_accuracy},
+            created, versions)
+    settings = {**asdict(erasure), "split": "test", "fill": fill}
+    pictures = {m.name: m.examples for m in models}
+    return StudyResult(analysis, ErasureResults(summaries, policies, pictures, settings), policies, data, warnings)

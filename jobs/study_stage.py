@@ -1,0 +1,148 @@
+"""One architecture's self-contained study stage: train, then from the trained model the erasure study's
+validation and test runs, written as one result file (`miscause.jobs.analysis.results`) and no weights.
+
+Made for a lent device whose files cannot outlive the call: the stage runs start to finish in one process,
+its training resumes from the last epoch if the call is restarted, and only the result file is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from miscause.cli import COMMANDS, run_subcommand
+from miscause.device import describe, pick_device
+from miscause.errors import MiscauseError
+from miscause.jobs.analysis.erasure import ErasureOptions, SplitRun, examples, run_split
+from miscause.jobs.analysis.repository_analysis import subset
+from miscause.jobs.analysis.repository_model import RepositoryModel, live_model
+from miscause.jobs.analysis.results import anchor_descriptions, write_results
+from miscause.jobs.analysis.versions import versions
+from miscause.jobs.training.checkpoint import load_model
+from miscause.jobs.training.data import load_split
+from miscause.jobs.training.evaluate import check_classes
+from miscause.jobs.training.export import build_config
+from miscause.jobs.training.zoo import served_model
+
+
+def invoke(command: str, argv: list) -> None:
+    """Run a job exactly as its command line would, with the same parser and defaults."""
+    status = run_subcommand(f"miscause {command}", COMMANDS[command][0], argv)
+    if status:
+        raise MiscauseError(f"miscause {command} exited with status {status}")
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """What one stage does: the architecture, its data and planned epochs, the erasure study's settings."""
+
+    arch: str
+    data: str
+    out: Path  # the study folder: runs/ARCH/ (scratch) and results/ARCH.npz
+    epochs: int
+    batch_size: int | None
+    limit: int | None
+    seed: int
+    erasure: ErasureOptions
+    examples: int
+    device: str
+    progress: bool
+    plan: dict
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "runs" / self.arch
+
+    @property
+    def result_path(self) -> Path:
+        return result_path(self.out, self.arch)
+
+
+def result_path(out: Path, arch: str) -> Path:
+    """Where a study folder keeps an architecture's result file."""
+    return out / "results" / f"{arch}.npz"
+
+
+def train_job(arch: str, data: str, run_dir: Path, seed: int, device: str, epochs: int | None,
+              batch_size: int | None, limit: int | None, progress: bool) -> tuple[str, list]:
+    """A study's training job: the `train` split (validation accuracy each epoch), resuming its checkpoint."""
+    options = ["--epochs", epochs] if epochs else []
+    options += ["--limit", limit] if limit else []
+    options += ["--batch-size", batch_size] if batch_size else []
+    options += [] if progress else ["--no-progress"]
+    return "train", ["--arch", arch, "--data", data, "--split", "train", "--out", run_dir, "--seed", seed,
+                     "--resume", "--device", device, *options]
+
+
+def train(request: StageRequest) -> list[dict]:
+    """Train the stage's architecture; the epoch records."""
+    invoke(*train_job(request.arch, request.data, request.run_dir, request.seed, request.device, request.epochs,
+                      request.batch_size, request.limit, request.progress))
+    return [json.loads(line) for line in (request.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def trained_model(request: StageRequest, device: torch.device) -> tuple[RepositoryModel, dict]:
+    """The trained network as served, ready for the erasure study, and its checkpoint."""
+    checkpoint = request.run_dir / "checkpoint.pt"
+    network, state = load_model(checkpoint)
+    tta = state["recipe"].get("tta", "none")
+    config = build_config(request.arch, state, checkpoint, tta)
+    return live_model(request.arch, served_model(network, tta), config, request.run_dir, device), state
+
+
+def erasure_runs(request: StageRequest, model: RepositoryModel, device: torch.device,
+                 seconds: dict) -> tuple[dict[str, SplitRun], dict[str, np.ndarray], dict[str, int]]:
+    """The erasure study's runs on the validation and test images (with a limit, that many drawn with the seed,
+    as the analysis draws them), their images, and the splits' sizes; each split's wall time into `seconds`."""
+    runs, images, sizes = {}, {}, {}
+    for split in ("val", "test"):
+        started = time.perf_counter()
+        data = load_split(request.data, split)
+        check_classes(model.classes, data)
+        images[split], labels, positions = subset(data, request.limit, request.seed)
+        runs[split] = run_split(model, images[split], labels, positions, split, request.erasure, device,
+                                request.progress)
+        sizes[f"{split}_size"] = len(data)
+        seconds[f"erasure_{split}"] = time.perf_counter() - started
+    return runs, images, sizes
+
+
+def run_stage(request: StageRequest) -> Path:
+    """Train, evaluate and run the erasure study, then write the result file; its path."""
+    started = time.perf_counter()
+    request.erasure.check()
+    device = pick_device(request.device)
+    records = train(request)
+    seconds = {"train": time.perf_counter() - started, "train_epochs": sum(r["seconds"] for r in records)}
+    model, state = trained_model(request, device)
+    runs, images, sizes = erasure_runs(request, model, device, seconds)
+    began = time.perf_counter()
+    pictures = examples(model, images["test"], runs["test"], request.erasure, request.examples, device)
+    seconds["examples"] = time.perf_counter() - began
+    seconds["total"] = time.perf_counter() - started
+    accuracy = {split: float((run.predicted == run.labels).mean()) for split, run in runs.items()}
+    trained_images = sum(r["images_per_s"] * r["seconds"] for r in records)
+    meta = {
+        "arch": request.arch, "classes": list(model.classes), "mean": list(model.mean), "std": list(model.std),
+        "tta": model.config.tta, "accuracy": accuracy, "epochs": state["epoch"],
+        "training": {"split": state["split"], "seed": state["seed"], "limit": request.limit,
+                     "recipe": state["recipe"], "epochs": records},
+        "erasure": asdict(request.erasure), "anchors": anchor_descriptions(request.erasure),
+        "data": {"path": str(request.data), "limit": request.limit, **sizes},
+        "device": describe(device), "versions": {**versions(), "cuda": torch.version.cuda},
+        "seconds": seconds,
+        "images_per_s": {"train": trained_images / seconds["train_epochs"],
+                         **{f"erasure_{split}": len(run.labels) / seconds[f"erasure_{split}"]
+                            for split, run in runs.items()}},
+        "plan": request.plan,
+    }
+    path = write_results(request.result_path, meta, runs, pictures)
+    print(f"{request.arch}: {state['epoch']} epochs, val accuracy {accuracy['val']:.4f}, test accuracy "
+          f"{accuracy['test']:.4f}, {seconds['total']:.0f} s on {meta['device']} -> {path} "
+          f"({path.stat().st_size / 1e6:.1f} MB)")
+    return path
