@@ -18,10 +18,10 @@ from grpc_reflection.v1alpha import reflection
 
 from miscause.errors import MiscauseError
 from miscause.proto import grpc_service_pb2 as pb
-from miscause.proto import grpc_service_pb2_grpc as pb_grpc
+from miscause.server import protocol
 from miscause.server.engine import Engine
 from miscause.server.metrics import Metrics
-from miscause.server.service import InferenceService, TokenAuth
+from miscause.server.service import InferenceService, TokenAuth, register
 from miscause.server.settings import Settings
 
 log = logging.getLogger("miscause.server")
@@ -59,12 +59,13 @@ class Server:
         credentials = self._credentials()
         await asyncio.to_thread(self.engine.load)
         self.engine.start()
-        size = self.settings.max_message_bytes
+        receive, send = protocol.message_limits(self.engine)
         self.grpc = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
+            options=[("grpc.max_receive_message_length", receive), ("grpc.max_send_message_length", send)],
             interceptors=[TokenAuth(self.settings.token)] if self.settings.token else [],
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.service, self.grpc)
+        register(self.service, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.grpc)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from miscause.server.metrics import Metrics
 from miscause.server.settings import Batching
+from miscause.server.statistics import Statistics
 
 log = logging.getLogger("miscause.server")
 
@@ -47,8 +48,10 @@ class Batcher:
     """Queue, coalesce and execute requests for one model. `execute(works)` returns one result or one
     exception per work, in order, and runs on a dedicated thread, never on the event loop."""
 
-    def __init__(self, name: str, execute: Callable[[list], list], batching: Batching, metrics: Metrics) -> None:
+    def __init__(self, name: str, execute: Callable[[list], list], batching: Batching, metrics: Metrics,
+                 statistics: Statistics) -> None:
         self.name = name
+        self.statistics = statistics
         self.execute = execute
         self.batching = batching
         self.metrics = metrics
@@ -151,6 +154,7 @@ class Batcher:
         started = time.monotonic()
         for pending in batch:
             self.metrics.queue_seconds.labels(self.name).observe(started - pending.enqueued)
+            self.statistics.queued(started - pending.enqueued)
         self.running = batch
         works = [p.work for p in batch]
         try:

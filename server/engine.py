@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from miscause.server.metrics import Metrics
 from miscause.server.parameters import BUILTIN_DEFAULTS, Explain, resolve
 from miscause.server.pipeline import Work
 from miscause.server.settings import Settings
+from miscause.server.statistics import StageTimes, Statistics
 
 log = logging.getLogger("miscause.server")
 
@@ -36,6 +37,7 @@ class ServedModel:
     defaults: dict
     backend: Backend
     batcher: Batcher | None = None
+    statistics: Statistics = field(default_factory=Statistics)
 
     @property
     def classes(self) -> list[str]:
@@ -50,15 +52,19 @@ class ServedModel:
         return self.config.width
 
     def execute(self, works: list[Work]) -> list:
-        """Outputs per work for one batch (worker thread). When the batch fails, each work runs alone, so
-        one request that breaks a stage fails by itself and the others in its batch still succeed."""
+        """Outputs per work for one batch (worker thread). A failing batch is split in halves until the
+        failing requests stand alone: they fail by themselves, the others in the batch still succeed."""
+        times = StageTimes()
         try:
-            return pipeline.run(self.backend, self.policy, works)
+            results = pipeline.run(self.backend, self.policy, works, times)
         except Exception as error:
             if len(works) == 1:
                 log.warning("request failed in model %s: %s", self.name, error, exc_info=error)
                 return [error]
-            return [self.execute([work])[0] for work in works]
+            half = len(works) // 2
+            return self.execute(works[:half]) + self.execute(works[half:])
+        self.statistics.executed(sum(work.count for work in works), len(works), times)
+        return results
 
     def warm_up(self, max_batch: int) -> None:
         """Before the model reports ready: every stage once, and the forward pass at the max batch size (its
@@ -69,6 +75,7 @@ class ServedModel:
             results = self.execute([Work(images, outputs, explain)])
             if isinstance(results[0], Exception):
                 raise MiscauseError(f"model {self.name} failed its warm-up at batch {size}: {results[0]}")
+        self.statistics = Statistics()  # the warm-up is not served work
 
 
 def load_model(model_dir: Path, settings: Settings, device: torch.device, threads: int) -> ServedModel:
@@ -114,7 +121,8 @@ class Engine:
     def start(self) -> None:
         """Start one batcher per model (inside the running event loop); the engine is then ready."""
         for model in self.models.values():
-            model.batcher = Batcher(model.name, model.execute, self.settings.batching, self.metrics)
+            model.batcher = Batcher(model.name, model.execute, self.settings.batching, self.metrics,
+                                    model.statistics)
             model.batcher.start()
             self.metrics.model_ready.labels(model.name).set(1)
         self.ready = True

@@ -56,8 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="comma-separated batch sizes to form when possible, e.g. 8,16,32")
     group.add_argument("--max-queue-size", type=int, default=batching.max_queue_size,
                        help="requests waiting per model before RESOURCE_EXHAUSTED (default %(default)s)")
-    group.add_argument("--max-message-bytes", type=int, default=defaults["max_message_bytes"].default,
-                       help="largest gRPC message received or sent (default %(default)s)")
+    group.add_argument("--max-message-bytes", type=int, default=None,
+                       help="largest gRPC message received or sent (default: the largest valid request and "
+                            "response of the served models)")
+    group.add_argument("--max-concurrent-rpcs", type=int, default=defaults["max_concurrent_rpcs"].default,
+                       help="calls and streams open at once; more get RESOURCE_EXHAUSTED (default %(default)s)")
+    group.add_argument("--stream-window", type=int, default=defaults["stream_window"].default,
+                       help="requests a stream may have unanswered before the server stops reading it "
+                            "(default %(default)s)")
     group.add_argument("--max-image-side", type=int, default=defaults["max_image_side"].default,
                        help="largest image height or width accepted (default %(default)s)")
     group = parser.add_argument_group("compute")
@@ -98,13 +104,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise MiscauseError(str(error)) from None
     if args.drain_seconds < 0 or args.drain_notice_seconds < 0:
         raise MiscauseError("--drain-seconds and --drain-notice-seconds must not be negative")
-    if args.max_image_side < 1 or args.max_message_bytes < 1024:
-        raise MiscauseError("--max-image-side must be positive and --max-message-bytes at least 1024")
+    if args.max_image_side < 1 or args.max_concurrent_rpcs < 1 or args.stream_window < 1:
+        raise MiscauseError("--max-image-side, --max-concurrent-rpcs and --stream-window must be positive")
+    if args.max_message_bytes is not None and args.max_message_bytes < 1024:
+        raise MiscauseError("--max-message-bytes must be at least 1024")
     return Settings(
         model_repository=args.model_repository or default_repository(),
         host=args.host, grpc_port=args.grpc_port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         batching=batching, device=args.device, forward_backend=args.forward_backend, threads=args.threads,
         max_message_bytes=args.max_message_bytes, max_image_side=args.max_image_side,
+        max_concurrent_rpcs=args.max_concurrent_rpcs, stream_window=args.stream_window,
         tls_cert=args.tls_cert, tls_key=args.tls_key, token=token, drain_seconds=args.drain_seconds,
         drain_notice_seconds=args.drain_notice_seconds,
     )

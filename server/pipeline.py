@@ -12,6 +12,7 @@ Other methods compute their map and erase from it.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from miscause.policy import Policy
 from miscause.proto import names
 from miscause.server.backends import Backend
 from miscause.server.parameters import Explain
+from miscause.server.statistics import StageTimes
 
 SALIENCY_OUTPUTS = frozenset({names.SALIENCY, names.MASK, names.ERASED_LABEL, names.ERASED_PROBS})
 ERASURE_OUTPUTS = frozenset({names.MASK, names.ERASED_LABEL, names.ERASED_PROBS})
@@ -48,14 +50,18 @@ def _rows(works: list[Work]) -> list[torch.Tensor]:
     return [torch.arange(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def run(backend: Backend, policy: Policy | None, works: list[Work]) -> list[dict[str, np.ndarray]]:
-    """Every request's requested outputs, as numpy arrays, for one batch."""
+def run(backend: Backend, policy: Policy | None, works: list[Work],
+        times: StageTimes | None = None) -> list[dict[str, np.ndarray]]:
+    """Every request's requested outputs, as numpy arrays, for one batch; `times` gets each stage's wall time."""
     with backend.on_stream():
-        return _run(backend, policy, works)
+        return _run(backend, policy, works, times or StageTimes())
 
 
-def _run(backend: Backend, policy: Policy | None, works: list[Work]) -> list[dict[str, np.ndarray]]:
+def _run(backend: Backend, policy: Policy | None, works: list[Work],
+         times: StageTimes) -> list[dict[str, np.ndarray]]:
+    started = time.perf_counter_ns()
     images = backend.upload([w.images for w in works])
+    uploaded = time.perf_counter_ns()
     rows = _rows(works)
     logits = backend.logits(images)
     probs = torch.softmax(logits.float(), dim=1)
@@ -75,9 +81,13 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work]) -> list[dic
                names.MASK: mask, names.ERASED_LABEL: erased_labels, names.ERASED_PROBS: erased_probs,
                names.CORRECTED_LABEL: corrected}
     wanted = {name for work in works for name in work.outputs}
+    computed = time.perf_counter_ns()
     host = {name: tensors[name].detach().cpu().numpy() for name in wanted}
-    return [{name: host[name][index.numpy()] for name in work.outputs}
-            for work, index in zip(works, rows, strict=True)]
+    results = [{name: host[name][index.numpy()] for name in work.outputs}
+               for work, index in zip(works, rows, strict=True)]
+    times.compute_input, times.compute_infer = uploaded - started, computed - uploaded
+    times.compute_output = time.perf_counter_ns() - computed
+    return results
 
 
 @dataclass(frozen=True)

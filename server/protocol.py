@@ -10,12 +10,19 @@ import numpy as np
 
 from miscause import repository
 from miscause.proto import grpc_service_pb2 as pb
-from miscause.proto import tensors
+from miscause.proto import model_config_pb2, tensors
 from miscause.proto.names import DEFAULT_OUTPUTS, INPUT, OUTPUTS
 from miscause.server.engine import Engine, ServedModel
 from miscause.server.pipeline import Work
+from miscause.server.settings import Settings
 
-PLATFORM = "ensemble"  # ONNX Runtime, a torch.export program and the erasure kernel behind one model
+# (platform, backend) as Triton names them, by what computes the forward pass; the explanation stages always
+# run the model's torch.export program and the erasure kernel
+PLATFORMS = {"onnx": ("onnxruntime_onnx", "onnxruntime"), "torch": ("", "pytorch")}
+# Request parameters Triton's clients send that are not explanation parameters
+TIMEOUT, PRIORITY = "timeout", "priority"
+MESSAGE_OVERHEAD = 1 << 20  # names, shapes, ids and parameters beside the tensor bytes
+FP32_LIMIT = 1e4  # normalised pixels lie within a few units; far larger ones would overflow the saliency
 
 
 class RequestError(Exception):
@@ -49,12 +56,66 @@ def output_shapes(model: ServedModel) -> dict[str, list[int]]:
     return {name: [-1] + [sizes[d] for d in dims] for name, (_, dims) in OUTPUTS.items()}
 
 
-def model_metadata(model: ServedModel) -> pb.ModelMetadataResponse:
-    response = pb.ModelMetadataResponse(name=model.name, versions=[repository.VERSION], platform=PLATFORM)
+def model_metadata(model: ServedModel, settings: Settings) -> pb.ModelMetadataResponse:
+    platform = PLATFORMS[settings.forward_backend][0]
+    response = pb.ModelMetadataResponse(name=model.name, versions=[repository.VERSION], platform=platform)
     response.inputs.add(name=INPUT, datatype="UINT8", shape=[-1, model.height, model.width, 3])
     for name, shape in output_shapes(model).items():
         response.outputs.add(name=name, datatype=OUTPUTS[name][0], shape=shape)
     return response
+
+
+def model_config(model: ServedModel, settings: Settings) -> pb.ModelConfigResponse:
+    """Triton's view of the model: its tensors (without the batch dimension), batching and instances."""
+    platform, backend = PLATFORMS[settings.forward_backend]
+    batching = settings.batching
+    config = model_config_pb2.ModelConfig(name=model.name, platform=platform, backend=backend,
+                                          max_batch_size=batching.max_batch_size)
+    config.input.add(name=INPUT, data_type=model_config_pb2.TYPE_UINT8, dims=[model.height, model.width, 3])
+    for name, shape in output_shapes(model).items():
+        config.output.add(name=name, data_type=model_config_pb2.DataType.Value(f"TYPE_{OUTPUTS[name][0]}"),
+                          dims=shape[1:])
+    config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
+    config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+    device = model.backend.device
+    group = config.instance_group.add(name=f"{model.name}_0", count=1)
+    if device.type == "cuda":
+        group.kind, group.gpus[:] = model_config_pb2.ModelInstanceGroup.KIND_GPU, [device.index or 0]
+    else:
+        group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
+    return pb.ModelConfigResponse(config=config)
+
+
+def repository_index(engine: Engine, ready_only: bool) -> pb.RepositoryIndexResponse:
+    """Every served model with its one version; all are READY while the engine is."""
+    state = "READY" if engine.ready else "UNAVAILABLE"
+    response = pb.RepositoryIndexResponse()
+    if engine.ready or not ready_only:
+        for name in engine.models:
+            response.models.add(name=name, version=repository.VERSION, state=state)
+    return response
+
+
+def request_timeout(request: pb.ModelInferRequest) -> float | None:
+    """Seconds from Triton's `timeout` request parameter (microseconds; 0 or absent: none)."""
+    if TIMEOUT not in request.parameters:
+        return None
+    value = tensors.parameter_value(request.parameters[TIMEOUT])
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise invalid(f"parameter {TIMEOUT} must be a non-negative integer of microseconds, got {value!r}")
+    return value / 1e6 or None
+
+
+def message_limits(engine: Engine) -> tuple[int, int]:
+    """(receive, send) byte limits: `max_message_bytes` when set, else the largest valid request (a full batch
+    of FP32 images) and the largest response (every output) of the served models, plus room for the rest."""
+    if engine.settings.max_message_bytes is not None:
+        return engine.settings.max_message_bytes, engine.settings.max_message_bytes
+    batch = engine.settings.batching.max_batch_size
+    receive = max(batch * 3 * model.height * model.width * 4 for model in engine.models.values())
+    send = max(batch * sum(np.dtype(tensors.DTYPES[OUTPUTS[name][0]]).itemsize * int(np.prod(shape[1:]))
+                           for name, shape in output_shapes(model).items()) for model in engine.models.values())
+    return receive + MESSAGE_OVERHEAD, send + MESSAGE_OVERHEAD
 
 
 def _image(request: pb.ModelInferRequest, model: ServedModel, max_batch: int, max_side: int) -> np.ndarray:
@@ -95,8 +156,9 @@ def _image(request: pb.ModelInferRequest, model: ServedModel, max_batch: int, ma
             images = tensors.from_contents(INPUT, tensor.datatype, shape, tensor.contents)
     except ValueError as error:
         raise invalid(str(error)) from None
-    if images.dtype == np.float32 and not np.isfinite(images).all():
-        raise invalid(f"{INPUT}: FP32 images contain NaN or infinite values")
+    if images.dtype == np.float32 and not (np.abs(images) <= FP32_LIMIT).all():
+        raise invalid(f"{INPUT}: FP32 images must be finite normalised pixels within ±{FP32_LIMIT:g} "
+                      "(NaN, infinite or larger values found)")
     return images
 
 
@@ -118,7 +180,8 @@ def decode(request: pb.ModelInferRequest, engine: Engine) -> tuple[ServedModel, 
     limits = engine.settings
     images = _image(request, model, limits.batching.max_batch_size, limits.max_image_side)
     outputs = _outputs(request)
-    values = {key: tensors.parameter_value(value) for key, value in request.parameters.items()}
+    values = {key: tensors.parameter_value(value) for key, value in request.parameters.items()
+              if key not in (TIMEOUT, PRIORITY)}
     try:
         explain = engine.explain(model, values)
     except ValueError as error:

@@ -14,8 +14,9 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from miscause import __version__
+from miscause import __version__, repository
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 from miscause.proto.names import CLASSES_METADATA, PARAMETERS_METADATA
@@ -27,8 +28,11 @@ from miscause.server.protocol import RequestError
 
 log = logging.getLogger("miscause.server")
 SERVER_NAME = "miscause"
-EXTENSIONS = ("model_repository_read_only", "streaming", "parameters")
+EXTENSIONS = ("model_configuration", "model_repository_read_only", "statistics", "streaming", "parameters")
+READ_ONLY = "the model repository is read-only: models are loaded at start (restart the server to change them)"
 HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
+SERVICE = "GRPCInferenceService"
+RAW_REQUESTS = ("ModelInfer", "ModelStreamInfer")  # parsed by their handlers, so malformed bytes get a reason
 
 
 def _failure(error: Exception) -> RequestError:
@@ -53,6 +57,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
         self.metrics = metrics
+        self.stream_window = engine.settings.stream_window
         self.ready = True
         self.accepting = True
         self.draining = asyncio.Event()
@@ -82,10 +87,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.engine.ready and self.ready)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
+        """False for a model or version not served, as Triton answers."""
         try:
             protocol.find_model(self.engine, request.name, request.version)
-        except RequestError as error:
-            await context.abort(error.code, error.message)
+        except RequestError:
+            return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=self.engine.ready and self.ready)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context) -> pb.ServerMetadataResponse:
@@ -99,20 +105,49 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         defaults = self.engine.explain(model, {}).as_dict()
         await context.send_initial_metadata(((PARAMETERS_METADATA, json.dumps(defaults)),
                                              (CLASSES_METADATA, json.dumps(model.classes))))
-        return protocol.model_metadata(model)
+        return protocol.model_metadata(model, self.engine.settings)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context) -> pb.ModelConfigResponse:
+        try:
+            model = protocol.find_model(self.engine, request.name, request.version)
+        except RequestError as error:
+            await context.abort(error.code, error.message)
+        return protocol.model_config(model, self.engine.settings)
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:
+        """One model's statistics, or every model's when the name is empty."""
+        if request.name:
+            try:
+                models = [protocol.find_model(self.engine, request.name, request.version)]
+            except RequestError as error:
+                await context.abort(error.code, error.message)
+        else:
+            models = list(self.engine.models.values())
+        return pb.ModelStatisticsResponse(model_stats=[model.statistics.message(model.name, repository.VERSION)
+                                                       for model in models])
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
+        return protocol.repository_index(self.engine, request.ready)
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, READ_ONLY)
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, READ_ONLY)
 
     async def infer(self, request: pb.ModelInferRequest, timeout: float | None) -> pb.ModelInferResponse:
         """One request through its model's batcher; raises RequestError, counted and timed either way."""
         started = time.perf_counter()
-        model_label, status, images = "", grpc.StatusCode.OK, 0
+        model, status, images = None, grpc.StatusCode.OK, 0
         self.in_flight += 1
         self.idle.clear()
         try:
             if not self.accepting:
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, "server is shutting down: send to another replica")
             model, work = protocol.decode(request, self.engine)
-            model_label, images = model.name, work.count
-            results = await model.batcher.submit(work, work.count, timeout)
+            images = work.count
+            limits = [t for t in (timeout, protocol.request_timeout(request)) if t is not None]
+            results = await model.batcher.submit(work, work.count, min(limits, default=None))
             return protocol.encode(request, model, results)
         except asyncio.CancelledError:
             status = grpc.StatusCode.CANCELLED
@@ -125,43 +160,58 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             self.in_flight -= 1
             if not self.in_flight:
                 self.idle.set()
+            model = model or self.engine.models.get(request.model_name)  # a request refused at decode counts
+            model_label, elapsed = model.name if model else "", time.perf_counter() - started
             self.metrics.requests.labels(model_label, status.name).inc()
             if images:
                 self.metrics.inferences.labels(model_label, status.name).inc(images)
-            if model_label:
-                self.metrics.request_seconds.labels(model_label).observe(time.perf_counter() - started)
+            if model:
+                self.metrics.request_seconds.labels(model_label).observe(elapsed)
+                model.statistics.finished(status == grpc.StatusCode.OK, elapsed)
             log.debug("infer", extra={"fields": {"model": request.model_name, "id": request.id,
                                                  "status": status.name, "images": images,
-                                                 "seconds": round(time.perf_counter() - started, 6)}})
+                                                 "seconds": round(elapsed, 6)}})
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+    def parse(self, raw: bytes) -> pb.ModelInferRequest:
+        """The request in `raw`; a message that does not parse is counted and refused with INVALID_ARGUMENT."""
         try:
-            return await self.infer(request, context.time_remaining())
+            return pb.ModelInferRequest.FromString(raw)
+        except DecodeError as error:
+            self.metrics.requests.labels("", grpc.StatusCode.INVALID_ARGUMENT.name).inc()
+            log.debug("infer", extra={"fields": {"status": "INVALID_ARGUMENT", "malformed_bytes": len(raw)}})
+            raise protocol.invalid(f"the message is not a ModelInferRequest ({len(raw)} bytes): {error}") from None
+
+    async def ModelInfer(self, raw: bytes, context) -> pb.ModelInferResponse:
+        try:
+            return await self.infer(self.parse(raw), context.time_remaining())
         except RequestError as error:
             await context.abort(error.code, error.message)
 
-    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests on a stream are served concurrently (so they batch); each answer carries its request id,
-        a failed request answers with an error message and the stream stays open. A drain stops reading: the
-        accepted requests are answered, then the stream ends with UNAVAILABLE for what was left unread."""
-        answers: asyncio.Queue = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
+    async def ModelStreamInfer(self, raw_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests on a stream are served concurrently (so they batch) and answered in the order they came,
+        each answer carrying its request id; a failed or malformed request answers with an error message and
+        the stream stays open. At most `stream_window` requests are read ahead of the answers written. A drain
+        stops reading: the accepted requests are answered, then the stream ends with UNAVAILABLE."""
+        answers: asyncio.Queue = asyncio.Queue()  # one task per request read, in order; None ends the stream
+        window = asyncio.Semaphore(self.stream_window)
         cut = False
 
-        async def answer(request: pb.ModelInferRequest) -> None:
+        async def answer(raw: bytes) -> pb.ModelStreamInferResponse:
+            request = pb.ModelInferRequest()
             try:
-                response = await self.infer(request, context.time_remaining())
-                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
+                request = self.parse(raw)
+                return pb.ModelStreamInferResponse(infer_response=await self.infer(request, context.time_remaining()))
             except RequestError as error:
                 failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
-                await answers.put(pb.ModelStreamInferResponse(error_message=error.message, infer_response=failed))
+                return pb.ModelStreamInferResponse(error_message=error.message, infer_response=failed)
 
         async def read() -> None:
             nonlocal cut
-            requests = aiter(request_iterator)
+            requests = aiter(raw_iterator)
             drained = asyncio.ensure_future(self.draining.wait())
             try:
                 while self.accepting:
+                    await window.acquire()
                     following = asyncio.ensure_future(anext(requests))
                     await asyncio.wait((following, drained), return_when=asyncio.FIRST_COMPLETED)
                     if not following.done() or not self.accepting:
@@ -169,28 +219,48 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                         cut = True
                         break
                     try:
-                        request = following.result()
+                        raw = following.result()
                     except StopAsyncIteration:
                         break
-                    task = asyncio.create_task(answer(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                await asyncio.gather(*list(tasks))
+                    answers.put_nowait(asyncio.create_task(answer(raw)))
             finally:
                 drained.cancel()
                 answers.put_nowait(None)
 
         reader = asyncio.create_task(read())
+        current = None
         try:
-            while (item := await answers.get()) is not None:
-                yield item
+            while (current := await answers.get()) is not None:
+                yield await current
+                window.release()
             if cut:
                 context.set_code(grpc.StatusCode.UNAVAILABLE)
                 context.set_details("server is shutting down: requests after the last answer were not read")
         finally:
             reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+            unanswered = [current]
+            while not answers.empty():
+                unanswered.append(answers.get_nowait())
+            for task in unanswered:
+                if task is not None:
+                    task.cancel()
+
+
+def register(service: InferenceService, server: grpc.aio.Server) -> None:
+    """Serve `service` on `server`. The two inference calls take raw bytes and parse them themselves, so a
+    message that is not a ModelInferRequest gets INVALID_ARGUMENT with a reason (and is counted)."""
+    kinds = {(False, False): grpc.unary_unary_rpc_method_handler,
+             (False, True): grpc.unary_stream_rpc_method_handler,
+             (True, False): grpc.stream_unary_rpc_method_handler,
+             (True, True): grpc.stream_stream_rpc_method_handler}
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name[SERVICE].methods:
+        parse = getattr(pb, method.input_type.name).FromString
+        handlers[method.name] = kinds[method.client_streaming, method.server_streaming](
+            getattr(service, method.name),
+            request_deserializer=None if method.name in RAW_REQUESTS else parse,
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(f"inference.{SERVICE}", handlers),))
 
 
 def _refuse(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:

@@ -47,7 +47,9 @@ class Settings:
     device: str = "auto"
     forward_backend: str = "onnx"
     threads: int | None = None
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int | None = None  # None: sized from the largest valid request and response
+    max_concurrent_rpcs: int = 1024
+    stream_window: int = 128
     max_image_side: int = 4096
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -29,7 +29,6 @@ from miscause.server.settings import Batching, Settings
 
 MAX_BATCH = 4
 REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
-UNPARSABLE = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT}
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -208,9 +207,8 @@ def test_every_fuzzed_request_gets_a_clean_status_or_the_right_answer(served):
 @settings(FUZZ, max_examples=200)
 @given(payload=st.binary(max_size=256))
 def test_arbitrary_bytes_never_break_the_server(served, payload):
-    """Bytes that are no ModelInferRequest at all are refused before the handler runs (grpc.aio's own
-    deserialisation answers UNKNOWN "Error parsing message"); those that happen to parse are answered like
-    any request; either way the server keeps serving."""
+    """Bytes that are no ModelInferRequest at all get INVALID_ARGUMENT saying so (the handler parses them
+    itself); those that happen to parse are answered like any request; either way the server keeps serving."""
     call = served.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
                                       response_deserializer=pb.ModelInferResponse.FromString)
     try:
@@ -224,5 +222,26 @@ def test_arbitrary_bytes_never_break_the_server(served, payload):
         if parses:
             assert error.code() in REFUSALS, f"{error.code()}: {error.details()}"
         else:
-            assert error.code() in UNPARSABLE and "parsing" in error.details(), f"{error.code()}: {error.details()}"
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{error.code()}: {error.details()}"
+            assert "not a ModelInferRequest" in error.details(), error.details()
     assert served.stub.ServerReady(pb.ServerReadyRequest(), timeout=30).ready
+
+
+def test_malformed_message_on_a_stream_answers_an_error_and_the_stream_goes_on(served):
+    """Raw bytes on ModelStreamInfer: a malformed message gets an error answer in its place, in order, and
+    the requests around it are answered normally on the same stream; the refusal is counted."""
+    images = np.zeros((1, served.height, served.width, 3), np.uint8)
+    request = pb.ModelInferRequest(model_name=served.name, id="good")
+    request.inputs.add(name=INPUT, datatype="UINT8", shape=list(images.shape))
+    request.raw_input_contents.append(images.tobytes())
+    call = served.channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                        response_deserializer=pb.ModelStreamInferResponse.FromString)
+    before = served.server.metrics.registry.get_sample_value(
+        "miscause_inference_request_total", {"model": "", "status": "INVALID_ARGUMENT"}) or 0
+    answers = list(call(iter([request.SerializeToString(), b"\xff\xff\xff", request.SerializeToString()]),
+                        timeout=60))
+    assert [a.infer_response.id for a in answers] == ["good", "", "good"]
+    assert not answers[0].error_message and not answers[2].error_message
+    assert "not a ModelInferRequest" in answers[1].error_message
+    assert served.server.metrics.registry.get_sample_value(
+        "miscause_inference_request_total", {"model": "", "status": "INVALID_ARGUMENT"}) == before + 1

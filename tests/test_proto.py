@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2
 
-from miscause.proto import generate, tensors
+from miscause.proto import generate, model_config_pb2, tensors
 from miscause.proto import grpc_service_pb2 as pb
 
 DESCRIBE = r"""
@@ -61,18 +61,32 @@ def test_generated_modules_import_each_other_through_the_package():
     assert "from miscause.proto import grpc_service_pb2" in grpc_module
 
 
-def test_messages_and_methods_match_the_published_protocol():
+def ours_and_published(module, published: str) -> tuple[list[str], list[str], dict, dict]:
+    """(message names, method names, our descriptors, tritonclient's) of one generated module."""
     if importlib.util.find_spec("tritonclient") is None:
         pytest.skip("tritonclient[grpc] not installed")
     proto = descriptor_pb2.FileDescriptorProto()
-    pb.DESCRIPTOR.CopyToProto(proto)
+    module.DESCRIPTOR.CopyToProto(proto)
     messages = [m.name for m in proto.message_type]
-    methods = [m.name for m in proto.service[0].method]
-    ours = describe("miscause.proto.grpc_service_pb2", messages, methods)
-    published = describe("tritonclient.grpc.service_pb2", messages, methods)
+    methods = [m.name for service in proto.service for m in service.method]
+    return messages, methods, describe(module.__name__, messages, methods), describe(published, messages, methods)
+
+
+def test_messages_and_methods_match_the_published_protocol():
+    messages, methods, ours, published = ours_and_published(pb, "tritonclient.grpc.service_pb2")
     assert ours["package"] == published["package"] == "inference"
-    assert set(published["messages"]) == set(messages) and len(methods) == 7
+    assert set(published["messages"]) == set(messages) and len(methods) == 12
     assert ours == published
+
+
+def test_model_config_is_a_wire_compatible_part_of_tritons():
+    """Each ModelConfig field declared here has the published name, number, type and label."""
+    messages, _, ours, published = ours_and_published(model_config_pb2, "tritonclient.grpc.model_config_pb2")
+    assert ours["package"] == published["package"] == "inference"
+    assert {"ModelConfig", "ModelInput", "ModelOutput", "ModelDynamicBatching", "ModelInstanceGroup"} <= set(messages)
+    for message, fields in ours["messages"].items():
+        for name, (number, kind, label, type_name, _) in fields.items():
+            assert published["messages"][message][name][:4] == [number, kind, label, type_name], (message, name)
 
 
 @pytest.mark.parametrize("datatype", ["BOOL", "UINT8", "INT32", "INT64", "FP16", "FP32", "FP64"])

@@ -45,6 +45,16 @@ try:
     client.infer("alpha", [image], parameters={"box": 4})
 except triton.InferenceServerException as error:
     report["error"] = {"status": error.status(), "message": error.message()}
+report["model_ready_missing"] = client.is_model_ready("missing")
+report["config"] = client.get_model_config("alpha", as_json=True)["config"]
+report["index"] = client.get_model_repository_index(as_json=True)
+timed = client.infer("alpha", [image], outputs=[triton.InferRequestedOutput("LABEL")], priority=1,
+                     timeout=30_000_000)
+report["timed_label"] = timed.as_numpy("LABEL").tolist()
+try:
+    client.load_model("alpha")
+except triton.InferenceServerException as error:
+    report["load"] = {"status": error.status(), "message": error.message()}
 
 answers = queue.Queue()
 client.start_stream(callback=lambda result, error: answers.put((result, error)))
@@ -63,6 +73,7 @@ for _ in range(4):
         stream[result.get_response().id] = result.as_numpy("LABEL").tolist()
 client.stop_stream()
 report["stream"] = stream
+report["stats"] = client.get_inference_statistics("alpha", as_json=True)["model_stats"]
 print(json.dumps(report))
 """
 
@@ -107,3 +118,38 @@ def test_tritonclient_streaming(report):
     assert {key: value for key, value in stream.items() if key != "error"} == {
         f"stream-{n}": [expected[n]] for n in range(3)}
     assert "unknown model 'missing'" in stream["error"]
+
+
+def test_tritonclient_model_config_index_and_readiness(report):
+    got, _ = report
+    config = got["config"]
+    assert config["name"] == "alpha" and config["platform"] == "onnxruntime_onnx"
+    assert config["backend"] == "onnxruntime" and config["max_batch_size"] == 16
+    assert config["input"] == [{"name": "IMAGE", "data_type": "TYPE_UINT8", "dims": ["32", "32", "3"]}]
+    outputs = {o["name"]: (o["data_type"], o.get("dims", [])) for o in config["output"]}
+    assert outputs["PROBS"] == ("TYPE_FP32", ["10"]) and outputs["MASK"] == ("TYPE_BOOL", ["32", "32"])
+    assert outputs["LABEL"] == ("TYPE_INT64", [])  # one scalar per image
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == "2000"
+    assert config["instance_group"] == [{"name": "alpha_0", "kind": "KIND_CPU", "count": 1}]
+    assert got["index"]["models"] == [{"name": "alpha", "version": "1", "state": "READY"}]
+    assert got["model_ready_missing"] is False
+
+
+def test_tritonclient_timeout_priority_and_read_only_repository(report):
+    got, expected = report
+    assert got["timed_label"] == expected
+    assert got["load"]["status"] == "StatusCode.UNAVAILABLE" and "read-only" in got["load"]["message"]
+
+
+def test_tritonclient_statistics_count_what_ran(report):
+    got, _ = report
+    (stats,) = got["stats"]
+    infer = stats["inference_stats"]
+    # unary (4 images), the refused box=4 request, the timed one (4), three one-image stream requests
+    assert infer["success"]["count"] == "5" and infer["fail"]["count"] == "1"
+    assert stats["inference_count"] == str(4 + 4 + 3)
+    assert int(stats["execution_count"]) >= 3 and int(stats["last_inference"]) > 0
+    for stage in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert infer[stage]["count"] == "5" and int(infer[stage]["ns"]) > 0, stage
+    batches = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]}
+    assert sum(size * count for size, count in batches.items()) == 4 + 4 + 3

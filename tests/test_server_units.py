@@ -19,10 +19,12 @@ from miscause.proto.names import CORRECTED_LABEL, ERASED_LABEL, ERASED_PROBS, LA
 from miscause.server import pipeline
 from miscause.server.backends import Backend
 from miscause.server.batcher import Batcher
+from miscause.server.engine import ServedModel
 from miscause.server.metrics import Metrics
 from miscause.server.parameters import Explain, resolve
 from miscause.server.pipeline import Work
 from miscause.server.settings import Batching
+from miscause.server.statistics import Statistics
 
 CLASSES = ["cat", "dog", "ship"]
 
@@ -74,9 +76,11 @@ def test_batcher_forms_preferred_sizes_and_keeps_order():
         sizes.append([w.count for w in works])
         return [w.count * 10 for w in works]
 
+    statistics = Statistics()
+
     async def scenario() -> list[int]:
         batcher = Batcher("m", execute, Batching(max_batch_size=8, max_queue_delay_us=20_000,
-                                                 preferred_batch_sizes=(2, 4)), Metrics())
+                                                 preferred_batch_sizes=(2, 4)), Metrics(), statistics)
         tasks = [asyncio.ensure_future(batcher.submit(Item(1), 1, None)) for _ in range(5)]
         await asyncio.sleep(0)  # all five queued before the dispatcher looks
         batcher.start()
@@ -86,6 +90,7 @@ def test_batcher_forms_preferred_sizes_and_keeps_order():
 
     assert asyncio.run(scenario()) == [10] * 5
     assert sizes == [[1, 1, 1, 1], [1]]  # 4 is preferred; the last one goes when its delay is up
+    assert statistics.queue.count == 5 and statistics.queue.ns > 0
 
 
 def test_batcher_isolates_a_failing_batch_from_the_next():
@@ -98,7 +103,8 @@ def test_batcher_isolates_a_failing_batch_from_the_next():
         return [np.int64(w.count) for w in works]
 
     async def scenario():
-        batcher = Batcher("m", execute, Batching(max_batch_size=4, max_queue_delay_us=0), Metrics())
+        batcher = Batcher("m", execute, Batching(max_batch_size=4, max_queue_delay_us=0), Metrics(),
+                          Statistics())
         batcher.start()
         first = await asyncio.gather(batcher.submit(Item(1), 1, None), return_exceptions=True)
         second = await batcher.submit(Item(2), 2, None)
@@ -189,3 +195,24 @@ def test_pipeline_builds_gradient_maps_only_for_saliency_requests(backend, monke
         ("erase_from_gradient", "", 3): 1,
         ("erase", "", 2): 2,
     })
+
+
+def test_a_failing_batch_is_bisected_down_to_its_failing_requests(monkeypatch):
+    """Eight requests, the sixth breaks the pipeline: halves are retried until it stands alone (7 runs, not
+    the 9 of retrying one by one); the other seven succeed and only successful batches are counted."""
+    runs: list[list[int]] = []
+
+    def run(backend, policy, works, times):
+        runs.append([work.count for work in works])
+        if any(work.count == 6 for work in works):
+            raise ValueError("stage failed")
+        return [{"count": work.count} for work in works]
+
+    monkeypatch.setattr(pipeline, "run", run)
+    model = ServedModel(name="m", config=None, policy=None, defaults={}, backend=None)
+    works = [Work(np.zeros((count, 2, 2, 3), np.uint8), (LABEL,), None) for count in range(1, 9)]
+    results = model.execute(works)
+    assert [r if isinstance(r, Exception) else r["count"] for r in results][:5] == [1, 2, 3, 4, 5]
+    assert isinstance(results[5], ValueError) and [r["count"] for r in results[6:]] == [7, 8]
+    assert runs == [[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4], [5, 6, 7, 8], [5, 6], [5], [6], [7, 8]]
+    assert model.statistics.execution_count == 3 and model.statistics.inference_count == 36 - 6
