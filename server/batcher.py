@@ -1,10 +1,11 @@
-"""Dynamic batching for one model: requests coalesced into batches, run on the model's worker thread.
+"""Dynamic batching for one model: requests coalesced into batches, run on the model's instances.
 
-A batch is dispatched once it reaches the largest preferred size (or the max batch size), or when its
-oldest request has waited the max queue delay; then it takes the longest run of queued requests whose image
-count is a preferred size, else as many as fit. The queue is bounded (`QueueFull` past it). A request whose
-deadline passed while queued is failed, never run; a cancelled one leaves the queue at once. While a batch
-computes, new requests queue up and form the next batch.
+Work-conserving: when every instance of the model is idle, whatever is queued goes out at once (a lone request
+never waits). While some instance is busy, a batch for an idle one goes once the queue reaches the largest
+preferred size (or the max batch size) or its oldest request has waited the max queue delay; with every
+instance busy, requests queue up and form the next batch. A batch takes the longest run of queued requests
+whose image count is a preferred size, else as many as fit. The queue is bounded (`QueueFull` past it). A
+request whose deadline passed while queued is failed, never run; a cancelled one leaves the queue at once.
 """
 
 from __future__ import annotations
@@ -45,22 +46,26 @@ class _Pending:
 
 
 class Batcher:
-    """Queue, coalesce and execute requests for one model. `execute(works)` returns one result or one
-    exception per work, in order, and runs on a dedicated thread, never on the event loop."""
+    """Queue, coalesce and execute requests for one model. `execute(works, instance)` returns one result or
+    one exception per work, in order; each instance runs its batches on a thread of its own, never on the
+    event loop."""
 
-    def __init__(self, name: str, execute: Callable[[list], list], batching: Batching, metrics: Metrics,
-                 statistics: Statistics) -> None:
+    def __init__(self, name: str, execute: Callable[[list, int], list], batching: Batching, metrics: Metrics,
+                 statistics: Statistics, instances: int = 1) -> None:
         self.name = name
         self.statistics = statistics
         self.execute = execute
         self.batching = batching
         self.metrics = metrics
+        self.instances = instances
         self.queue: list[_Pending] = []
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+        self.executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"model-{name}")
         self.wakeup = asyncio.Event()
         self.closed = False
         self.task: asyncio.Task | None = None
+        self.idle = list(range(instances))  # instances with no batch running
         self.running: list[_Pending] = []
+        self.batches: set[asyncio.Task] = set()
         self.target = max(batching.preferred_batch_sizes or (batching.max_batch_size,))
 
     def start(self) -> None:
@@ -91,29 +96,39 @@ class Batcher:
         self.metrics.queue_depth.labels(self.name).set(len(self.queue))
 
     async def _dispatch_forever(self) -> None:
-        """Form and run batches until closed; a fault in one batch fails that batch, never the loop."""
+        """Form batches and hand each to an idle instance until closed; a fault in one batch fails that batch,
+        never the loop."""
         while True:
             await self._wait_for_batch()
             batch = self._take()
             if not batch:
                 await asyncio.sleep(0)  # let cancellations and new requests in before looking again
                 continue
-            try:
-                await self._run(batch)
-            except Exception as error:
-                log.exception("batch failed outside the model", extra={"fields": {"model": self.name}})
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(error)
+            task = asyncio.create_task(self._guarded(batch, self.idle.pop()))
+            self.batches.add(task)
+            task.add_done_callback(self.batches.discard)
+
+    async def _guarded(self, batch: list[_Pending], instance: int) -> None:
+        try:
+            await self._run(batch, instance)
+        except Exception as error:
+            log.exception("batch failed outside the model", extra={"fields": {"model": self.name}})
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+        finally:
+            self.idle.append(instance)
+            self.wakeup.set()
 
     async def _wait_for_batch(self) -> None:
-        """Until the queue holds a full batch or its oldest request has waited the max queue delay."""
+        """Until an instance is idle and a batch should go: at once when every instance is idle, else once the
+        queue holds a full batch or its oldest request has waited the max queue delay."""
         delay = self.batching.max_queue_delay_us / 1e6
         while True:
-            if self.queue:
+            if self.queue and self.idle:
                 queued = sum(p.count for p in self.queue)
                 waited = time.monotonic() - self.queue[0].enqueued
-                if queued >= self.target or waited >= delay:
+                if len(self.idle) == self.instances or queued >= self.target or waited >= delay:
                     return
                 timeout = delay - waited
             else:
@@ -150,18 +165,19 @@ class Batcher:
         self._depth()
         return batch
 
-    async def _run(self, batch: list[_Pending]) -> None:
+    async def _run(self, batch: list[_Pending], instance: int) -> None:
         started = time.monotonic()
         for pending in batch:
             self.metrics.queue_seconds.labels(self.name).observe(started - pending.enqueued)
             self.statistics.queued(started - pending.enqueued)
-        self.running = batch
+        self.running.extend(batch)
         works = [p.work for p in batch]
         try:
-            results = await asyncio.get_running_loop().run_in_executor(self.executor, self._execute_timed, works)
+            results = await asyncio.get_running_loop().run_in_executor(self.executor, self._execute_timed, works,
+                                                                       instance)
         except Exception as error:  # the batch fails, the batcher carries on
             results = [error] * len(batch)
-        self.running = []
+        self.running = [pending for pending in self.running if pending not in batch]
         self.metrics.batch_size.labels(self.name).observe(sum(p.count for p in batch))
         for pending, result in zip(batch, results, strict=True):
             if pending.future.done():
@@ -171,9 +187,9 @@ class Batcher:
             else:
                 pending.future.set_result(result)
 
-    def _execute_timed(self, works: list) -> list:
+    def _execute_timed(self, works: list, instance: int) -> list:
         started = time.perf_counter()
-        results = self.execute(works)
+        results = self.execute(works, instance)
         self.metrics.compute_seconds.labels(self.name).observe(time.perf_counter() - started)
         self.metrics.executions.labels(self.name).inc()
         return results
@@ -184,6 +200,9 @@ class Batcher:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+        for task in list(self.batches):
+            task.cancel()
+        await asyncio.gather(*self.batches, return_exceptions=True)
         for pending in self.running + self.queue:
             if not pending.future.done():
                 pending.future.set_exception(Closed(f"model {self.name} shut down before the request ran"))

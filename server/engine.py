@@ -29,15 +29,21 @@ log = logging.getLogger("miscause.server")
 
 @dataclass
 class ServedModel:
-    """One model: its config, policy, explanation defaults, compute backend and (once started) batcher."""
+    """One model: its config, policy, explanation defaults, one compute backend per instance and (once
+    started) its batcher."""
 
     name: str
     config: ModelConfig
     policy: Policy | None
     defaults: dict
-    backend: Backend
+    backends: list[Backend]
     batcher: Batcher | None = None
     statistics: Statistics = field(default_factory=Statistics)
+
+    @property
+    def backend(self) -> Backend:
+        """The first instance's backend: its device and sizes are every instance's."""
+        return self.backends[0]
 
     @property
     def classes(self) -> list[str]:
@@ -51,18 +57,18 @@ class ServedModel:
     def width(self) -> int:
         return self.config.width
 
-    def execute(self, works: list[Work]) -> list:
-        """Outputs per work for one batch (worker thread). A failing batch is split in halves until the
-        failing requests stand alone: they fail by themselves, the others in the batch still succeed."""
+    def execute(self, works: list[Work], instance: int = 0) -> list:
+        """Outputs per work for one batch on one instance (its worker thread). A failing batch is split in
+        halves until the failing requests stand alone: they fail by themselves, the others still succeed."""
         times = StageTimes()
         try:
-            results = pipeline.run(self.backend, self.policy, works, times)
+            results = pipeline.run(self.backends[instance], self.policy, works, times)
         except Exception as error:
             if len(works) == 1:
                 log.warning("request failed in model %s: %s", self.name, error, exc_info=error)
                 return [error]
             half = len(works) // 2
-            return self.execute(works[:half]) + self.execute(works[half:])
+            return self.execute(works[:half], instance) + self.execute(works[half:], instance)
         self.statistics.executed(sum(work.count for work in works), len(works), times)
         return results
 
@@ -70,11 +76,12 @@ class ServedModel:
         """Before the model reports ready: every stage once, and the forward pass at the max batch size (its
         buffers are the largest; the explanation stages' kernels are compiled by the first run)."""
         explain = resolve({}, self.defaults, self.classes, self.height, self.width)
-        for size, outputs in ((1, tuple(names.OUTPUTS)), (max_batch, (names.LOGITS,))):
-            images = np.zeros((size, self.height, self.width, 3), dtype=np.uint8)
-            results = self.execute([Work(images, outputs, explain)])
-            if isinstance(results[0], Exception):
-                raise MiscauseError(f"model {self.name} failed its warm-up at batch {size}: {results[0]}")
+        for instance in range(len(self.backends)):
+            for size, outputs in ((1, tuple(names.OUTPUTS)), (max_batch, (names.LOGITS,))):
+                images = np.zeros((size, self.height, self.width, 3), dtype=np.uint8)
+                results = self.execute([Work(images, outputs, explain)], instance)
+                if isinstance(results[0], Exception):
+                    raise MiscauseError(f"model {self.name} failed its warm-up at batch {size}: {results[0]}")
         self.statistics = Statistics()  # the warm-up is not served work
 
 
@@ -83,8 +90,9 @@ def load_model(model_dir: Path, settings: Settings, device: torch.device, thread
     config = repository.read_config(model_dir)
     policy = read_policy(model_dir, list(config.classes))
     defaults = {**BUILTIN_DEFAULTS, **(policy.defaults if policy else {})}
-    backend = Backend(model_dir, config, device, threads, settings.forward_backend)
-    model = ServedModel(name=model_dir.name, config=config, policy=policy, defaults=defaults, backend=backend)
+    backends = [Backend(model_dir, config, device, threads, settings.forward_backend)
+                for _ in range(settings.instances)]
+    model = ServedModel(name=model_dir.name, config=config, policy=policy, defaults=defaults, backends=backends)
     try:
         resolve({}, defaults, model.classes, model.height, model.width)
     except ValueError as error:
@@ -107,7 +115,7 @@ class Engine:
         if not names:
             raise MiscauseError(f"no models in {self.settings.model_repository} (each needs NAME/config.json)")
         device = pick_device(self.settings.device)
-        threads = self.settings.threads or default_threads(len(names))
+        threads = self.settings.threads or default_threads(len(names) * self.settings.instances)
         if device.type == "cpu":
             torch.set_num_threads(threads)
         for name in names:
@@ -122,7 +130,7 @@ class Engine:
         """Start one batcher per model (inside the running event loop); the engine is then ready."""
         for model in self.models.values():
             model.batcher = Batcher(model.name, model.execute, self.settings.batching, self.metrics,
-                                    model.statistics)
+                                    model.statistics, len(model.backends))
             model.batcher.start()
             self.metrics.model_ready.labels(model.name).set(1)
         self.ready = True

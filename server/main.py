@@ -71,7 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--forward-backend", choices=FORWARD_BACKENDS, default="onnx",
                        help="what computes LOGITS/PROBS/LABEL: ONNX Runtime or the torch program (default onnx)")
     group.add_argument("--threads", type=int, default=None,
-                       help="intra-op threads per model (default: CPU cores / models)")
+                       help="intra-op threads per model instance (default: CPU cores / (models x instances))")
+    group.add_argument("--instances", type=int, default=defaults["instances"].default,
+                       help="instances per model, each running its own batches (Triton's instance group "
+                            "count; on CUDA each has its own stream) (default %(default)s)")
     group = parser.add_argument_group("security and shutdown")
     group.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (with --tls-key)")
     group.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
@@ -104,14 +107,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise MiscauseError(str(error)) from None
     if args.drain_seconds < 0 or args.drain_notice_seconds < 0:
         raise MiscauseError("--drain-seconds and --drain-notice-seconds must not be negative")
-    if args.max_image_side < 1 or args.max_concurrent_rpcs < 1 or args.stream_window < 1:
-        raise MiscauseError("--max-image-side, --max-concurrent-rpcs and --stream-window must be positive")
+    if min(args.max_image_side, args.max_concurrent_rpcs, args.stream_window, args.instances) < 1:
+        raise MiscauseError("--max-image-side, --max-concurrent-rpcs, --stream-window and --instances must be "
+                            "positive")
     if args.max_message_bytes is not None and args.max_message_bytes < 1024:
         raise MiscauseError("--max-message-bytes must be at least 1024")
     return Settings(
         model_repository=args.model_repository or default_repository(),
         host=args.host, grpc_port=args.grpc_port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         batching=batching, device=args.device, forward_backend=args.forward_backend, threads=args.threads,
+        instances=args.instances,
         max_message_bytes=args.max_message_bytes, max_image_side=args.max_image_side,
         max_concurrent_rpcs=args.max_concurrent_rpcs, stream_window=args.stream_window,
         tls_cert=args.tls_cert, tls_key=args.tls_key, token=token, drain_seconds=args.drain_seconds,

@@ -78,7 +78,7 @@ def model_config(model: ServedModel, settings: Settings) -> pb.ModelConfigRespon
     config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
     config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
     device = model.backend.device
-    group = config.instance_group.add(name=f"{model.name}_0", count=1)
+    group = config.instance_group.add(name=f"{model.name}_0", count=len(model.backends))
     if device.type == "cuda":
         group.kind, group.gpus[:] = model_config_pb2.ModelInstanceGroup.KIND_GPU, [device.index or 0]
     else:

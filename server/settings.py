@@ -47,6 +47,7 @@ class Settings:
     device: str = "auto"
     forward_backend: str = "onnx"
     threads: int | None = None
+    instances: int = 1
     max_message_bytes: int | None = None  # None: sized from the largest valid request and response
     max_concurrent_rpcs: int = 1024
     stream_window: int = 128

@@ -13,6 +13,7 @@ import pytest
 from test_server_support import WAIT, Gate, loopback, make_repository, random_images, sample, wait_until
 
 from miscause.client.api import infer_request
+from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 from miscause.proto.names import OUTPUTS
 from miscause.server import protocol
@@ -124,3 +125,22 @@ def test_huge_fp32_pixels_are_refused_at_decode(stub, value):
         stub.ModelInfer(infer_request("alpha", images, ["MASK"]), timeout=WAIT)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "within" in refused.value.details()
     assert stub.ModelInfer(infer_request("alpha", images * 0, ["MASK"]), timeout=WAIT).outputs
+
+
+def test_two_instances_serve_the_same_answers_and_report_their_count(repo, stub):
+    """`instances=2`: two backends, ModelConfig's instance group counts both, and concurrent requests get
+    the answers one instance gives."""
+    images = [random_images(2, seed=50 + n) for n in range(8)]
+    expected = [stub.ModelInfer(infer_request("alpha", i, ["LABEL", "MASK"]), timeout=WAIT) for i in images]
+    with BackgroundServer(loopback(repo, instances=2)) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        two = pb_grpc.GRPCInferenceServiceStub(channel)
+        config = two.ModelConfig(pb.ModelConfigRequest(name="alpha"), timeout=WAIT).config
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: two.ModelInfer(infer_request("alpha", i, ["LABEL", "MASK"]),
+                                                             timeout=WAIT), images))
+        backends = server.engine.models["alpha"].backends
+    assert [group.count for group in config.instance_group] == [2]
+    assert len(backends) == 2 and backends[0].session is not backends[1].session
+    for got, want in zip(answers, expected, strict=True):
+        assert got.raw_output_contents == want.raw_output_contents

@@ -53,13 +53,16 @@ def test_sigterm_drains_accepted_requests_and_exits_zero(served):
     process, grpc_port, metrics_port, errors = served
     with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        # a slow batch (SmoothGrad over eight images) keeps the one instance busy while three more queue up
+        blocker = stub.ModelInfer.future(infer_request("alpha", random_images(8), ["SALIENCY"],
+                                                       {"saliency_method": "smoothgrad"}), timeout=120)
         calls = [stub.ModelInfer.future(infer_request("alpha", random_images(1, seed=n)), timeout=120)
                  for n in range(3)]
         wait_until(lambda: queue_depth(metrics_port) == 3)  # accepted, waiting for their batch
         process.send_signal(signal.SIGTERM)
-        results = [infer_outputs(call.result(timeout=120)) for call in calls]
+        results = [infer_outputs(call.result(timeout=120)) for call in [blocker, *calls]]
         assert process.wait(timeout=120) == 0
-    assert [r["LABEL"].shape for r in results] == [(1,)] * 3
+    assert [r["LABEL"].shape for r in results[1:]] == [(1,)] * 3 and results[0]["SALIENCY"].shape == (8, 32, 32)
     with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
         with pytest.raises(grpc.RpcError) as error:
             pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request("alpha", random_images(1)),

@@ -89,11 +89,11 @@ class Gate:
         self.entered = threading.Event()
         self.ran: list = []
 
-    def __call__(self, works: list) -> list:
+    def __call__(self, works: list, instance: int) -> list:
         self.entered.set()
         self.opened.wait(WAIT)
         self.ran.extend(works)
-        return self.original(works)
+        return self.original(works, instance)
 
     def __enter__(self) -> Gate:
         self.batcher.execute = self

@@ -4,6 +4,7 @@ mixed batch through the pipeline against each request computed on its own."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from dataclasses import dataclass, replace
 
@@ -72,7 +73,7 @@ class Item:
 def test_batcher_forms_preferred_sizes_and_keeps_order():
     sizes: list[list[int]] = []
 
-    def execute(works: list[Item]) -> list[int]:
+    def execute(works: list[Item], instance: int) -> list[int]:
         sizes.append([w.count for w in works])
         return [w.count * 10 for w in works]
 
@@ -89,14 +90,70 @@ def test_batcher_forms_preferred_sizes_and_keeps_order():
         return results
 
     assert asyncio.run(scenario()) == [10] * 5
-    assert sizes == [[1, 1, 1, 1], [1]]  # 4 is preferred; the last one goes when its delay is up
+    assert sizes == [[1, 1, 1, 1], [1]]  # 4 is preferred; the last one goes once the instance is free
     assert statistics.queue.count == 5 and statistics.queue.ns > 0
+
+
+def test_batcher_is_work_conserving():
+    """A lone request on an idle model goes at once, however long the queue delay; requests arriving while
+    the only instance is busy form one batch when it frees up."""
+    sizes: list[list[int]] = []
+    release = threading.Event()
+
+    def execute(works: list[Item], instance: int) -> list[int]:
+        sizes.append([w.count for w in works])
+        if len(sizes) == 1:
+            release.wait(60)
+        return [w.count for w in works]
+
+    async def scenario() -> list[int]:
+        batcher = Batcher("m", execute, Batching(max_batch_size=8, max_queue_delay_us=600_000_000), Metrics(),
+                          Statistics())
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(Item(1), 1, None))
+        while not sizes:
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(batcher.submit(Item(2), 2, None)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        release.set()
+        results = await asyncio.wait_for(asyncio.gather(first, *rest), 60)  # not the 10-minute delay
+        await batcher.close()
+        return results
+
+    assert asyncio.run(scenario()) == [1, 2, 2, 2]
+    assert sizes == [[1], [2, 2, 2]]
+
+
+def test_batcher_runs_batches_on_several_instances_at_once():
+    """With two instances, a batch goes to the idle one while the other is still busy."""
+    started: list[int] = []
+    release = threading.Event()
+
+    def execute(works: list[Item], instance: int) -> list[int]:
+        started.append(instance)
+        if len(started) == 1:
+            release.wait(60)
+        return [instance for _ in works]
+
+    async def scenario() -> tuple:
+        batcher = Batcher("m", execute, Batching(max_batch_size=1, max_queue_delay_us=0), Metrics(),
+                          Statistics(), instances=2)
+        batcher.start()
+        held = asyncio.ensure_future(batcher.submit(Item(1), 1, None))
+        second = await asyncio.wait_for(batcher.submit(Item(1), 1, None), 60)  # while the first is held
+        release.set()
+        first = await held
+        await batcher.close()
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert {first, second} == {0, 1} and started[0] == first
 
 
 def test_batcher_isolates_a_failing_batch_from_the_next():
     calls = []
 
-    def execute(works: list[Item]) -> list:
+    def execute(works: list[Item], instance: int) -> list:
         calls.append(len(works))
         if len(calls) == 1:
             raise RuntimeError("device lost")
@@ -209,7 +266,7 @@ def test_a_failing_batch_is_bisected_down_to_its_failing_requests(monkeypatch):
         return [{"count": work.count} for work in works]
 
     monkeypatch.setattr(pipeline, "run", run)
-    model = ServedModel(name="m", config=None, policy=None, defaults={}, backend=None)
+    model = ServedModel(name="m", config=None, policy=None, defaults={}, backends=[None])
     works = [Work(np.zeros((count, 2, 2, 3), np.uint8), (LABEL,), None) for count in range(1, 9)]
     results = model.execute(works)
     assert [r if isinstance(r, Exception) else r["count"] for r in results][:5] == [1, 2, 3, 4, 5]
