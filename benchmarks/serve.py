@@ -99,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="server intra-op threads (default: the server's)")
     parser.add_argument("--profile", action="store_true", help="run the started server under cProfile")
     parser.add_argument("--name", help="result file name without extension (default: serve-<device>)")
+    parser.add_argument("--targets", action="store_true",
+                        help="measure the service's three throughput targets instead of the sweep "
+                             "(see miscause.benchmarks.serve_targets)")
     add_output_arguments(parser)
 
 
@@ -511,6 +514,10 @@ def run(args: argparse.Namespace) -> int:
                                           max_queue_size=args.max_queue_size))
     engine = Engine(settings, Metrics())
     engine.load()
+    if args.targets:
+        from miscause.benchmarks.serve_targets import run_targets
+
+        return run_targets(args, engine, model_name, repo, server_options(args))
     name = args.name or f"serve-{device_tag(str(engine.models[model_name].backend.device))}"
     profile = Path(tempfile.mkdtemp(prefix="miscause-profile-")) / "server.pstats" \
         if args.profile and not args.server else None

@@ -130,18 +130,20 @@ def per_pixel(attribution: torch.Tensor) -> torch.Tensor:
 
 
 def _classes(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """The class per image as a long [N] tensor: the target (int or [N]) or the argmax of the logits."""
+    """The class per image as a long [N] tensor: the target (int or [N]) or the argmax of the logits; a
+    per-image target of -1 also means that image's argmax."""
     n = logits.shape[0]
+    predicted = logits.detach().argmax(dim=1)
     if target is None:
-        return logits.detach().argmax(dim=1)
+        return predicted
     classes = torch.as_tensor(target, device=logits.device).long().reshape(-1)
     if classes.numel() == 1:
         classes = classes.expand(n)
     if classes.numel() != n:
         raise ValueError(f"target must be one class or one per image ({n}), got {classes.numel()}")
-    if bool(((classes < 0) | (classes >= logits.shape[1])).any()):
-        raise ValueError(f"target classes must lie in [0, {logits.shape[1]})")
-    return classes
+    if bool(((classes < -1) | (classes >= logits.shape[1])).any()):
+        raise ValueError(f"target classes must lie in [0, {logits.shape[1]}) (or -1: the predicted class)")
+    return torch.where(classes < 0, predicted, classes)
 
 
 def _check_images(images: torch.Tensor) -> None:

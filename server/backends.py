@@ -42,6 +42,7 @@ class Backend:
         self.session = repository.onnx_session(Path(model_dir) / repository.VERSION / repository.ONNX_FILE,
                                                providers=self._providers(), threads=threads)
         self.program = repository.load_program(model_dir, str(device))
+        self.program.requires_grad_(False)  # gradients are taken with respect to the input only
         self.staging: torch.Tensor | None = None
 
     def on_stream(self) -> contextlib.AbstractContextManager:
@@ -96,16 +97,17 @@ class Backend:
         self.session.run_with_iobinding(binding)
         return out
 
-    def saliency(self, images: torch.Tensor, method: str, target: torch.Tensor) -> torch.Tensor:
-        """float32 [N,H,W] saliency of `target` classes through the torch program's gradients."""
-        saliency, _ = kernels.saliency(self.program, images, method=method, target=target)
-        return saliency.detach()
+    def saliency(self, images: torch.Tensor, method: str, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float32 [N,H,W] saliency of `target` classes (-1: the predicted one) through the torch program's
+        gradients, the logits [N,K] of that pass)."""
+        saliency, logits = kernels.saliency(self.program, images, method=method, target=target)
+        return saliency.detach(), logits
 
-    def gradient(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """float32 [N,C,H,W] raw input gradient of `target` classes: the `gradient` method before its channel
-        reduction, which `erase_from_gradient` reads directly."""
-        gradient, _ = kernels.input_gradient(self.program, images, target)
-        return gradient.detach()
+    def gradient(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float32 [N,C,H,W] raw input gradient of `target` classes (-1: the predicted one), the logits [N,K] of
+        that pass): the `gradient` method before its channel reduction, which `erase_from_gradient` reads."""
+        gradient, logits = kernels.input_gradient(self.program, images, target)
+        return gradient.detach(), logits
 
     def erase(self, images: torch.Tensor, saliency: torch.Tensor, top_percent: float, box: int,
               fill: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:

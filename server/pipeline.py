@@ -7,7 +7,10 @@ for the whole batch, saliency once per saliency method over the images that need
 
 The `gradient` method's map is max over channels of |gradient|, so its images keep the raw input gradient
 instead: the erasure reduces it inside the kernel, and the map is built only for requests asking `SALIENCY`.
-Other methods compute their map and erase from it.
+Other methods compute their map and erase from it. Gradients are taken with respect to the input only. When
+every request of a batch needs the explanation of every image (SALIENCY, MASK, ERASED_*), the explanation pass
+(the torch program) gives the logits and the ONNX Runtime forward pass is skipped; otherwise ONNX Runtime
+computes them and `CORRECTED_LABEL` sends only the images its policy selects through the explanation.
 """
 
 from __future__ import annotations
@@ -63,12 +66,20 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work],
     images = backend.upload([w.images for w in works])
     uploaded = time.perf_counter_ns()
     rows = _rows(works)
-    logits = backend.logits(images)
-    probs = torch.softmax(logits.float(), dim=1)
-    confidence, labels = probs.max(dim=1)
-    explained = _explained(policy, works, rows, labels, confidence)
-    plan = _plan(works, rows, explained.cpu(), labels)
-    saliency, gradient = _explain(backend, images, plan)
+    if all(SALIENCY_OUTPUTS & set(work.outputs) for work in works):
+        # every image is explained whatever it is predicted: the explanation pass gives the logits too
+        explained = torch.ones(len(images), dtype=torch.bool, device=images.device)
+        plan = _plan(works, rows, explained.cpu(), torch.full((len(images),), -1, device=images.device))
+        saliency, gradient, logits = _explain(backend, images, plan)
+        probs = torch.softmax(logits.float(), dim=1)
+        confidence, labels = probs.max(dim=1)
+    else:
+        logits = backend.logits(images)
+        probs = torch.softmax(logits.float(), dim=1)
+        confidence, labels = probs.max(dim=1)
+        explained = _explained(policy, works, rows, labels, confidence)
+        plan = _plan(works, rows, explained.cpu(), labels)
+        saliency, gradient, _ = _explain(backend, images, plan)
     mask, erased_logits = _erase(backend, images, saliency, gradient, plan, logits)
     erased_probs = torch.softmax(erased_logits.float(), dim=1)
     erased_labels = erased_probs.argmax(dim=1)
@@ -94,7 +105,7 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work],
 class Plan:
     """The explanation stages' work for one batch: each row's class and which groups its row index is in."""
 
-    targets: torch.Tensor  # [N] class explained per row, on the device
+    targets: torch.Tensor  # [N] class explained per row (-1: its predicted class), on the device
     shown: torch.Tensor  # [N] bool on the host: the row's request asks for SALIENCY
     by_method: dict[str, list[torch.Tensor]]  # saliency method -> host row indices
     by_erasure: dict[tuple, list[torch.Tensor]]  # (from gradient, top_percent, box, fill) -> host row indices
@@ -130,21 +141,24 @@ def _plan(works: list[Work], rows: list[torch.Tensor], explained: torch.Tensor, 
     return plan
 
 
-def _explain(backend: Backend, images: torch.Tensor, plan: Plan) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(saliency [N,H,W], raw gradient [N,C,H,W] of the `gradient` rows or None), once per method."""
+def _explain(backend: Backend, images: torch.Tensor,
+             plan: Plan) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(saliency [N,H,W], raw gradient [N,C,H,W] of the `gradient` rows or None, logits [N,K] of the explained
+    rows' pass), once per method."""
     saliency = torch.zeros((len(images), backend.height, backend.width), device=images.device)
     gradient = torch.zeros_like(images) if GRADIENT in plan.by_method else None
+    logits = torch.zeros((len(images), backend.classes), device=images.device)
     for method, parts in plan.by_method.items():
         rows = torch.cat(parts)
         index = rows.to(images.device)
         if method == GRADIENT:
-            gradient[index] = backend.gradient(images[index], plan.targets[index])
+            gradient[index], logits[index] = backend.gradient(images[index], plan.targets[index])
             shown = rows[plan.shown[rows]].to(images.device)
             if len(shown):
                 saliency[shown] = kernels.per_pixel(gradient[shown])
         else:
-            saliency[index] = backend.saliency(images[index], method, plan.targets[index])
-    return saliency, gradient
+            saliency[index], logits[index] = backend.saliency(images[index], method, plan.targets[index])
+    return saliency, gradient, logits
 
 
 def _erase(backend: Backend, images: torch.Tensor, saliency: torch.Tensor, gradient: torch.Tensor | None,

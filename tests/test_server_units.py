@@ -16,7 +16,7 @@ from test_server_support import random_images, source_model
 from miscause import kernels, repository
 from miscause.errors import MiscauseError
 from miscause.policy import Policy, parse_policy
-from miscause.proto.names import CORRECTED_LABEL, ERASED_LABEL, ERASED_PROBS, LABEL, MASK, SALIENCY
+from miscause.proto.names import CORRECTED_LABEL, ERASED_LABEL, ERASED_PROBS, LABEL, LOGITS, MASK, SALIENCY
 from miscause.server import pipeline
 from miscause.server.backends import Backend
 from miscause.server.batcher import Batcher
@@ -203,7 +203,8 @@ def mixed_batch(backend: Backend) -> tuple[list[Work], Policy, int]:
 def computed_alone(backend: Backend, policy: Policy, work: Work) -> dict[str, np.ndarray]:
     """One request's outputs the plain way: its own forward pass, `kernels.saliency`, then `kernels.erase`."""
     x = backend.upload([work.images])
-    probs = torch.softmax(backend.logits(x), 1)
+    logits = backend.logits(x)
+    probs = torch.softmax(logits, 1)
     confidence, labels = probs.max(1)
     explain = work.explain
     target = labels if explain.target is None else torch.full_like(labels, explain.target)
@@ -212,7 +213,7 @@ def computed_alone(backend: Backend, policy: Policy, work: Work) -> dict[str, np
     erased_probs = torch.softmax(backend.logits(erased), 1)
     erased_labels = erased_probs.argmax(1)
     corrected = torch.where(policy.applies(labels, confidence), erased_labels, labels)
-    outputs = {LABEL: labels, SALIENCY: saliency, MASK: mask, ERASED_LABEL: erased_labels,
+    outputs = {LOGITS: logits, LABEL: labels, SALIENCY: saliency, MASK: mask, ERASED_LABEL: erased_labels,
                ERASED_PROBS: erased_probs, CORRECTED_LABEL: corrected}
     return {name: outputs[name].detach().numpy() for name in work.outputs}
 
@@ -226,6 +227,26 @@ def test_pipeline_matches_each_request_computed_alone(backend):
         for name in work.outputs:
             np.testing.assert_array_equal(outputs[name], want[name], err_msg=f"request {number}: {name}")
     assert (got[4][CORRECTED_LABEL] != got[4][LABEL]).any()  # the policy's erasure changes some answers
+
+
+def test_a_batch_explaining_every_image_takes_its_logits_from_the_explanation_pass(backend, monkeypatch):
+    """No CORRECTED_LABEL-only request: ONNX Runtime runs once, for the erased images; the logits of the
+    gradient pass (the same network as the torch program) give LOGITS and LABEL, and every output matches
+    each request computed alone."""
+    works, policy, _ = mixed_batch(backend)
+    works = [replace(work, outputs=(LOGITS, LABEL, *work.outputs)) for work in works[:4] + works[5:]]
+    forwards: list[int] = []
+    original = backend.logits
+    monkeypatch.setattr(backend, "logits", lambda images: forwards.append(len(images)) or original(images))
+    got = pipeline.run(backend, policy, works)
+    assert forwards == [3 + 3 + 2 + 2]  # the erased images only
+    monkeypatch.undo()
+    for number, (work, outputs) in enumerate(zip(works, got, strict=True)):
+        want = computed_alone(backend, policy, work)
+        ort = backend.logits(backend.upload([work.images])).numpy()
+        np.testing.assert_allclose(outputs[LOGITS], ort, atol=1e-4, err_msg=f"request {number}")
+        for name in set(work.outputs) - {LOGITS}:
+            np.testing.assert_array_equal(outputs[name], want[name], err_msg=f"request {number}: {name}")
 
 
 def test_pipeline_builds_gradient_maps_only_for_saliency_requests(backend, monkeypatch):
