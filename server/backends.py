@@ -44,6 +44,7 @@ class Backend:
         self.program = repository.load_program(model_dir, str(device))
         self.program.requires_grad_(False)  # gradients are taken with respect to the input only
         self.staging: torch.Tensor | None = None
+        self.binding = self.session.io_binding() if device.type == "cuda" else None  # built once, rebound per batch
 
     def on_stream(self) -> contextlib.AbstractContextManager:
         """Run a batch inside this: its device work goes on the model's own CUDA stream (shared with ONNX
@@ -90,7 +91,7 @@ class Backend:
     def _logits_bound(self, images: torch.Tensor) -> torch.Tensor:
         """ONNX Runtime on device memory: inputs and outputs bound to torch tensors, no host round trip."""
         out = torch.empty((images.shape[0], self.classes), dtype=torch.float32, device=self.device)
-        binding = self.session.io_binding()
+        binding = self.binding
         where = ("cuda", self.device.index or 0, np.float32)
         binding.bind_input(repository.INPUT_NAME, *where, tuple(images.shape), images.data_ptr())
         binding.bind_output(repository.OUTPUT_NAME, *where, tuple(out.shape), out.data_ptr())

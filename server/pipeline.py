@@ -66,32 +66,34 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work],
     images = backend.upload([w.images for w in works])
     uploaded = time.perf_counter_ns()
     rows = _rows(works)
-    if all(SALIENCY_OUTPUTS & set(work.outputs) for work in works):
+    wanted = {name for work in works for name in work.outputs}
+    every_image = all(SALIENCY_OUTPUTS & set(work.outputs) for work in works)
+    if every_image:
         # every image is explained whatever it is predicted: the explanation pass gives the logits too
         explained = torch.ones(len(images), dtype=torch.bool, device=images.device)
         plan = _plan(works, rows, explained.cpu(), torch.full((len(images),), -1, device=images.device))
         saliency, gradient, logits = _explain(backend, images, plan)
-        probs = torch.softmax(logits.float(), dim=1)
-        confidence, labels = probs.max(dim=1)
     else:
         logits = backend.logits(images)
-        probs = torch.softmax(logits.float(), dim=1)
-        confidence, labels = probs.max(dim=1)
-        explained = _explained(policy, works, rows, labels, confidence)
-        plan = _plan(works, rows, explained.cpu(), labels)
-        saliency, gradient, _ = _explain(backend, images, plan)
-    mask, erased_logits = _erase(backend, images, saliency, gradient, plan, logits)
-    erased_probs = torch.softmax(erased_logits.float(), dim=1)
-    erased_labels = erased_probs.argmax(dim=1)
-    corrected = labels.clone()
-    if policy is not None:
-        replace = explained & policy.applies(labels, confidence)
-        corrected[replace] = erased_labels[replace]
-
-    tensors = {names.LOGITS: logits, names.PROBS: probs, names.LABEL: labels, names.SALIENCY: saliency,
-               names.MASK: mask, names.ERASED_LABEL: erased_labels, names.ERASED_PROBS: erased_probs,
-               names.CORRECTED_LABEL: corrected}
-    wanted = {name for work in works for name in work.outputs}
+    probs = torch.softmax(logits.float(), dim=1)
+    confidence, labels = probs.max(dim=1)
+    tensors = {names.LOGITS: logits, names.PROBS: probs, names.LABEL: labels, names.CORRECTED_LABEL: labels}
+    # the explanation stages only when an output needs them: a LABEL-only batch waits for nothing on the device
+    # and copies only its outputs to the host
+    if SALIENCY_OUTPUTS & wanted or (policy is not None and names.CORRECTED_LABEL in wanted):
+        if not every_image:
+            explained = _explained(policy, works, rows, labels, confidence)
+            plan = _plan(works, rows, explained.cpu(), labels)
+            saliency, gradient, _ = _explain(backend, images, plan)
+        mask, erased_logits = _erase(backend, images, saliency, gradient, plan, logits)
+        erased_probs = torch.softmax(erased_logits.float(), dim=1)
+        erased_labels = erased_probs.argmax(dim=1)
+        corrected = labels.clone()
+        if policy is not None:
+            replace = explained & policy.applies(labels, confidence)
+            corrected[replace] = erased_labels[replace]
+        tensors.update({names.SALIENCY: saliency, names.MASK: mask, names.ERASED_LABEL: erased_labels,
+                        names.ERASED_PROBS: erased_probs, names.CORRECTED_LABEL: corrected})
     computed = time.perf_counter_ns()
     host = {name: tensors[name].detach().cpu().numpy() for name in wanted}
     results = [{name: host[name][index.numpy()] for name in work.outputs}

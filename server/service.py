@@ -11,7 +11,8 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -32,7 +33,17 @@ EXTENSIONS = ("model_configuration", "model_repository_read_only", "statistics",
 READ_ONLY = "the model repository is read-only: models are loaded at start (restart the server to change them)"
 HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 SERVICE = "GRPCInferenceService"
+OFF_LOOP_BYTES = 256 * 1024  # payloads larger than this are parsed and encoded off the event loop
+T = TypeVar("T")
 RAW_REQUESTS = ("ModelInfer", "ModelStreamInfer")  # parsed by their handlers, so malformed bytes get a reason
+
+
+async def _off_loop(size: int, function: Callable[..., T], *args: object) -> T:
+    """`function(*args)`, on a worker thread when it handles more than OFF_LOOP_BYTES (parsing, checking or
+    encoding a large payload would stall every other call on the event loop), else inline."""
+    if size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(function, *args)
+    return function(*args)
 
 
 def _failure(error: Exception) -> RequestError:
@@ -144,11 +155,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             if not self.accepting:
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, "server is shutting down: send to another replica")
-            model, work = protocol.decode(request, self.engine)
+            model, work = await _off_loop(request.ByteSize(), protocol.decode, request, self.engine)
             images = work.count
             limits = [t for t in (timeout, protocol.request_timeout(request)) if t is not None]
             results = await model.batcher.submit(work, work.count, min(limits, default=None))
-            return protocol.encode(request, model, results)
+            size = sum(array.nbytes for array in results.values())
+            return await _off_loop(size, protocol.encode, request, model, results)
         except asyncio.CancelledError:
             status = grpc.StatusCode.CANCELLED
             raise
@@ -172,10 +184,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                                                  "status": status.name, "images": images,
                                                  "seconds": round(elapsed, 6)}})
 
-    def parse(self, raw: bytes) -> pb.ModelInferRequest:
+    async def parse(self, raw: bytes) -> pb.ModelInferRequest:
         """The request in `raw`; a message that does not parse is counted and refused with INVALID_ARGUMENT."""
         try:
-            return pb.ModelInferRequest.FromString(raw)
+            return await _off_loop(len(raw), pb.ModelInferRequest.FromString, raw)
         except DecodeError as error:
             self.metrics.requests.labels("", grpc.StatusCode.INVALID_ARGUMENT.name).inc()
             log.debug("infer", extra={"fields": {"status": "INVALID_ARGUMENT", "malformed_bytes": len(raw)}})
@@ -183,7 +195,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, raw: bytes, context) -> pb.ModelInferResponse:
         try:
-            return await self.infer(self.parse(raw), context.time_remaining())
+            return await self.infer(await self.parse(raw), context.time_remaining())
         except RequestError as error:
             await context.abort(error.code, error.message)
 
@@ -199,7 +211,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(raw: bytes) -> pb.ModelStreamInferResponse:
             request = pb.ModelInferRequest()
             try:
-                request = self.parse(raw)
+                request = await self.parse(raw)
                 return pb.ModelStreamInferResponse(infer_response=await self.infer(request, context.time_remaining()))
             except RequestError as error:
                 failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)

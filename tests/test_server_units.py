@@ -16,7 +16,16 @@ from test_server_support import random_images, source_model
 from miscause import kernels, repository
 from miscause.errors import MiscauseError
 from miscause.policy import Policy, parse_policy
-from miscause.proto.names import CORRECTED_LABEL, ERASED_LABEL, ERASED_PROBS, LABEL, LOGITS, MASK, SALIENCY
+from miscause.proto.names import (
+    CORRECTED_LABEL,
+    ERASED_LABEL,
+    ERASED_PROBS,
+    LABEL,
+    LOGITS,
+    MASK,
+    PROBS,
+    SALIENCY,
+)
 from miscause.server import pipeline
 from miscause.server.backends import Backend
 from miscause.server.batcher import Batcher
@@ -247,6 +256,21 @@ def test_a_batch_explaining_every_image_takes_its_logits_from_the_explanation_pa
         np.testing.assert_allclose(outputs[LOGITS], ort, atol=1e-4, err_msg=f"request {number}")
         for name in set(work.outputs) - {LOGITS}:
             np.testing.assert_array_equal(outputs[name], want[name], err_msg=f"request {number}: {name}")
+
+
+def test_a_forward_only_batch_skips_the_explanation_stages(backend, monkeypatch):
+    """LABEL, PROBS and CORRECTED_LABEL without a policy: one forward pass, no selection, no gradient."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("an explanation stage ran for a forward-only batch")
+
+    for name in ("_explained", "_plan", "_explain", "_erase"):
+        monkeypatch.setattr(pipeline, name, refuse)
+    images = random_images(4, seed=9)
+    explain = Explain(5.0, 3, None, "gradient", None)
+    got = pipeline.run(backend, None, [Work(images[:2], (LABEL, PROBS), explain),
+                                       Work(images[2:], (CORRECTED_LABEL,), explain)])
+    labels = backend.logits(backend.upload([images])).argmax(1).numpy()
+    np.testing.assert_array_equal(np.concatenate([got[0][LABEL], got[1][CORRECTED_LABEL]]), labels)
 
 
 def test_pipeline_builds_gradient_maps_only_for_saliency_requests(backend, monkeypatch):
