@@ -24,8 +24,10 @@ CONFIG = "config.json"
 POLICY = "policy.json"
 VERSION = "1"
 ONNX_FILE = "model.onnx"
+PIXELS_ONNX_FILE = "model_pixels.onnx"  # the same network with the pixel normalisation in its graph
 PROGRAM_FILE = "model.pt2"
 INPUT_NAME = "input"
+PIXELS_INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 REQUIRED = ("name", "architecture", "input", "classes", "normalization")
 
@@ -70,7 +72,10 @@ class ModelConfig:
             "classes": list(self.classes),
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
             "tta": self.tta,
-            "files": {"onnx": f"{VERSION}/{ONNX_FILE}", "torch_export": f"{VERSION}/{PROGRAM_FILE}"},
+            "pixels_input": {"name": PIXELS_INPUT_NAME, "shape": [self.height, self.width, self.channels],
+                             "dtype": "uint8", "layout": "NHWC"},
+            "files": {"onnx": f"{VERSION}/{ONNX_FILE}", "onnx_pixels": f"{VERSION}/{PIXELS_ONNX_FILE}",
+                      "torch_export": f"{VERSION}/{PROGRAM_FILE}"},
             "training": self.training,
             "versions": self.versions,
         }

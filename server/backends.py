@@ -39,8 +39,13 @@ class Backend:
         self.mean = torch.tensor(config.mean, dtype=torch.float32, device=device)
         self.std = torch.tensor(config.std, dtype=torch.float32, device=device)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self.session = repository.onnx_session(Path(model_dir) / repository.VERSION / repository.ONNX_FILE,
-                                               providers=self._providers(), threads=threads)
+        version = Path(model_dir) / repository.VERSION
+        self.session = repository.onnx_session(version / repository.ONNX_FILE, providers=self._providers(),
+                                               threads=threads)
+        # on the CPU, request bytes go straight to ONNX Runtime where the repository has the pixel graph
+        pixels_file = version / repository.PIXELS_ONNX_FILE
+        self.pixels_session = repository.onnx_session(pixels_file, threads=threads) \
+            if device.type == "cpu" and forward_backend == "onnx" and pixels_file.is_file() else None
         self.program = repository.load_program(model_dir, str(device))
         self.program.requires_grad_(False)  # gradients are taken with respect to the input only
         self.staging: torch.Tensor | None = None
@@ -77,6 +82,16 @@ class Backend:
         host = self.staging[:needed].view(dtype).view(array.shape)
         host.numpy()[...] = array
         return host.to(self.device, non_blocking=True)
+
+    def reads_pixels(self, parts: list[np.ndarray]) -> bool:
+        """Whether `pixel_logits` can take these parts: uint8 images and a pixel graph to feed them to."""
+        return self.pixels_session is not None and all(p.dtype == np.uint8 for p in parts)
+
+    def pixel_logits(self, parts: list[np.ndarray]) -> torch.Tensor:
+        """float32 [N,K] for uint8 [n,H,W,C] parts, normalised inside the ONNX graph: one copy of the bytes."""
+        pixels = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        output = self.pixels_session.run([repository.OUTPUT_NAME], {repository.PIXELS_INPUT_NAME: pixels})[0]
+        return torch.from_numpy(output)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """float32 [N,K] for normalised images [N,C,H,W]."""

@@ -63,10 +63,15 @@ def run(backend: Backend, policy: Policy | None, works: list[Work],
 def _run(backend: Backend, policy: Policy | None, works: list[Work],
          times: StageTimes) -> list[dict[str, np.ndarray]]:
     started = time.perf_counter_ns()
-    images = backend.upload([w.images for w in works])
-    uploaded = time.perf_counter_ns()
     rows = _rows(works)
     wanted = {name for work in works for name in work.outputs}
+    explains = bool(SALIENCY_OUTPUTS & wanted or (policy is not None and names.CORRECTED_LABEL in wanted))
+    parts = [w.images for w in works]
+    if not explains and backend.reads_pixels(parts):
+        uploaded = started  # the request bytes go to ONNX Runtime as they came
+        return _host(works, rows, _forward(backend.pixel_logits(parts)), times, started, uploaded)
+    images = backend.upload(parts)
+    uploaded = time.perf_counter_ns()
     every_image = all(SALIENCY_OUTPUTS & set(work.outputs) for work in works)
     if every_image:
         # every image is explained whatever it is predicted: the explanation pass gives the logits too
@@ -75,12 +80,12 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work],
         saliency, gradient, logits = _explain(backend, images, plan)
     else:
         logits = backend.logits(images)
-    probs = torch.softmax(logits.float(), dim=1)
-    confidence, labels = probs.max(dim=1)
-    tensors = {names.LOGITS: logits, names.PROBS: probs, names.LABEL: labels, names.CORRECTED_LABEL: labels}
+    tensors = _forward(logits)
+    probs, labels = tensors[names.PROBS], tensors[names.LABEL]
+    confidence = probs.max(dim=1).values
     # the explanation stages only when an output needs them: a LABEL-only batch waits for nothing on the device
     # and copies only its outputs to the host
-    if SALIENCY_OUTPUTS & wanted or (policy is not None and names.CORRECTED_LABEL in wanted):
+    if explains:
         if not every_image:
             explained = _explained(policy, works, rows, labels, confidence)
             plan = _plan(works, rows, explained.cpu(), labels)
@@ -94,7 +99,21 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work],
             corrected[replace] = erased_labels[replace]
         tensors.update({names.SALIENCY: saliency, names.MASK: mask, names.ERASED_LABEL: erased_labels,
                         names.ERASED_PROBS: erased_probs, names.CORRECTED_LABEL: corrected})
+    return _host(works, rows, tensors, times, started, uploaded)
+
+
+def _forward(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The outputs of the forward pass alone; CORRECTED_LABEL is LABEL until a policy replaces some."""
+    probs = torch.softmax(logits.float(), dim=1)
+    labels = probs.argmax(dim=1)
+    return {names.LOGITS: logits, names.PROBS: probs, names.LABEL: labels, names.CORRECTED_LABEL: labels}
+
+
+def _host(works: list[Work], rows: list[torch.Tensor], tensors: dict[str, torch.Tensor], times: StageTimes,
+          started: int, uploaded: int) -> list[dict[str, np.ndarray]]:
+    """Each request's outputs as host arrays; the stage times up to here recorded."""
     computed = time.perf_counter_ns()
+    wanted = {name for work in works for name in work.outputs}
     host = {name: tensors[name].detach().cpu().numpy() for name in wanted}
     results = [{name: host[name][index.numpy()] for name in work.outputs}
                for work, index in zip(works, rows, strict=True)]

@@ -23,7 +23,6 @@ from miscause.proto.names import (
     LABEL,
     LOGITS,
     MASK,
-    PROBS,
     SALIENCY,
 )
 from miscause.server import pipeline
@@ -259,18 +258,22 @@ def test_a_batch_explaining_every_image_takes_its_logits_from_the_explanation_pa
 
 
 def test_a_forward_only_batch_skips_the_explanation_stages(backend, monkeypatch):
-    """LABEL, PROBS and CORRECTED_LABEL without a policy: one forward pass, no selection, no gradient."""
+    """LABEL, LOGITS and CORRECTED_LABEL without a policy: one forward pass of the pixel graph on the request
+    bytes (no upload, no selection, no gradient), with the logits of the normalised-input graph."""
     def refuse(*args, **kwargs):
-        raise AssertionError("an explanation stage ran for a forward-only batch")
+        raise AssertionError("an explanation stage or the upload ran for a forward-only batch")
 
     for name in ("_explained", "_plan", "_explain", "_erase"):
         monkeypatch.setattr(pipeline, name, refuse)
+    monkeypatch.setattr(backend, "upload", refuse)
     images = random_images(4, seed=9)
     explain = Explain(5.0, 3, None, "gradient", None)
-    got = pipeline.run(backend, None, [Work(images[:2], (LABEL, PROBS), explain),
+    got = pipeline.run(backend, None, [Work(images[:2], (LABEL, LOGITS), explain),
                                        Work(images[2:], (CORRECTED_LABEL,), explain)])
-    labels = backend.logits(backend.upload([images])).argmax(1).numpy()
-    np.testing.assert_array_equal(np.concatenate([got[0][LABEL], got[1][CORRECTED_LABEL]]), labels)
+    monkeypatch.undo()
+    logits = backend.logits(backend.upload([images])).numpy()
+    np.testing.assert_allclose(got[0][LOGITS], logits[:2], atol=1e-5)
+    np.testing.assert_array_equal(np.concatenate([got[0][LABEL], got[1][CORRECTED_LABEL]]), logits.argmax(1))
 
 
 def test_pipeline_builds_gradient_maps_only_for_saliency_requests(backend, monkeypatch):

@@ -1,4 +1,5 @@
-"""Export a checkpoint into a model repository: ONNX (opset 18, dynamic batch) and a torch.export program.
+"""Export a checkpoint into a model repository: ONNX (opset 18, dynamic batch; normalised float input, and
+uint8 pixels with the normalisation inside the graph) and a torch.export program.
 
 The network is exported as it is served (flip test-time augmentation inside the graph when its recipe uses
 it). Before anything is written, ONNX Runtime's output is compared with the checkpoint's on the same batch;
@@ -32,11 +33,26 @@ OPSET = 18
 PARITY_BATCH = 64
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+class Pixels(torch.nn.Module):
+    """The network behind the pixel contract: uint8 [N,H,W,C] in, normalised inside the graph, logits out, so
+    a server hands ONNX Runtime the request's bytes as they came."""
+
+    def __init__(self, model: torch.nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(normalize(pixels, self.mean, self.std))
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path,
+                input_name: str = repository.INPUT_NAME) -> None:
     """ONNX through the dynamo exporter, batch dimension dynamic."""
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
-                                input_names=[repository.INPUT_NAME], output_names=[repository.OUTPUT_NAME],
+                                input_names=[input_name], output_names=[repository.OUTPUT_NAME],
                                 dynamic_shapes=({0: batch},), verbose=False)
     program.save(str(path))
 
@@ -47,22 +63,24 @@ def export_program(model: torch.nn.Module, example: torch.Tensor, path: Path) ->
     torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), str(path))
 
 
-def parity(model: torch.nn.Module, onnx_path: Path, images: torch.Tensor) -> tuple[float, int]:
+def parity(model: torch.nn.Module, onnx_path: Path, images: torch.Tensor,
+           input_name: str = repository.INPUT_NAME) -> tuple[float, int]:
     """(max |logit difference|, argmax disagreements) between torch and ONNX Runtime on `images`."""
     with torch.no_grad():
         expected = model(images).numpy()
-    got = repository.onnx_session(onnx_path).run(None, {repository.INPUT_NAME: images.numpy()})[0]
+    got = repository.onnx_session(onnx_path).run(None, {input_name: images.numpy()})[0]
     return float(np.abs(expected - got).max()), int((expected.argmax(1) != got.argmax(1)).sum())
 
 
-def parity_images(state: dict, data: str | None) -> torch.Tensor:
-    """A batch to compare on: real test images where data is given, else seeded Gaussian noise."""
+def parity_pixels(state: dict, data: str | None) -> torch.Tensor:
+    """A uint8 [N,H,W,C] batch to compare on: real test images where data is given, else seeded noise."""
     if data:
         split = load_split(data, "test")
         index = np.random.default_rng(0).permutation(len(split))[:PARITY_BATCH]
-        return normalize(torch.from_numpy(split.images[index]), state["mean"], state["std"])
+        return torch.from_numpy(split.images[index])
     height, width, channels = state.get("input_shape", (32, 32, 3))
-    return torch.randn(PARITY_BATCH, channels, height, width, generator=torch.Generator().manual_seed(0))
+    return torch.randint(0, 256, (PARITY_BATCH, height, width, channels), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))
 
 
 def build_config(name: str, state: dict, checkpoint: Path, tta: str) -> ModelConfig:
@@ -94,20 +112,26 @@ def run(args: argparse.Namespace) -> int:
     model, state = load_model(args.checkpoint)
     tta = state["recipe"].get("tta", "none") if args.tta == "auto" else args.tta
     model = served_model(model, tta)
-    images = parity_images(state, args.data)
+    pixels = parity_pixels(state, args.data)
+    images = normalize(pixels, state["mean"], state["std"])
+    pixel_model = Pixels(model, state["mean"], state["std"]).eval()
     model_dir = args.repository / args.name
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path, program_path = Path(scratch) / repository.ONNX_FILE, Path(scratch) / repository.PROGRAM_FILE
+        pixels_path = Path(scratch) / repository.PIXELS_ONNX_FILE
         export_onnx(model, images[:2], onnx_path)
-        difference, disagreements = parity(model, onnx_path, images)
-        print(f"parity on {len(images)} images: max |logit difference| {difference:.2e}, "
-              f"argmax disagreements {disagreements}")
-        if disagreements or difference > args.tolerance:
-            raise MiscauseError(f"ONNX Runtime disagrees with the checkpoint (max difference {difference:.2e}, "
-                                f"{disagreements} labels): nothing written")
+        export_onnx(pixel_model, pixels[:2], pixels_path, repository.PIXELS_INPUT_NAME)
+        for path, net, inputs, name in ((onnx_path, model, images, repository.INPUT_NAME),
+                                        (pixels_path, pixel_model, pixels, repository.PIXELS_INPUT_NAME)):
+            difference, disagreements = parity(net, path, inputs, name)
+            print(f"{path.name}: parity on {len(images)} images: max |logit difference| {difference:.2e}, "
+                  f"argmax disagreements {disagreements}")
+            if disagreements or difference > args.tolerance:
+                raise MiscauseError(f"ONNX Runtime disagrees with the checkpoint in {path.name} (max difference "
+                                    f"{difference:.2e}, {disagreements} labels): nothing written")
         export_program(model, images[:2], program_path)
         with atomic_directory(model_dir / repository.VERSION) as version:
-            for path in (onnx_path, program_path):
+            for path in (onnx_path, pixels_path, program_path):
                 shutil.move(path, version / path.name)
     repository.write_config(model_dir, build_config(args.name, state, args.checkpoint, tta))
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted((model_dir / "1").iterdir()))
