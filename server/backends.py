@@ -33,6 +33,7 @@ class Backend:
         if forward_backend not in FORWARD_BACKENDS:
             raise ValueError(f"forward backend must be one of {', '.join(FORWARD_BACKENDS)}")
         self.device = device
+        self.config = config
         self.forward_backend = forward_backend
         self.height, self.width = config.height, config.width
         self.classes = len(config.classes)
@@ -97,8 +98,10 @@ class Backend:
         return out
 
     def saliency(self, images: torch.Tensor, method: str, target: torch.Tensor) -> torch.Tensor:
-        """float32 [N,H,W] saliency of `target` classes through the torch program's gradients."""
-        saliency, _ = kernels.saliency(self.program, images, method=method, target=target)
+        """float32 [N,H,W] saliency of `target` classes through the torch program's gradients (Grad-CAM: of
+        the layer the model's config names)."""
+        saliency, _ = kernels.saliency(self.program, images, method=method, target=target,
+                                       **self.config.saliency_options(method))
         return saliency.detach()
 
     def gradient(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
