@@ -31,7 +31,8 @@ def test_grad_cam_matches_captum(arch: str) -> None:
     theirs = captum_grad_cam(network, GRAD_CAM_LAYERS[arch], images, target)
     assert ours.shape == (3, 32, 32) and ours.dtype == torch.float32
     assert bool((ours >= 0).all()) and bool((ours > 0).any())
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+    # a randomly initialised MobileNet's map peaks near 1e-10: the tolerance follows the map's scale
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6 * float(theirs.max()))
 
 
 def test_served_program_explains_its_network_for_the_served_class() -> None:
