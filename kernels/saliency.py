@@ -1,29 +1,41 @@
-"""Gradient saliency maps: which pixels a class logit is most sensitive to.
+"""Saliency maps: which pixels a class logit depends on most, one float32 value per pixel ([N, H, W]).
 
-Three methods, each giving one float32 value per pixel ([N, H, W]), the per-pixel maximum over channels:
+Five methods; the gradient-based ones reduce their [N, C, H, W] attribution by the maximum magnitude over
+channels:
 
 - `gradient` (Simonyan et al., 2014): |d logit / d input|, one batched backward pass for the whole batch.
 - `input_x_gradient`: |input * d logit / d input|, the gradient weighted by the pixel values.
 - `smoothgrad` (Smilkov et al., 2017): the `gradient` map averaged over noisy copies of each image, the
   noise's standard deviation a fraction `sigma` of that image's value range.
+- `integrated_gradients` (Sundararajan et al., 2017): the gradient integrated from a baseline image to the
+  image, times their difference (`miscause.kernels.integrated_gradients`).
+- `grad_cam` (Selvaraju et al., 2017): a convolutional layer's features weighted by their mean gradient,
+  upsampled to the input (`miscause.kernels.grad_cam`); it needs the option `layer`.
 
 The class is each image's predicted one unless a target is given. The model runs in eval mode so the
 images of a batch do not influence each other; a module that cannot switch modes (the `.module()` of a
-torch.export program) is used as exported. `saliency` also returns the logits of the un-noised images from
-the same forward pass, so callers need no second forward. The classes mirror Captum's `attribute` API.
+torch.export program) is used as exported. `saliency` also returns the logits of the un-noised images, so
+callers need no second forward. The classes mirror Captum's `attribute` API.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import nn
 
-METHODS = ("gradient", "input_x_gradient", "smoothgrad")
+from miscause.grad_cam_layers import GRAD_CAM
+from miscause.kernels.grad_cam import grad_cam
+from miscause.kernels.gradients import Target, check_images, classes_of, clean_logits, input_gradient, per_pixel
+from miscause.kernels.integrated_gradients import integrated_gradients
 
-Target = int | torch.Tensor | None
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "gradient": (),
+    "input_x_gradient": (),
+    "smoothgrad": ("n_samples", "sigma", "generator"),
+    "integrated_gradients": ("baseline", "n_steps", "integration", "internal_batch_size"),
+    GRAD_CAM: ("layer",),
+}
+METHODS = tuple(OPTIONS)
 
 
 def saliency(
@@ -35,35 +47,25 @@ def saliency(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(saliency [N, H, W] float32, logits [N, K] float32 of the un-noised images) for normalised images.
 
-    `options` are the method's settings: `n_samples`, `sigma` and `generator` for smoothgrad, none otherwise.
+    `options` are the method's settings, `OPTIONS[method]`: none for `gradient` and `input_x_gradient`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
-    allowed = {"n_samples", "sigma", "generator"} if method == "smoothgrad" else set()
-    unknown = sorted(set(options) - allowed)
+    allowed = OPTIONS[method]
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) for {method}: {', '.join(unknown)}"
                          + (f" (it takes {', '.join(sorted(allowed))})" if allowed else " (it takes none)"))
-    _check_images(images)
+    check_images(images)
     if method == "smoothgrad":
         return _smoothgrad(model, images, target, **options)
+    if method == "integrated_gradients":
+        return integrated_gradients(model, images, target, **options)
+    if method == GRAD_CAM:
+        return grad_cam(model, images, target, **options)
     grad, logits = input_gradient(model, images, target)
     weighted = grad * images if method == "input_x_gradient" else grad
     return per_pixel(weighted), logits
-
-
-def input_gradient(model: nn.Module, images: torch.Tensor, target: Target = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(d logit[target] / d images [N, C, H, W], logits [N, K] float32): one forward and one batched backward.
-
-    The raw gradient is what `erase_from_gradient` takes, reducing it over channels inside the kernel.
-    """
-    _check_images(images)
-    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
-        inputs = (images.clone() if images.is_inference() else images).detach().requires_grad_(True)
-        logits = model(inputs)
-        classes = _classes(target, logits)
-        (grad,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), inputs)
-    return grad, logits.detach().float()
 
 
 class Gradient:
@@ -73,10 +75,11 @@ class Gradient:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.options: dict[str, object] = {}
 
     def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
         """[N, H, W] float32 saliency of `inputs` [N, C, H, W] for `target` (default: the predicted class)."""
-        return saliency(self.model, inputs, self.method, target)[0]
+        return saliency(self.model, inputs, self.method, target, **self.options)[0]
 
 
 class InputXGradient(Gradient):
@@ -85,17 +88,37 @@ class InputXGradient(Gradient):
     method = "input_x_gradient"
 
 
-class SmoothGrad:
+class SmoothGrad(Gradient):
     """Captum-style: the gradient map averaged over `n_samples` noisy copies (noise sd = sigma * value range)."""
+
+    method = "smoothgrad"
 
     def __init__(self, model: nn.Module, n_samples: int = 16, sigma: float = 0.15,
                  generator: torch.Generator | None = None) -> None:
-        self.model = model
+        super().__init__(model)
         self.options = {"n_samples": n_samples, "sigma": sigma, "generator": generator}
 
-    def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
-        """[N, H, W] float32 saliency of `inputs` [N, C, H, W] for `target` (default: the predicted class)."""
-        return saliency(self.model, inputs, "smoothgrad", target, **self.options)[0]
+
+class IntegratedGradients(Gradient):
+    """Captum-style: max over channels of |integrated gradients| from `baseline` (0: the dataset mean)."""
+
+    method = "integrated_gradients"
+
+    def __init__(self, model: nn.Module, baseline: float | torch.Tensor = 0.0, n_steps: int = 50,
+                 integration: str = "gausslegendre", internal_batch_size: int = 512) -> None:
+        super().__init__(model)
+        self.options = {"baseline": baseline, "n_steps": n_steps, "integration": integration,
+                        "internal_batch_size": internal_batch_size}
+
+
+class GradCam(Gradient):
+    """Captum-style: the Grad-CAM map of `layer` (a name or a submodule of `model`), upsampled, ReLU'd."""
+
+    method = GRAD_CAM
+
+    def __init__(self, model: nn.Module, layer: str | nn.Module) -> None:
+        super().__init__(model)
+        self.options = {"layer": layer}
 
 
 def _smoothgrad(
@@ -111,9 +134,8 @@ def _smoothgrad(
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
     if not 0 <= sigma < float("inf"):
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
-    with _eval_mode(model), torch.no_grad():
-        logits = model(images).float()
-    classes = _classes(target, logits)
+    logits = clean_logits(model, images)
+    classes = classes_of(target, logits)
     value_range = images.amax(dim=(1, 2, 3), keepdim=True) - images.amin(dim=(1, 2, 3), keepdim=True)
     noise_sd = sigma * value_range
     total = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.float32, device=images.device)
@@ -122,49 +144,3 @@ def _smoothgrad(
         grad, _ = input_gradient(model, images + noise * noise_sd, classes)
         total += per_pixel(grad)
     return total / n_samples, logits
-
-
-def per_pixel(attribution: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N, H, W] float32: the largest magnitude over channels (of a raw gradient: its map)."""
-    return attribution.detach().abs().amax(dim=1).float()
-
-
-def _classes(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """The class per image as a long [N] tensor: the target (int or [N]) or the argmax of the logits; a
-    per-image target of -1 also means that image's argmax."""
-    n = logits.shape[0]
-    predicted = logits.detach().argmax(dim=1)
-    if target is None:
-        return predicted
-    classes = torch.as_tensor(target, device=logits.device).long().reshape(-1)
-    if classes.numel() == 1:
-        classes = classes.expand(n)
-    if classes.numel() != n:
-        raise ValueError(f"target must be one class or one per image ({n}), got {classes.numel()}")
-    if bool(((classes < -1) | (classes >= logits.shape[1])).any()):
-        raise ValueError(f"target classes must lie in [0, {logits.shape[1]}) (or -1: the predicted class)")
-    return torch.where(classes < 0, predicted, classes)
-
-
-def _check_images(images: torch.Tensor) -> None:
-    """Saliency needs a floating [N, C, H, W] batch."""
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a floating-point [N, C, H, W] tensor, got {shape}")
-
-
-@contextmanager
-def _eval_mode(model: Callable[..., torch.Tensor]) -> Iterator[None]:
-    """Eval mode for the call, the previous mode restored after; modules that refuse to switch run as they are."""
-    switched = False
-    if isinstance(model, nn.Module) and model.training:
-        try:
-            model.eval()
-            switched = True
-        except NotImplementedError:
-            pass
-    try:
-        yield
-    finally:
-        if switched:
-            model.train()

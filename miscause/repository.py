@@ -2,7 +2,8 @@
 
 Layout (as Triton Inference Server lays out a repository):
 
-    REPO/NAME/config.json        name, architecture, input, output, classes, normalisation, tta, versions
+    REPO/NAME/config.json        name, architecture, input, output, classes, normalisation, tta, Grad-CAM layer,
+                                 versions
     REPO/NAME/policy.json        optional: when to replace a label by the erased image's (analysis job)
     REPO/NAME/1/model.onnx       forward pass, input "input" float32 [N,3,H,W] normalised, output "logits"
     REPO/NAME/1/model.pt2        the same network as a torch.export program, for the gradient path
@@ -19,6 +20,7 @@ import numpy as np
 
 from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
+from miscause.grad_cam_layers import GRAD_CAM, GRAD_CAM_LAYERS
 
 CONFIG = "config.json"
 POLICY = "policy.json"
@@ -37,7 +39,10 @@ class ModelConfig:
     """A model's config.json, typed: what every reader needs to feed the model and name its outputs.
 
     `training` and `versions` are provenance (recipe, seed, split, checkpoint digest; library versions),
-    kept as the export wrote them."""
+    kept as the export wrote them. `grad_cam_layer` names the network's layer Grad-CAM explains, relative to
+    the network inside any test-time augmentation; left None, it is the architecture's entry in
+    `GRAD_CAM_LAYERS` (so config files written before the field existed still have one), and None still for an
+    architecture without one."""
 
     name: str
     architecture: str
@@ -48,6 +53,20 @@ class ModelConfig:
     tta: str = "none"
     training: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    grad_cam_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.grad_cam_layer is None:
+            object.__setattr__(self, "grad_cam_layer", GRAD_CAM_LAYERS.get(self.architecture))
+
+    def saliency_options(self, method: str) -> dict:
+        """The settings of this model that saliency `method` needs: Grad-CAM's layer; none for the others."""
+        if method != GRAD_CAM:
+            return {}
+        if self.grad_cam_layer is None:
+            raise MiscauseError(f"model {self.name}: no Grad-CAM layer for architecture {self.architecture!r} "
+                                "(its config.json names no grad_cam_layer)")
+        return {"layer": self.grad_cam_layer}
 
     @property
     def channels(self) -> int:
@@ -74,6 +93,7 @@ class ModelConfig:
             "tta": self.tta,
             "pixels_input": {"name": PIXELS_INPUT_NAME, "shape": [self.height, self.width, self.channels],
                              "dtype": "uint8", "layout": "NHWC"},
+            **({"grad_cam_layer": self.grad_cam_layer} if self.grad_cam_layer else {}),
             "files": {"onnx": f"{VERSION}/{ONNX_FILE}", "onnx_pixels": f"{VERSION}/{PIXELS_ONNX_FILE}",
                       "torch_export": f"{VERSION}/{PROGRAM_FILE}"},
             "training": self.training,
@@ -98,10 +118,13 @@ class ModelConfig:
         classes = raw["classes"]
         if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
             raise MiscauseError(f"{source}: classes must be a non-empty list of names")
+        layer = raw.get("grad_cam_layer")
+        if layer is not None and not (isinstance(layer, str) and layer):
+            raise MiscauseError(f"{source}: grad_cam_layer must be a layer name, got {layer!r}")
         return cls(name=str(raw["name"]), architecture=str(raw["architecture"]), classes=tuple(classes),
                    mean=tuple(float(v) for v in norm["mean"]), std=tuple(float(v) for v in norm["std"]),
                    shape=tuple(shape), tta=str(raw.get("tta", "none")), training=raw.get("training") or {},
-                   versions=raw.get("versions") or {})
+                   versions=raw.get("versions") or {}, grad_cam_layer=layer)
 
 
 def _numbers(value: object, count: int) -> bool:
@@ -164,7 +187,8 @@ class OnnxModel:
 
 
 def load_program(model_dir: str | os.PathLike, device: str = "cpu"):
-    """The torch.export program of a repository model as a callable module (for gradients)."""
+    """The torch.export program of a repository model as a callable module (for gradients), unflattened so it
+    keeps the network's module hierarchy: a layer is found by its name (Grad-CAM hooks it)."""
     import torch
 
     path = Path(model_dir) / VERSION / PROGRAM_FILE
@@ -174,4 +198,4 @@ def load_program(model_dir: str | os.PathLike, device: str = "cpu"):
         raise MiscauseError(f"no {PROGRAM_FILE} in {path.parent}") from None
     except Exception as error:
         raise MiscauseError(f"cannot load torch program {path}: {error}") from None
-    return program.module().to(device)
+    return torch.export.unflatten(program).to(device)

@@ -33,6 +33,7 @@ class Backend:
         if forward_backend not in FORWARD_BACKENDS:
             raise ValueError(f"forward backend must be one of {', '.join(FORWARD_BACKENDS)}")
         self.device = device
+        self.config = config
         self.forward_backend = forward_backend
         self.height, self.width = config.height, config.width
         self.classes = len(config.classes)
@@ -115,8 +116,9 @@ class Backend:
 
     def saliency(self, images: torch.Tensor, method: str, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(float32 [N,H,W] saliency of `target` classes (-1: the predicted one) through the torch program's
-        gradients, the logits [N,K] of that pass)."""
-        saliency, logits = kernels.saliency(self.program, images, method=method, target=target)
+        gradients (Grad-CAM: of the layer the model's config names), the logits [N,K] of that pass)."""
+        saliency, logits = kernels.saliency(self.program, images, method=method, target=target,
+                                            **self.config.saliency_options(method))
         return saliency.detach(), logits
 
     def gradient(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,8 @@ import torch
 from miscause import repository
 from miscause.device import pick_device
 from miscause.errors import MiscauseError
+from miscause.grad_cam_layers import GRAD_CAM
+from miscause.kernels import METHODS
 from miscause.policy import Policy, read_policy
 from miscause.proto import names
 from miscause.repository import ModelConfig
@@ -57,6 +59,11 @@ class ServedModel:
     def width(self) -> int:
         return self.config.width
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The saliency methods this model offers: Grad-CAM only where the config names a layer to explain."""
+        return tuple(method for method in METHODS if method != GRAD_CAM or self.config.grad_cam_layer)
+
     def execute(self, works: list[Work], instance: int = 0) -> list:
         """Outputs per work for one batch on one instance (its worker thread). A failing batch is split in
         halves until the failing requests stand alone: they fail by themselves, the others still succeed."""
@@ -75,7 +82,7 @@ class ServedModel:
     def warm_up(self, max_batch: int) -> None:
         """Before the model reports ready: every stage once, and the forward pass at the max batch size (its
         buffers are the largest; the explanation stages' kernels are compiled by the first run)."""
-        explain = resolve({}, self.defaults, self.classes, self.height, self.width)
+        explain = resolve({}, self.defaults, self.classes, self.height, self.width, methods=self.methods)
         for instance in range(len(self.backends)):
             for size, outputs in ((1, tuple(names.OUTPUTS)), (max_batch, (names.LOGITS,))):
                 images = np.zeros((size, self.height, self.width, 3), dtype=np.uint8)
@@ -94,7 +101,7 @@ def load_model(model_dir: Path, settings: Settings, device: torch.device, thread
                 for _ in range(settings.instances)]
     model = ServedModel(name=model_dir.name, config=config, policy=policy, defaults=defaults, backends=backends)
     try:
-        resolve({}, defaults, model.classes, model.height, model.width)
+        resolve({}, defaults, model.classes, model.height, model.width, methods=model.methods)
     except ValueError as error:
         raise MiscauseError(f"{model_dir / repository.POLICY}: {error}") from None
     return model
@@ -137,7 +144,7 @@ class Engine:
 
     def explain(self, model: ServedModel, values: dict) -> Explain:
         """A request's explanation parameters over the model's defaults (ValueError when invalid)."""
-        return resolve(values, model.defaults, model.classes, model.height, model.width)
+        return resolve(values, model.defaults, model.classes, model.height, model.width, methods=model.methods)
 
     async def close(self) -> None:
         self.ready = False

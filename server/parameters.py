@@ -68,8 +68,9 @@ def _fill(value: object, channels: int) -> tuple[float, ...] | None:
 
 
 def resolve(values: dict, defaults: dict, classes: list[str], height: int, width: int,
-            channels: int = 3) -> Explain:
-    """Explain from request values over defaults, each checked; ValueError names what is wrong."""
+            channels: int = 3, methods: tuple[str, ...] = METHODS) -> Explain:
+    """Explain from request values over defaults, each checked; ValueError names what is wrong. `methods` are the
+    saliency methods the model offers."""
     unknown = sorted(set(values) - set(NAMES))
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
@@ -82,8 +83,8 @@ def resolve(values: dict, defaults: dict, classes: list[str], height: int, width
         raise ValueError(f"parameter box must be an odd integer in 1..{min(height, width)}, got {box}")
     fill = _fill(merged["fill"], channels)
     method = merged["saliency_method"]
-    if method not in METHODS:
-        known = ", ".join(METHODS)
+    if method not in methods:
+        known = ", ".join(methods)
         raise ValueError(f"parameter saliency_method must be one of {known}, got {method!r}")
     target = merged["target"]
     if isinstance(target, str):

@@ -35,7 +35,7 @@ class Tiny(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
-def write_model(repository: Path, name: str, seed: int, tta: str) -> nn.Module:
+def write_model(repository: Path, name: str, seed: int, tta: str, grad_cam_layer: str | None = None) -> nn.Module:
     """A model folder as `miscause export` lays it out (config.json, 1/model.pt2, test-time augmentation
     inside the program); returns the network as served."""
     torch.manual_seed(seed)
@@ -49,6 +49,8 @@ def write_model(repository: Path, name: str, seed: int, tta: str) -> nn.Module:
               "input": {"shape": [3, 32, 32], "dtype": "float32", "layout": "NCHW"},
               "normalization": {"mean": list(MEAN), "std": list(STD)}, "versions": {"torch": torch.__version__},
               "training": {"split": "trainval" if tta == "flip" else "train"}}
+    if grad_cam_layer:
+        config["grad_cam_layer"] = grad_cam_layer
     (folder / "config.json").write_text(json.dumps(config))
     return model
 
@@ -140,6 +142,27 @@ def test_repository_without_erasure_and_no_policy(workspace: dict) -> None:
     assert status == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["models"]) == ["tiny_a"] and metrics["erasure"] is None
+
+
+def test_grad_cam_erasure_study_and_a_model_without_its_layer(workspace: dict, capsys) -> None:
+    """grad_cam runs on the layer config.json names (inside the flip augmentation); a model whose config names
+    none and whose architecture has none is one error line, and nothing is written."""
+    repo = workspace["root"] / "layered"
+    write_model(repo, "tiny_cam", 2, "flip", grad_cam_layer="features.5")
+    out = workspace["root"] / "grad_cam"
+    quick = ["--data", str(workspace["data"]), "--erasure", "--saliency-method", "grad_cam", "--sweep-top-percent",
+             "5", "--sweep-box", "3", "--device", "cpu", "--no-progress", "--no-policy", "--min-count", "2"]
+    assert main(["analyze", "--repository", str(repo), "--out", str(out), *quick]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    setting = metrics["erasure"]["tiny_cam"]["settings"][0]
+    assert setting["saliency"]["errors"] == metrics["models"]["tiny_cam"]["errors"]
+    capsys.readouterr()
+    missing = workspace["root"] / "no_layer"
+    assert main(["analyze", "--repository", str(workspace["repo"]), "--models", "tiny_a", "--out", str(missing),
+                 *quick]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model tiny_a: no Grad-CAM layer for architecture 'tiny'" in err[0], err
+    assert not missing.exists()
 
 
 def planted_run(settings: list[tuple[float, int]]) -> SplitRun:

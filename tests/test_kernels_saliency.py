@@ -1,4 +1,5 @@
-"""Saliency methods: agreement with Captum on a real torchvision network, the returned logits, modes, options."""
+"""Saliency methods: agreement with Captum on a real torchvision network, the returned logits, modes, options.
+Grad-CAM has its own file, tests/test_kernels_grad_cam.py."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 import torchvision
 from captum.attr import InputXGradient as CaptumInputXGradient
+from captum.attr import IntegratedGradients as CaptumIntegratedGradients
 from captum.attr import Saliency as CaptumSaliency
 
 from miscause import kernels
@@ -99,7 +101,7 @@ def test_inference_mode_callers_get_gradients(network: torch.nn.Module) -> None:
 
 def test_bad_method_options_and_targets(network: torch.nn.Module, images: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="unknown saliency method 'lime'; choose one of gradient, "
-                                         "input_x_gradient, smoothgrad"):
+                                         "input_x_gradient, smoothgrad, integrated_gradients, grad_cam$"):
         kernels.saliency(network, images, "lime")
     with pytest.raises(ValueError, match="unknown option"):
         kernels.saliency(network, images, "gradient", n_samples=3)
@@ -111,3 +113,46 @@ def test_bad_method_options_and_targets(network: torch.nn.Module, images: torch.
         kernels.saliency(network, images, target=10)
     with pytest.raises(ValueError, match=r"floating-point \[N, C, H, W\]"):
         kernels.saliency(network, images[0])
+
+
+@pytest.mark.parametrize(("n_steps", "integration", "baseline"), [
+    (50, "gausslegendre", None),  # Captum's defaults: 50 Gauss-Legendre points from a zero baseline
+    (12, "riemann_middle", "random"),
+])
+def test_integrated_gradients_matches_captum(network: torch.nn.Module, images: torch.Tensor, n_steps: int,
+                                             integration: str, baseline: str | None) -> None:
+    start = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) if baseline else None
+    target = torch.tensor([0, 3, 3, 9])
+    options = {"n_steps": n_steps, "integration": integration} | ({"baseline": start} if baseline else {})
+    ours = kernels.IntegratedGradients(network, **options).attribute(images, target=target)
+    assert network.training, "the caller's mode is restored"
+    network.eval()
+    theirs = CaptumIntegratedGradients(network).attribute(images, baselines=start, target=target, n_steps=n_steps,
+                                                          method=integration)
+    network.train()
+    theirs = theirs.detach().abs().amax(dim=1)
+    assert ours.shape == (4, 32, 32) and ours.dtype == torch.float32 and bool((ours > 0).any())
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-7)
+
+
+def test_integrated_gradients_in_chunks_of_steps_and_its_logits(network: torch.nn.Module,
+                                                                images: torch.Tensor) -> None:
+    whole, logits = kernels.saliency(network, images, "integrated_gradients", n_steps=7)
+    one_step_a_pass, _ = kernels.saliency(network, images, "integrated_gradients", n_steps=7, internal_batch_size=3)
+    torch.testing.assert_close(one_step_a_pass, whole, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(logits, kernels.saliency(network, images)[1])
+    constant, _ = kernels.saliency(network, images, "integrated_gradients", n_steps=7, baseline=images)
+    assert not bool(constant.any()), "no path from the image to itself: zero attribution"
+
+
+def test_integrated_gradients_bad_options(network: torch.nn.Module, images: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
+        kernels.saliency(network, images, "integrated_gradients", n_steps=0)
+    with pytest.raises(ValueError, match="unknown integration 'simpson'; choose one of gausslegendre"):
+        kernels.saliency(network, images, "integrated_gradients", integration="simpson")
+    with pytest.raises(ValueError, match=r"baseline of shape \[2, 3\] does not broadcast"):
+        kernels.saliency(network, images, "integrated_gradients", baseline=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="internal_batch_size must be an integer >= 1"):
+        kernels.saliency(network, images, "integrated_gradients", internal_batch_size=0)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) for integrated_gradients: layer"):
+        kernels.saliency(network, images, "integrated_gradients", layer="layer4")

@@ -25,6 +25,7 @@ from miscause.proto.names import (
     MASK,
     SALIENCY,
 )
+from miscause.repository import ModelConfig
 from miscause.server import pipeline
 from miscause.server.backends import Backend
 from miscause.server.batcher import Batcher
@@ -71,6 +72,19 @@ def test_parameters_resolve_over_defaults():
         resolve({"box": 2.5}, {}, CLASSES, 32, 32)
     with pytest.raises(ValueError, match="finite number"):
         resolve({"top_percent": float("nan")}, {}, CLASSES, 32, 32)
+
+
+def test_grad_cam_is_refused_for_a_model_without_a_layer_to_explain():
+    known = ModelConfig("a", "cifarnet", tuple(CLASSES), (0.5,) * 3, (0.25,) * 3, (3, 32, 32))
+    unknown = replace(known, architecture="mlp", grad_cam_layer=None)
+    assert unknown.grad_cam_layer is None and known.grad_cam_layer == "groups.2"
+    offered = {config.architecture: ServedModel("a", config, None, {}, backends=[None]).methods
+               for config in (known, unknown)}
+    assert offered == {"cifarnet": kernels.METHODS, "mlp": tuple(m for m in kernels.METHODS if m != "grad_cam")}
+    assert resolve({"saliency_method": "grad_cam"}, {}, CLASSES, 32, 32, methods=offered["cifarnet"])
+    with pytest.raises(ValueError, match="saliency_method must be one of gradient, input_x_gradient, smoothgrad, "
+                                         "integrated_gradients, got 'grad_cam'"):
+        resolve({"saliency_method": "grad_cam"}, {}, CLASSES, 32, 32, methods=offered["mlp"])
 
 
 @dataclass(frozen=True)
@@ -216,7 +230,8 @@ def computed_alone(backend: Backend, policy: Policy, work: Work) -> dict[str, np
     confidence, labels = probs.max(1)
     explain = work.explain
     target = labels if explain.target is None else torch.full_like(labels, explain.target)
-    saliency, _ = kernels.saliency(backend.program, x, explain.saliency_method, target)
+    saliency, _ = kernels.saliency(backend.program, x, explain.saliency_method, target,
+                                   **backend.config.saliency_options(explain.saliency_method))
     erased, mask = kernels.erase(x, saliency, explain.top_percent, explain.box, explain.fill)
     erased_probs = torch.softmax(backend.logits(erased), 1)
     erased_labels = erased_probs.argmax(1)
@@ -274,6 +289,25 @@ def test_a_forward_only_batch_skips_the_explanation_stages(backend, monkeypatch)
     logits = backend.logits(backend.upload([images])).numpy()
     np.testing.assert_allclose(got[0][LOGITS], logits[:2], atol=1e-5)
     np.testing.assert_array_equal(np.concatenate([got[0][LABEL], got[1][CORRECTED_LABEL]]), logits.argmax(1))
+
+
+def test_grad_cam_and_integrated_gradients_requests_through_the_pipeline(backend):
+    """The served program's Grad-CAM (its config's layer, inside the flip test-time augmentation) and
+    integrated gradients, each request against its own plain computation (one request per method, so the
+    batched passes see the same rows and near-tied anchors cannot differ)."""
+    images = random_images(5, seed=4)
+    grad_cam = Explain(5.0, 3, None, "grad_cam", None)
+    works = [Work(images[0:3], (SALIENCY, MASK, ERASED_LABEL), grad_cam),
+             Work(images[3:5], (SALIENCY, ERASED_PROBS), replace(grad_cam, saliency_method="integrated_gradients",
+                                                                 target=1))]
+    policy = Policy.from_rules({}, backend.classes)
+    got = pipeline.run(backend, policy, works)
+    for work, outputs in zip(works, got, strict=True):
+        want = computed_alone(backend, policy, work)
+        for name in work.outputs:
+            np.testing.assert_allclose(outputs[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert got[0][SALIENCY].shape == (3, 32, 32) and got[0][SALIENCY].max() > 0 and got[0][SALIENCY].min() == 0
+    assert got[1][SALIENCY].max() > 0
 
 
 def test_pipeline_builds_gradient_maps_only_for_saliency_requests(backend, monkeypatch):

@@ -1,11 +1,13 @@
-"""Every architecture runs forward and backward at 32x32 and has the classifier asked for."""
+"""Every architecture runs forward and backward at 32x32, has the classifier asked for and a Grad-CAM layer."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from miscause import kernels
 from miscause.errors import MiscauseError
+from miscause.grad_cam_layers import GRAD_CAM_LAYERS
 from miscause.jobs.training import zoo
 
 
@@ -55,3 +57,21 @@ def test_flip_tta_averages_mirror_images():
     with torch.no_grad():
         expected = (model(images) + model(images.flip(-1))) / 2
         torch.testing.assert_close(zoo.FlipTTA(model)(images), expected)
+
+
+@pytest.mark.parametrize("arch", list(zoo.REGISTRY))
+def test_grad_cam_layer_is_a_spatial_feature_map_before_the_pooling(arch):
+    """Each architecture's Grad-CAM layer gives a [N, C, h, w] map with h, w >= 2, and Grad-CAM runs on it."""
+    torch.manual_seed(0)
+    model = zoo.build(arch).eval()
+    layer = model.get_submodule(GRAD_CAM_LAYERS[arch])
+    shapes = []
+    handle = layer.register_forward_hook(lambda _module, _inputs, output: shapes.append(tuple(output.shape)))
+    saliency, logits = kernels.saliency(model, torch.randn(2, 3, 32, 32), "grad_cam", layer=GRAD_CAM_LAYERS[arch])
+    handle.remove()
+    assert len(shapes) == 1 and len(shapes[0]) == 4 and min(shapes[0][2:]) >= 2, shapes
+    assert saliency.shape == (2, 32, 32) and bool(torch.isfinite(saliency).all()) and logits.shape == (2, 10)
+
+
+def test_every_architecture_has_a_grad_cam_layer():
+    assert set(GRAD_CAM_LAYERS) == set(zoo.REGISTRY)

@@ -127,7 +127,8 @@ def run_split(model: RepositoryModel, images: np.ndarray, labels: np.ndarray, po
     steps = range(0, len(images), options.batch_size)
     for start in tqdm(steps, desc=f"{model.name} {split}: saliency and erasure", unit="batch", disable=not progress):
         x = model.prepare(images[start:start + options.batch_size], device)
-        saliency, batch_logits = kernels.saliency(model.module, x, method=options.saliency_method)
+        saliency, batch_logits = kernels.saliency(model.module, x, method=options.saliency_method,
+                                                  **model.config.saliency_options(options.saliency_method))
         predicted = batch_logits.argmax(1)
         uniform = torch.rand(saliency.shape, generator=generator).to(device)
         batch: dict[str, list] = {key: [] for key in erasures}
