@@ -18,6 +18,7 @@ from miscause.atomic import atomic_directory
 from miscause.jobs.analysis import causes, figures
 from miscause.jobs.analysis.erasure import ErasureResults
 from miscause.jobs.analysis.misclassification import Analysis
+from miscause.jobs.analysis.model_dependence import POWER
 from miscause.jobs.analysis.networks import network_json
 from miscause.jobs.analysis.report_document import Block, to_html, to_markdown
 
@@ -56,6 +57,7 @@ def metrics(analysis: Analysis, context: dict, erasure: ErasureResults | None) -
         "versions": context.get("versions", {}),
         "settings": {"alpha": options.alpha, "correction": options.correction, "min_count": options.min_count,
                      "tolerance": options.tolerance, "quorum": analysis.quorum,
+                     "replicates": options.groups, "model_dependence": dependence_settings(analysis),
                      "erasure": erasure.settings if erasure else None},
         "classes": list(analysis.classes),
         "models": {name: {"accuracy": m.accuracy, "errors": m.errors, "n": m.n,
@@ -98,20 +100,22 @@ def _percent(x: float) -> str:
 def rule_text(analysis: Analysis) -> list[str]:
     """The significance and cause-assignment rule as applied, in words."""
     o, m = analysis.options, len(analysis.models)
-    correction = {"holm": "Holm (family-wise error)", "bh": "Benjamini-Hochberg (false discovery rate)",
-                  "none": "no"}[o.correction]
+    correction = _correction(o.correction)
     return [
         "Baseline without structure: a misclassified image of class i lands on each of the other K-1 classes "
         "with equal probability, so count(i -> j) ~ Binomial(errors of i, 1/(K-1)).",
         f"An edge i -> j is significant for a model when its one-sided binomial p-value, with {correction} "
         f"correction over the model's K(K-1) ordered pairs, is at most {o.alpha}, and it holds at least "
         f"{o.min_count} errors. A model's misclassification network keeps exactly these edges.",
+        *dependence_text(analysis),
         f"With {m} model(s) and tolerance {o.tolerance}, the quorum is max(M - tolerance, floor(M/2) + 1) = "
-        f"{analysis.quorum}: an edge significant in at least {analysis.quorum} model(s) is "
-        f"`{causes.MORPHOLOGICAL}`, in fewer (but at least one) `{causes.NON_ESSENTIAL}` "
-        f"for those models, in none `{causes.NOT_SIGNIFICANT}`."
-        + (" With one model nothing shows an edge is particular to it, so every edge counts as shared."
-           if m == 1 else ""),
+        f"{analysis.quorum}. A pair that is model-dependent and significant in at least one model is "
+        f"`{causes.NON_ESSENTIAL}` for the models where it is significant; a pair significant in at least "
+        f"{analysis.quorum} model(s) and not model-dependent is `{causes.MORPHOLOGICAL}`; any other pair is "
+        f"`{causes.NOT_SIGNIFICANT}`, including a pair significant in some models only that the test does not "
+        "show to differ between models (an edge in one model and none in another is not a difference)."
+        + (" With one model nothing can show that a confusion depends on the model, so every edge counts as "
+           "shared." if m == 1 else ""),
         "When the erasure study ran, a pair is reported as non-essential interference only where erasing at the "
         "most salient pixels corrects its errors significantly more often than erasing at as many random "
         "pixels (exact one-sided McNemar test on the same images, corrected over the model's significant "
@@ -120,7 +124,62 @@ def rule_text(analysis: Analysis) -> list[str]:
     ]
 
 
+def dependence_settings(analysis: Analysis) -> dict | None:
+    """The model-dependence test's settings for metrics.json (None with one model)."""
+    d = analysis.dependence
+    if d is None or len(analysis.models) < 2:
+        return None
+    return {"statistic": "cochran_q", "calibration": "anova_f_seed_replicates" if d.calibrated else None,
+            "df_between": d.df_between if d.calibrated else None, "df_within": d.df_within if d.calibrated else None,
+            "power": POWER, "power_level": d.mdd_level}
+
+
+def dependence_text(analysis: Analysis) -> list[str]:
+    """The model-dependence test and its levels, in words."""
+    o, d = analysis.options, analysis.dependence
+    if d is None or len(analysis.models) < 2:
+        return []
+    groups = "; ".join(f"{name}: {', '.join(models)}" for name, models in o.groups.items())
+    calibration = (
+        f"Calibrated by seed replicates ({groups}): the one-way analysis of variance of the models' rates "
+        "P(pred = j | true = i) with the architecture as factor (models outside every group are architectures of "
+        "their own); its error term pools the seed-to-seed spread within the replicate groups "
+        f"({d.df_within} degrees of freedom; architectures {d.df_between + 1}), so F asks whether architectures "
+        f"differ by more than seeds do. Its p-values get the same correction; a pair is model-dependent only when "
+        f"both adjusted p-values are at most {o.alpha} (an intersection-union test, level {o.alpha})."
+        if d.calibrated else
+        "No replicate groups were given (`--replicates NAME=M1,M2,...`), so the test is not calibrated against "
+        "seed-to-seed variation: a pair found model-dependent may differ between training runs of one "
+        "architecture as much as between architectures.")
+    return [
+        "Model dependence of a pair i -> j: Cochran's Q (Cochran 1950) over all models' per-image indicators "
+        "\"image of class i predicted as j\" on the same images (chi-square, M - 1 degrees of freedom; paired, so "
+        f"only disagreements between models on an image count), {_correction(o.correction)} correction over the "
+        f"K(K-1) ordered pairs, level {o.alpha}, and some model holding at least {o.min_count} such errors.",
+        calibration,
+        f"Power: for each pair the report gives the smallest difference in P(pred = j | true = i) between two "
+        f"models that the test detects with {POWER:.0%} power at the per-pair level {d.mdd_level:.3g} (alpha over "
+        "the number of pairs, what the correction asks of the smallest p-value), from the two-proportion normal "
+        "approximation on the class's images and the models' mean rate (Fleiss, Levin & Paik 2003); pairing "
+        "only lowers it. It is also given in images and as a share of the class's errors.",
+    ]
+
+
+def _correction(method: str) -> str:
+    return {"holm": "Holm (family-wise error)", "bh": "Benjamini-Hochberg (false discovery rate)",
+            "none": "no"}[method]
+
+
+def _detectable(record: dict) -> str:
+    mdd = record["dependence"]["min_detectable"]
+    if mdd["rate"] is None:
+        return "none"
+    share = f"; {_percent(mdd['conditional'])} of errors" if mdd["conditional"] is not None else ""
+    return f"{100 * mdd['rate']:.1f} pts ({mdd['images']:.0f} images{share})"
+
+
 def _pair_rows(analysis: Analysis) -> list[list]:
+    calibrated = analysis.dependence is not None and analysis.dependence.calibrated
     rows = []
     for record in analysis.pairs:
         if not record["models"]:
@@ -130,8 +189,10 @@ def _pair_rows(analysis: Analysis) -> list[list]:
         cause = f"`{record['cause']}`"
         if record["pattern_cause"] != record["cause"]:
             cause += f" (pattern: `{record['pattern_cause']}`, not verified)"
-        rows.append([record["true"], record["pred"], cause, len(record["models"]), shares,
-                     ", ".join(record.get("erasure_verified_models", [])) or "-"])
+        d = record["dependence"]
+        tests = [f"{d['q_adjusted']:.3g}"] + ([f"{d['f_adjusted']:.3g}"] if calibrated else [])
+        rows.append([record["true"], record["pred"], cause, len(record["models"]), shares, *tests,
+                     _detectable(record), ", ".join(record.get("erasure_verified_models", [])) or "-"])
     return sorted(rows, key=lambda row: (-row[3], row[0], row[1]))
 
 
@@ -234,8 +295,11 @@ def document(analysis: Analysis, context: dict, erasure: ErasureResults | None) 
         blocks.append(("p", f"{unverified} pairs particular to few models were not verified by the erasure study "
                             "and are reported as not significant."))
     rows = _pair_rows(analysis)
-    blocks.append(("table", ["true", "predicted", "cause", "models", "conditional probability (count)",
-                             "erasure verified in"], rows) if rows else ("p", "No pair is significant in any model."))
+    calibrated = analysis.dependence is not None and analysis.dependence.calibrated
+    headers = ["true", "predicted", "cause", "models", "conditional probability (count)", "Cochran's Q adj. p",
+               *(["seed-calibrated F adj. p"] if calibrated else []), "smallest detectable difference",
+               "erasure verified in"]
+    blocks.append(("table", headers, rows) if rows else ("p", "No pair is significant in any model."))
     blocks += [("h2", "Confusion matrices")]
     blocks += [("figure", f"confusion-{file_stem(n)}.png",
                 f"{n}: row-normalised confusion and conditional confusion") for n in names]
