@@ -15,7 +15,7 @@ import networkx as nx
 import numpy as np
 
 from miscause.atomic import atomic_directory
-from miscause.jobs.analysis import causes, figures
+from miscause.jobs.analysis import causes, figures, policy_fit
 from miscause.jobs.analysis.erasure import ErasureResults
 from miscause.jobs.analysis.misclassification import Analysis
 from miscause.jobs.analysis.model_dependence import POWER
@@ -244,24 +244,45 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
     return blocks
 
 
-def _policy_blocks(erasure: ErasureResults, context: dict) -> list[Block]:
+def _fitted_text(policy: dict) -> str:
+    fitted = policy["fitted_on"]
+    if fitted.get("method") == "cross-fit":
+        return (f"fitted by {fitted['folds']}-fold cross-fitting on the test split ({fitted['reason']}): each fold "
+                "scored by the policy fitted on the other folds; the policy written is fitted on the whole split, "
+                f"net gain {fitted['net_gain']} of {fitted['n']} images in-sample")
+    return f"fitted on the validation split: net gain {fitted['net_gain']} of {fitted['n']} images"
+
+
+def _policy_blocks(erasure: ErasureResults, context: dict, accuracy: dict[str, float]) -> list[Block]:
     blocks: list[Block] = [
         ("h2", "Correction policy"),
-        ("p", "Fitted on the validation split only and evaluated once on the test split. For an image predicted "
-              "as class c with maximum softmax probability q, the service answers with the erased image's class "
-              "when the policy has a rule for c and q <= its max_confidence."),
+        ("p", "Fitted only on images the model never trained on: the validation split for a model trained on the "
+              f"`train` split, otherwise cross-fitting over {policy_fit.FOLDS} folds of the test split. For an image "
+              "predicted as class c with maximum softmax probability q, the service answers with the erased "
+              "image's class when the policy has a rule for c and q <= its max_confidence. Beside the gated "
+              "policy: the accuracy with every image erased at the policy's setting, and the break-even error "
+              "share b / (b + c) (c: share of errors that erasure corrects, b: share of correct answers it breaks), "
+              "the share of errors a gate's selected images must hold for erasing them to gain."),
     ]
     for name, policy in erasure.policies.items():
         test = policy["test"]
         rules = ", ".join(f"{r['pred']} <= {r['max_confidence']:.3f}" for r in policy["rules"]) or "none"
+        break_even = test.get("break_even_error_share")
         blocks += [
             ("h3", name),
-            ("list", [f"setting: p = {policy['top_percent']}, b = {policy['box']}; rules: {rules}",
-                      f"validation: net gain {policy['fitted_on']['net_gain']} of {policy['fitted_on']['n']} images",
-                      f"test: accuracy {_percent(test['accuracy_before'])} -> {_percent(test['accuracy_after'])}; "
-                      f"{test['corrected']} corrected, {test['broken']} broken; net change "
-                      f"{100 * test['net_change']:+.2f} points, 95% CI [{100 * test['ci95'][0]:+.2f}, "
-                      f"{100 * test['ci95'][1]:+.2f}]",
+            ("list", [f"validation accuracy {_percent(policy['fitted_on']['accuracy'])}, test accuracy "
+                      f"{_percent(accuracy[name])}",
+                      f"setting: p = {policy['top_percent']}, b = {policy['box']}; rules: {rules}",
+                      _fitted_text(policy),
+                      f"test: accuracy {_percent(test['accuracy_before'])} -> {_percent(test['accuracy_after'])} "
+                      f"gated, {_percent(test['accuracy_blanket'])} with every image erased; {test['corrected']} "
+                      f"corrected, {test['broken']} broken; net change {100 * test['net_change']:+.2f} points, 95% "
+                      f"CI [{100 * test['ci95'][0]:+.2f}, {100 * test['ci95'][1]:+.2f}]",
+                      f"erasure corrects {_percent(test['blanket_corrected_rate'])} of errors and breaks "
+                      f"{_percent(test['blanket_broken_rate'])} of correct answers: "
+                      + (f"a gate gains only where more than {_percent(break_even)} of the images it selects are "
+                         f"errors (the model errs on {_percent(1 - test['accuracy_before'])} of all images)"
+                         if break_even is not None else "no gate can gain"),
                       f"written to `{context.get('policy_paths', {}).get(name, 'not written')}`"]),
         ]
     return blocks
@@ -318,7 +339,7 @@ def document(analysis: Analysis, context: dict, erasure: ErasureResults | None) 
     if erasure:
         blocks += _erasure_blocks(erasure)
         if erasure.policies:
-            blocks += _policy_blocks(erasure, context)
+            blocks += _policy_blocks(erasure, context, {n: m.accuracy for n, m in analysis.models.items()})
     if context.get("warnings"):
         blocks += [("h2", "Warnings"), ("list", context["warnings"])]
     blocks += [("h2", "Versions"), ("table", ["component", "version"], sorted(context.get("versions", {}).items()))]
