@@ -1,4 +1,5 @@
-"""Model dependence on planted predictions: across architectures against across seeds, power, bad groups."""
+"""Model dependence on planted predictions: across architectures against across seeds, power, bad groups, and
+how erasure corrects the errors of each cause."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from miscause.cli import main
 from miscause.errors import MiscauseError
+from miscause.jobs.analysis.cause_interaction import cause_interaction
 from miscause.jobs.analysis.causes import MORPHOLOGICAL, NON_ESSENTIAL
 from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
 from miscause.jobs.analysis.predictions import make_predictions
@@ -172,3 +174,29 @@ def test_cli_replicates_and_bad_groups(tmp_path: Path, capsys: pytest.CaptureFix
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
         assert not target.exists()
+
+
+def erasure_pair(true: str, pred: str, errors: int, corrected: int, random: int = 0) -> dict:
+    """One pair's entry of an erasure summary, as `erasure.pair_summaries` writes it."""
+    return {"true": true, "pred": pred, "errors": errors, "saliency": {"corrected": corrected},
+            "random": {"corrected": random}}
+
+
+def test_erasure_corrects_non_essential_errors_more_often() -> None:
+    analysis = analyze_predictions(zoo(), AnalysisOptions(replicates=groups_option()))
+    morphological = [erasure_pair("cat", "dog", 200, 20, 10), erasure_pair("ship", "frog", 100, 10, 5)]
+    summaries = {"a0": {"pairs": [erasure_pair("bird", "airplane", 150, 60, 12), *morphological,
+                                  erasure_pair("bird", "truck", 9, 9)]},
+                 "b0": {"pairs": [erasure_pair("bird", "airplane", 6, 6), *morphological]},
+                 "c0": {"pairs": morphological}}
+    result = cause_interaction(analysis, summaries)
+    a0 = result["a0"]
+    assert a0["causes"][NON_ESSENTIAL] == {"pairs": 1, "errors": 150, "corrected": 60, "rate": 0.4,
+                                           "random_corrected": 12, "random_rate": 0.08}
+    assert a0["causes"][MORPHOLOGICAL]["errors"] == 300 and a0["causes"][MORPHOLOGICAL]["rate"] == pytest.approx(0.1)
+    assert a0["test"]["significant"] and a0["test"]["p_adjusted"] < 1e-6
+    assert [(p["true"], p["pred"], p["significant"]) for p in a0["pairs"]] == [("bird", "airplane", True)]
+    # bird -> airplane is not significant in b0, so its errors there belong to no cause; bird -> truck to none
+    b0 = result["b0"]["causes"][NON_ESSENTIAL]
+    assert b0["errors"] == 0 and b0["rate"] is None
+    assert result["b0"]["test"]["p_value"] == 1.0 and not result["c0"]["test"]["significant"]

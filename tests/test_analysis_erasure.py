@@ -137,6 +137,9 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
     assert html.count("data:image/png;base64,") == len(figures) and 'src="figures/' not in html
     markdown = (out / "report.md").read_text()
     assert "## Erasure study" in markdown and "## Correction policy" in markdown and "--erasure" in markdown
+    assert "## Erasure by cause" in markdown and "## Deviations from the paper" in markdown
+    assert "with every image erased" in markdown and "not calibrated by seed replicates" in markdown
+    assert set(metrics["cause_interaction"]) == {"tiny_a", "tiny_b"}
 
 
 def test_repository_without_erasure_and_no_policy(workspace: dict) -> None:

@@ -16,6 +16,8 @@ import numpy as np
 
 from miscause.atomic import atomic_directory
 from miscause.jobs.analysis import causes, figures, policy_fit
+from miscause.jobs.analysis.cause_interaction import cause_interaction
+from miscause.jobs.analysis.deviations import deviations
 from miscause.jobs.analysis.erasure import ErasureResults
 from miscause.jobs.analysis.misclassification import Analysis
 from miscause.jobs.analysis.model_dependence import POWER
@@ -68,6 +70,7 @@ def metrics(analysis: Analysis, context: dict, erasure: ErasureResults | None) -
         "consensus": network_json(analysis.consensus),
         "pairs": analysis.pairs,
         "erasure": erasure.summaries if erasure else None,
+        "cause_interaction": cause_interaction(analysis, erasure.summaries) if erasure else None,
         "policies": erasure.policies if erasure else None,
         "warnings": context.get("warnings", []),
     })
@@ -244,6 +247,38 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
     return blocks
 
 
+def _rate(tally: dict, key: str) -> str:
+    return "-" if tally[key] is None else _percent(tally[key])
+
+
+def _interaction_blocks(analysis: Analysis, erasure: ErasureResults) -> list[Block]:
+    o = analysis.options
+    results = cause_interaction(analysis, erasure.summaries)
+    rows, pair_rows = [], []
+    for name, result in results.items():
+        ne, mo = result["causes"][causes.NON_ESSENTIAL], result["causes"][causes.MORPHOLOGICAL]
+        rows.append([name, ne["pairs"], f"{ne['corrected']} / {ne['errors']}", _rate(ne, "rate"),
+                     _rate(ne, "random_rate"), mo["pairs"], f"{mo['corrected']} / {mo['errors']}", _rate(mo, "rate"),
+                     _rate(mo, "random_rate"), f"{result['test']['p_adjusted']:.3g}"])
+        pair_rows += [[name, p["true"], p["pred"], f"{p['corrected']} / {p['errors']}", _percent(p["rate"]),
+                       f"{p['p_adjusted']:.3g}"] for p in result["pairs"]]
+    blocks: list[Block] = [
+        ("h2", "Erasure by cause"),
+        ("p", "Whether erasure corrects the errors of model-dependent (non-essential interference) pairs more often "
+              "than those of shared (morphological) pairs, at the default setting. Pairs are grouped by their "
+              "pattern cause, before the erasure check (which keeps a pair by these very counts); a non-essential "
+              "pair counts for the models where it is significant. Exact one-sided Fisher test per model, "
+              f"{_correction(o.correction)} correction over the models, level {o.alpha}; per non-essential pair "
+              f"with at least {o.min_count} errors the same test against the model's morphological errors, "
+              "corrected over the model's pairs."),
+        ("table", ["model", "non-essential pairs", "corrected / errors", "rate", "random rate", "morphological pairs",
+                   "corrected / errors", "rate", "random rate", "Fisher adj. p"], rows),
+    ]
+    if pair_rows:
+        blocks.append(("table", ["model", "true", "pred", "corrected / errors", "rate", "Fisher adj. p"], pair_rows))
+    return blocks
+
+
 def _fitted_text(policy: dict) -> str:
     fitted = policy["fitted_on"]
     if fitted.get("method") == "cross-fit":
@@ -338,8 +373,10 @@ def document(analysis: Analysis, context: dict, erasure: ErasureResults | None) 
     ]
     if erasure:
         blocks += _erasure_blocks(erasure)
+        blocks += _interaction_blocks(analysis, erasure)
         if erasure.policies:
             blocks += _policy_blocks(erasure, context, {n: m.accuracy for n, m in analysis.models.items()})
+    blocks += [("h2", "Deviations from the paper"), ("list", deviations(analysis, context, erasure))]
     if context.get("warnings"):
         blocks += [("h2", "Warnings"), ("list", context["warnings"])]
     blocks += [("h2", "Versions"), ("table", ["component", "version"], sorted(context.get("versions", {}).items()))]
