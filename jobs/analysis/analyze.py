@@ -3,6 +3,9 @@ pair, and (with --erasure) the erasure study and the service's correction policy
 
 From predictions files (fast, CPU), each written by `miscause evaluate` on the same split:
   miscause analyze --predictions runs/cifarnet.npz runs/resnet50.npz --out reports/patterns
+With seed replicates, which calibrate the model-dependence test (repeat --replicates per architecture):
+  miscause analyze --predictions runs/*.npz --out reports/patterns \\
+      --replicates cifarnet=cifarnet_s0,cifarnet_s1 --replicates resnet50=resnet50_s0,resnet50_s1
 
 From a model repository and a dataset (inference, saliency and erasure; GPU when present):
   miscause analyze --repository models --models cifarnet resnet50 --data ../shared/data/cifar10 \\
