@@ -16,7 +16,14 @@ from miscause.jobs.analysis.causes import MORPHOLOGICAL, NON_ESSENTIAL
 from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
 from miscause.jobs.analysis.predictions import make_predictions
 from miscause.jobs.analysis.replicates import parse_replicates
-from miscause.jobs.analysis.significance import between_within_f, cochran_q, min_detectable_difference
+from miscause.jobs.analysis.significance import (
+    between_within_f,
+    cochran_q,
+    mcnemar_greater,
+    mcnemar_min_detectable,
+    min_detectable_difference,
+)
+from miscause.jobs.analysis.verification_power import verification_power
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PER_CLASS = 2000
@@ -200,3 +207,20 @@ def test_erasure_corrects_non_essential_errors_more_often() -> None:
     b0 = result["b0"]["causes"][NON_ESSENTIAL]
     assert b0["errors"] == 0 and b0["rate"] is None
     assert result["b0"]["test"]["p_value"] == 1.0 and not result["c0"]["test"]["significant"]
+
+
+def test_verification_power() -> None:
+    # at level 0.01 seven errors corrected by saliency erasure alone are the fewest that can be significant
+    assert mcnemar_min_detectable(100, 0.01)[0] == 7
+    assert mcnemar_greater(7, 0) <= 0.01 < mcnemar_greater(6, 0)
+    assert mcnemar_min_detectable(6, 0.01) == (7, None)
+    rates = [mcnemar_min_detectable(n, 0.01)[1] for n in (7, 10, 24, 100)]
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False)) and rates[0] > 0.9
+    summaries = {"m": {"pairs": [{**erasure_pair("cat", "dog", 24, 11, 6), "candidate": True},
+                                 {**erasure_pair("ship", "airplane", 6, 0, 0), "candidate": True},
+                                 {**erasure_pair("dog", "bird", 3, 1, 0), "candidate": False}]}}
+    rows = verification_power(summaries, 0.05, "holm")["m"]
+    assert [(r["true"], r["level"], r["needed"]) for r in rows] == [("cat", 0.025, 6), ("ship", 0.025, 6)]
+    assert rows[0]["min_detectable_rate"] == pytest.approx(mcnemar_min_detectable(24, 0.025)[1])
+    assert rows[1]["min_detectable_rate"] is not None
+    assert verification_power(summaries, 0.05, "none")["m"][0]["needed"] == 5

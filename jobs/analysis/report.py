@@ -23,6 +23,7 @@ from miscause.jobs.analysis.misclassification import Analysis
 from miscause.jobs.analysis.model_dependence import POWER
 from miscause.jobs.analysis.networks import network_json
 from miscause.jobs.analysis.report_document import Block, to_html, to_markdown
+from miscause.jobs.analysis.verification_power import verification_power
 
 METRICS_VERSION = 1
 
@@ -71,6 +72,8 @@ def metrics(analysis: Analysis, context: dict, erasure: ErasureResults | None) -
         "pairs": analysis.pairs,
         "erasure": erasure.summaries if erasure else None,
         "cause_interaction": cause_interaction(analysis, erasure.summaries) if erasure else None,
+        "verification_power": (verification_power(erasure.summaries, options.alpha, options.correction)
+                               if erasure else None),
         "policies": erasure.policies if erasure else None,
         "warnings": context.get("warnings", []),
     })
@@ -182,7 +185,8 @@ def _detectable(record: dict) -> str:
 
 
 def _pair_rows(analysis: Analysis) -> list[list]:
-    calibrated = analysis.dependence is not None and analysis.dependence.calibrated
+    tested = len(analysis.models) >= 2
+    calibrated = tested and analysis.dependence is not None and analysis.dependence.calibrated
     rows = []
     for record in analysis.pairs:
         if not record["models"]:
@@ -193,9 +197,10 @@ def _pair_rows(analysis: Analysis) -> list[list]:
         if record["pattern_cause"] != record["cause"]:
             cause += f" (pattern: `{record['pattern_cause']}`, not verified)"
         d = record["dependence"]
-        tests = [f"{d['q_adjusted']:.3g}"] + ([f"{d['f_adjusted']:.3g}"] if calibrated else [])
+        tests = ([f"{d['q_adjusted']:.3g}"] + ([f"{d['f_adjusted']:.3g}"] if calibrated else [])
+                 + [_detectable(record)] if tested else [])
         rows.append([record["true"], record["pred"], cause, len(record["models"]), shares, *tests,
-                     _detectable(record), ", ".join(record.get("erasure_verified_models", [])) or "-"])
+                     ", ".join(record.get("erasure_verified_models", [])) or "-"])
     return sorted(rows, key=lambda row: (-row[3], row[0], row[1]))
 
 
@@ -276,6 +281,21 @@ def _interaction_blocks(analysis: Analysis, erasure: ErasureResults) -> list[Blo
     ]
     if pair_rows:
         blocks.append(("table", ["model", "true", "pred", "corrected / errors", "rate", "Fisher adj. p"], pair_rows))
+    power = verification_power(erasure.summaries, o.alpha, o.correction)
+    power_rows = [[name, r["true"], r["pred"], r["errors"], f"{r['level']:.3g}", r["needed"],
+                   "impossible" if r["min_detectable_rate"] is None else _percent(r["min_detectable_rate"])]
+                  for name, rows in power.items() for r in rows]
+    if power_rows:
+        blocks += [
+            ("h3", "Power of the erasure verification"),
+            ("p", "Per tested pair: the level of its McNemar test after correction over the model's tested pairs, "
+                  "the fewest errors saliency erasure alone must correct (with none corrected by random erasure "
+                  "alone) for significance, and the smallest share of its errors saliency erasure alone must "
+                  f"correct to be verified with {POWER:.0%} power under that most favourable outcome; "
+                  "\"impossible\": the pair has too few errors to be verified whatever erasure does."),
+            ("table", ["model", "true", "pred", "errors", "level", "errors needed at best", "smallest detectable rate"],
+             power_rows),
+        ]
     return blocks
 
 
@@ -351,9 +371,11 @@ def document(analysis: Analysis, context: dict, erasure: ErasureResults | None) 
         blocks.append(("p", f"{unverified} pairs particular to few models were not verified by the erasure study "
                             "and are reported as not significant."))
     rows = _pair_rows(analysis)
-    calibrated = analysis.dependence is not None and analysis.dependence.calibrated
-    headers = ["true", "predicted", "cause", "models", "conditional probability (count)", "Cochran's Q adj. p",
-               *(["seed-calibrated F adj. p"] if calibrated else []), "smallest detectable difference",
+    tested = len(analysis.models) >= 2
+    calibrated = tested and analysis.dependence is not None and analysis.dependence.calibrated
+    dependence = (["Cochran's Q adj. p"] + (["seed-calibrated F adj. p"] if calibrated else [])
+                  + ["smallest detectable difference"] if tested else [])
+    headers = ["true", "predicted", "cause", "models", "conditional probability (count)", *dependence,
                "erasure verified in"]
     blocks.append(("table", headers, rows) if rows else ("p", "No pair is significant in any model."))
     blocks += [("h2", "Confusion matrices")]

@@ -149,3 +149,16 @@ def fisher_greater(first: tuple[int, int], second: tuple[int, int]) -> float:
     if n == 0 or m == 0:
         return 1.0
     return float(stats.fisher_exact([[a, n - a], [b, m - b]], alternative="greater").pvalue)
+
+
+def mcnemar_min_detectable(n: int, alpha: float, power: float = 0.8) -> tuple[int, float | None]:
+    """What the exact one-sided McNemar test (`mcnemar_greater`) on n paired subjects can detect at level `alpha`:
+    (the fewest subjects that must succeed under the first treatment only, with none under the second only, for
+    p <= alpha; the smallest such one-sided success rate d detected with probability `power`, the discordant
+    count then being Binomial(n, d)). This is the most favourable alternative, so any real effect needs more.
+    The rate is None when n is below the fewest needed: nothing n subjects can show is significant."""
+    needed = int(np.ceil(np.log2(1 / alpha) - 1e-12))
+    if n < needed:
+        return needed, None
+    rate = optimize.brentq(lambda d: stats.binom.sf(needed - 1, n, d) - power, 1e-12, 1.0, xtol=1e-10)
+    return needed, float(rate)
