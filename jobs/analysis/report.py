@@ -20,9 +20,17 @@ from miscause.jobs.analysis.cause_interaction import cause_interaction
 from miscause.jobs.analysis.deviations import deviations
 from miscause.jobs.analysis.erasure import ErasureResults
 from miscause.jobs.analysis.misclassification import Analysis
-from miscause.jobs.analysis.model_dependence import POWER
 from miscause.jobs.analysis.networks import network_json
 from miscause.jobs.analysis.report_document import Block, to_html, to_markdown
+from miscause.jobs.analysis.report_statistics import (
+    correction_text,
+    dependence_settings,
+    dependence_text,
+    detectable,
+    fitted_text,
+    interaction_blocks,
+)
+from miscause.jobs.analysis.report_statistics import percent as _percent
 from miscause.jobs.analysis.verification_power import verification_power
 
 METRICS_VERSION = 1
@@ -99,14 +107,10 @@ def figure_set(analysis: Analysis, erasure: ErasureResults | None) -> dict[str, 
     return out
 
 
-def _percent(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def rule_text(analysis: Analysis) -> list[str]:
     """The significance and cause-assignment rule as applied, in words."""
     o, m = analysis.options, len(analysis.models)
-    correction = _correction(o.correction)
+    correction = correction_text(o.correction)
     return [
         "Baseline without structure: a misclassified image of class i lands on each of the other K-1 classes "
         "with equal probability, so count(i -> j) ~ Binomial(errors of i, 1/(K-1)).",
@@ -130,60 +134,6 @@ def rule_text(analysis: Analysis) -> list[str]:
     ]
 
 
-def dependence_settings(analysis: Analysis) -> dict | None:
-    """The model-dependence test's settings for metrics.json (None with one model)."""
-    d = analysis.dependence
-    if d is None or len(analysis.models) < 2:
-        return None
-    return {"statistic": "cochran_q", "calibration": "anova_f_seed_replicates" if d.calibrated else None,
-            "df_between": d.df_between if d.calibrated else None, "df_within": d.df_within if d.calibrated else None,
-            "power": POWER, "power_level": d.mdd_level}
-
-
-def dependence_text(analysis: Analysis) -> list[str]:
-    """The model-dependence test and its levels, in words."""
-    o, d = analysis.options, analysis.dependence
-    if d is None or len(analysis.models) < 2:
-        return []
-    groups = "; ".join(f"{name}: {', '.join(models)}" for name, models in o.groups.items())
-    calibration = (
-        f"Calibrated by seed replicates ({groups}): the one-way analysis of variance of the models' rates "
-        "P(pred = j | true = i) with the architecture as factor (models outside every group are architectures of "
-        "their own); its error term pools the seed-to-seed spread within the replicate groups "
-        f"({d.df_within} degrees of freedom; architectures {d.df_between + 1}), so F asks whether architectures "
-        f"differ by more than seeds do. Its p-values get the same correction; a pair is model-dependent only when "
-        f"both adjusted p-values are at most {o.alpha} (an intersection-union test, level {o.alpha})."
-        if d.calibrated else
-        "No replicate groups were given (`--replicates NAME=M1,M2,...`), so the test is not calibrated against "
-        "seed-to-seed variation: a pair found model-dependent may differ between training runs of one "
-        "architecture as much as between architectures.")
-    return [
-        "Model dependence of a pair i -> j: Cochran's Q (Cochran 1950) over all models' per-image indicators "
-        "\"image of class i predicted as j\" on the same images (chi-square, M - 1 degrees of freedom; paired, so "
-        f"only disagreements between models on an image count), {_correction(o.correction)} correction over the "
-        f"K(K-1) ordered pairs, level {o.alpha}, and some model holding at least {o.min_count} such errors.",
-        calibration,
-        f"Power: for each pair the report gives the smallest difference in P(pred = j | true = i) between two "
-        f"models that the test detects with {POWER:.0%} power at the per-pair level {d.mdd_level:.3g} (alpha over "
-        "the number of pairs, what the correction asks of the smallest p-value), from the two-proportion normal "
-        "approximation on the class's images and the models' mean rate (Fleiss, Levin & Paik 2003); pairing "
-        "only lowers it. It is also given in images and as a share of the class's errors.",
-    ]
-
-
-def _correction(method: str) -> str:
-    return {"holm": "Holm (family-wise error)", "bh": "Benjamini-Hochberg (false discovery rate)",
-            "none": "no"}[method]
-
-
-def _detectable(record: dict) -> str:
-    mdd = record["dependence"]["min_detectable"]
-    if mdd["rate"] is None:
-        return "none"
-    share = f"; {_percent(mdd['conditional'])} of errors" if mdd["conditional"] is not None else ""
-    return f"{100 * mdd['rate']:.1f} pts ({mdd['images']:.0f} images{share})"
-
-
 def _pair_rows(analysis: Analysis) -> list[list]:
     tested = len(analysis.models) >= 2
     calibrated = tested and analysis.dependence is not None and analysis.dependence.calibrated
@@ -198,7 +148,7 @@ def _pair_rows(analysis: Analysis) -> list[list]:
             cause += f" (pattern: `{record['pattern_cause']}`, not verified)"
         d = record["dependence"]
         tests = ([f"{d['q_adjusted']:.3g}"] + ([f"{d['f_adjusted']:.3g}"] if calibrated else [])
-                 + [_detectable(record)] if tested else [])
+                 + [detectable(record)] if tested else [])
         rows.append([record["true"], record["pred"], cause, len(record["models"]), shares, *tests,
                      ", ".join(record.get("erasure_verified_models", [])) or "-"])
     return sorted(rows, key=lambda row: (-row[3], row[0], row[1]))
@@ -252,62 +202,6 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
     return blocks
 
 
-def _rate(tally: dict, key: str) -> str:
-    return "-" if tally[key] is None else _percent(tally[key])
-
-
-def _interaction_blocks(analysis: Analysis, erasure: ErasureResults) -> list[Block]:
-    o = analysis.options
-    results = cause_interaction(analysis, erasure.summaries)
-    rows, pair_rows = [], []
-    for name, result in results.items():
-        ne, mo = result["causes"][causes.NON_ESSENTIAL], result["causes"][causes.MORPHOLOGICAL]
-        rows.append([name, ne["pairs"], f"{ne['corrected']} / {ne['errors']}", _rate(ne, "rate"),
-                     _rate(ne, "random_rate"), mo["pairs"], f"{mo['corrected']} / {mo['errors']}", _rate(mo, "rate"),
-                     _rate(mo, "random_rate"), f"{result['test']['p_adjusted']:.3g}"])
-        pair_rows += [[name, p["true"], p["pred"], f"{p['corrected']} / {p['errors']}", _percent(p["rate"]),
-                       f"{p['p_adjusted']:.3g}"] for p in result["pairs"]]
-    blocks: list[Block] = [
-        ("h2", "Erasure by cause"),
-        ("p", "Whether erasure corrects the errors of model-dependent (non-essential interference) pairs more often "
-              "than those of shared (morphological) pairs, at the default setting. Pairs are grouped by their "
-              "pattern cause, before the erasure check (which keeps a pair by these very counts); a non-essential "
-              "pair counts for the models where it is significant. Exact one-sided Fisher test per model, "
-              f"{_correction(o.correction)} correction over the models, level {o.alpha}; per non-essential pair "
-              f"with at least {o.min_count} errors the same test against the model's morphological errors, "
-              "corrected over the model's pairs."),
-        ("table", ["model", "non-essential pairs", "corrected / errors", "rate", "random rate", "morphological pairs",
-                   "corrected / errors", "rate", "random rate", "Fisher adj. p"], rows),
-    ]
-    if pair_rows:
-        blocks.append(("table", ["model", "true", "pred", "corrected / errors", "rate", "Fisher adj. p"], pair_rows))
-    power = verification_power(erasure.summaries, o.alpha, o.correction)
-    power_rows = [[name, r["true"], r["pred"], r["errors"], f"{r['level']:.3g}", r["needed"],
-                   "impossible" if r["min_detectable_rate"] is None else _percent(r["min_detectable_rate"])]
-                  for name, rows in power.items() for r in rows]
-    if power_rows:
-        blocks += [
-            ("h3", "Power of the erasure verification"),
-            ("p", "Per tested pair: the level of its McNemar test after correction over the model's tested pairs, "
-                  "the fewest errors saliency erasure alone must correct (with none corrected by random erasure "
-                  "alone) for significance, and the smallest share of its errors saliency erasure alone must "
-                  f"correct to be verified with {POWER:.0%} power under that most favourable outcome; "
-                  "\"impossible\": the pair has too few errors to be verified whatever erasure does."),
-            ("table", ["model", "true", "pred", "errors", "level", "errors needed at best", "smallest detectable rate"],
-             power_rows),
-        ]
-    return blocks
-
-
-def _fitted_text(policy: dict) -> str:
-    fitted = policy["fitted_on"]
-    if fitted.get("method") == "cross-fit":
-        return (f"fitted by {fitted['folds']}-fold cross-fitting on the test split ({fitted['reason']}): each fold "
-                "scored by the policy fitted on the other folds; the policy written is fitted on the whole split, "
-                f"net gain {fitted['net_gain']} of {fitted['n']} images in-sample")
-    return f"fitted on the validation split: net gain {fitted['net_gain']} of {fitted['n']} images"
-
-
 def _policy_blocks(erasure: ErasureResults, context: dict, accuracy: dict[str, float]) -> list[Block]:
     blocks: list[Block] = [
         ("h2", "Correction policy"),
@@ -328,7 +222,7 @@ def _policy_blocks(erasure: ErasureResults, context: dict, accuracy: dict[str, f
             ("list", [f"validation accuracy {_percent(policy['fitted_on']['accuracy'])}, test accuracy "
                       f"{_percent(accuracy[name])}",
                       f"setting: p = {policy['top_percent']}, b = {policy['box']}; rules: {rules}",
-                      _fitted_text(policy),
+                      fitted_text(policy),
                       f"test: accuracy {_percent(test['accuracy_before'])} -> {_percent(test['accuracy_after'])} "
                       f"gated, {_percent(test['accuracy_blanket'])} with every image erased; {test['corrected']} "
                       f"corrected, {test['broken']} broken; net change {100 * test['net_change']:+.2f} points, 95% "
@@ -395,7 +289,7 @@ def document(analysis: Analysis, context: dict, erasure: ErasureResults | None) 
     ]
     if erasure:
         blocks += _erasure_blocks(erasure)
-        blocks += _interaction_blocks(analysis, erasure)
+        blocks += interaction_blocks(analysis, erasure)
         if erasure.policies:
             blocks += _policy_blocks(erasure, context, {n: m.accuracy for n, m in analysis.models.items()})
     blocks += [("h2", "Deviations from the paper"), ("list", deviations(analysis, context, erasure))]
