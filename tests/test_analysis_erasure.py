@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 from miscause.cli import main
+from miscause.jobs.analysis import policy_fit
 from miscause.jobs.analysis.causes import CAUSES
 from miscause.jobs.analysis.erasure import SplitRun, round_robin, summarize, verified_pairs
 from miscause.jobs.analysis.policy_fit import apply_rules, evaluate_policy, fit_policy, policy_document
@@ -122,8 +123,13 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
         assert test["n"] == 30 and test["accuracy_before"] == pytest.approx(model["accuracy"])
         assert test["net_change"] == pytest.approx((test["corrected"] - test["broken"]) / 30)
         assert test["ci95"][0] <= test["net_change"] <= test["ci95"][1]
-        assert policy["fitted_on"]["split"] == "val" and policy["fitted_on"]["n"] == 6
-    assert any(w.startswith("tiny_b: its config says it was trained on the 'trainval' split")
+        assert 0 <= test["accuracy_blanket"] <= 1 and test["method"] == policy["fitted_on"]["method"]
+    # tiny_a trained on `train`: fitted on the validation split; tiny_b on `trainval`: cross-fitted on the test split
+    a, b = (json.loads((workspace["repo"] / name / "policy.json").read_text()) for name in ("tiny_a", "tiny_b"))
+    assert a["fitted_on"]["split"] == "val" and a["fitted_on"]["n"] == 6 and "folds" not in a["test"]
+    assert b["fitted_on"]["split"] == "test" and b["fitted_on"]["method"] == "cross-fit" and b["fitted_on"]["n"] == 30
+    assert [f["n"] for f in b["test"]["folds"]] == [6] * 5 and all(f["fitted_n"] == 24 for f in b["test"]["folds"])
+    assert any(w.startswith("tiny_b: its config says it was trained on the 'trainval' split") and "cross-fitted" in w
                for w in metrics["warnings"])
     assert {p["cause"] for p in metrics["pairs"]} <= set(CAUSES)
     assert len(metrics["pairs"]) == 6
@@ -133,6 +139,9 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
     assert html.count("data:image/png;base64,") == len(figures) and 'src="figures/' not in html
     markdown = (out / "report.md").read_text()
     assert "## Erasure study" in markdown and "## Correction policy" in markdown and "--erasure" in markdown
+    assert "## Erasure by cause" in markdown and "## Deviations from the paper" in markdown
+    assert "with every image erased" in markdown and "not calibrated by seed replicates" in markdown
+    assert set(metrics["cause_interaction"]) == {"tiny_a", "tiny_b"}
 
 
 def test_repository_without_erasure_and_no_policy(workspace: dict) -> None:
@@ -209,6 +218,48 @@ def test_policy_fit_threshold_and_semantics() -> None:
     assert result["ci95"][0] > 0.3
     none = fit_policy(run, (5.0, 3), min_gain=100)
     assert none["rules"] == {} and none["setting"] == (5.0, 3)
+
+
+def test_blanket_erasure_and_break_even() -> None:
+    run = planted_run([(5.0, 3)])
+    result = evaluate_policy(fit_policy(run, (5.0, 3), min_gain=1), run)
+    # erasing every image: 45 of 60 errors corrected, all 40 correct answers broken
+    assert result["accuracy_blanket"] == pytest.approx(0.45) and result["accuracy_before"] == pytest.approx(0.40)
+    assert result["blanket_corrected_rate"] == pytest.approx(0.75) and result["blanket_broken_rate"] == 1.0
+    assert result["break_even_error_share"] == pytest.approx(1 / 1.75)
+
+
+def test_cross_fit_never_scores_a_fold_with_its_own_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = planted_run([(1.0, 1), (5.0, 3)])
+    fitted, scored = [], []
+    real_fit, real_labels = policy_fit.fit_policy, policy_fit.policy_labels
+
+    def spy_fit(run, default, min_gain, rows=None):
+        fit = real_fit(run, default, min_gain, rows)
+        fitted.append((id(fit), set(rows.tolist())))
+        return fit
+
+    def spy_labels(fit, run, rows):
+        scored.append((id(fit), set(rows.tolist())))
+        return real_labels(fit, run, rows)
+
+    monkeypatch.setattr(policy_fit, "fit_policy", spy_fit)
+    monkeypatch.setattr(policy_fit, "policy_labels", spy_labels)
+    result = policy_fit.cross_fit(run, (5.0, 3), min_gain=1, folds=4, seed=3)
+    assert len(fitted) == len(scored) == 4
+    fits = dict(fitted)
+    for fit_id, rows in scored:
+        assert not rows & fits[fit_id] and len(rows | fits[fit_id]) == 100
+    assert set().union(*(rows for _, rows in scored)) == set(range(100))
+    assert [f["n"] for f in result["folds"]] == [25] * 4
+    # the planted structure holds in every fold, so the held-out folds gain like the whole: 45 of 60 errors
+    assert result["corrected"] == 45 and result["broken"] == 0
+    monkeypatch.undo()
+    val_fit, _, fitted_on = policy_fit.honest_fit(run, run, "train", (5.0, 3), 1, 0)
+    assert fitted_on == {"split": "val", "method": "validation"} and val_fit["n"] == 100
+    _, crossed, fitted_on = policy_fit.honest_fit(run, run, None, (5.0, 3), 1, 0)
+    assert fitted_on["method"] == "cross-fit" and "not recorded" in fitted_on["reason"]
+    assert crossed["method"] == "cross-fit" and len(crossed["folds"]) == policy_fit.FOLDS
 
 
 def test_examples_spread_over_pairs() -> None:

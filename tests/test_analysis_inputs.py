@@ -132,4 +132,6 @@ def test_repository_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     fails(capsys, base + ["bare"], "no model.pt2 in")
     fails(capsys, base + ["bare", "--erasure", "--saliency-method", "magic"], "unknown saliency method 'magic'")
     fails(capsys, base + ["bare", "--erasure", "--sweep-box", "1", "4"], "box must be an odd size >= 1, got 4")
+    # checked before any model is loaded or run
+    fails(capsys, base + ["broken", "--replicates", "g=broken,absent"], "--replicates g: unknown model(s) absent")
     assert not Path(out).exists()

@@ -62,11 +62,13 @@ def test_cause_assignment_recovers_planted_causes_exactly() -> None:
 
 def test_tolerance_lets_shared_pairs_miss_one_model() -> None:
     models = planted_models(4)
-    # m3 also loses the cat -> dog confusion: a shared pair now seen in three of four models
+    # m3 loses the cat -> dog confusion: a shared pair now significant in three of four models, yet m3's rate
+    # (17 of 600 cats) is not shown to differ from the others' (43, 44, 43) after correction over 90 pairs
     models[3] = synthetic_predictions("m3", [("automobile", "truck"), ("deer", "horse")], seed=3)
-    strict = causes(analyze_predictions(models, AnalysisOptions(tolerance=0)))
+    strict = analyze_predictions(models, AnalysisOptions(tolerance=0))
     tolerant = causes(analyze_predictions(models, AnalysisOptions(tolerance=1)))
-    assert strict[("cat", "dog")] == (NON_ESSENTIAL, ["m0", "m1", "m2"])
+    assert not strict.dependence.heterogeneous[3, 5]
+    assert causes(strict)[("cat", "dog")] == (NOT_SIGNIFICANT, ["m0", "m1", "m2"])
     assert tolerant[("cat", "dog")] == (MORPHOLOGICAL, ["m0", "m1", "m2"])
 
 

@@ -3,6 +3,9 @@ pair, and (with --erasure) the erasure study and the service's correction policy
 
 From predictions files (fast, CPU), each written by `miscause evaluate` on the same split:
   miscause analyze --predictions runs/cifarnet.npz runs/resnet50.npz --out reports/patterns
+With seed replicates, which calibrate the model-dependence test (repeat --replicates per architecture):
+  miscause analyze --predictions runs/*.npz --out reports/patterns \\
+      --replicates cifarnet=cifarnet_s0,cifarnet_s1 --replicates resnet50=resnet50_s0,resnet50_s1
 
 From a model repository and a dataset (inference, saliency and erasure; GPU when present):
   miscause analyze --repository models --models cifarnet resnet50 --data ../shared/data/cifar10 \\
@@ -26,9 +29,12 @@ from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
 from miscause.jobs.analysis.predictions import load_predictions
+from miscause.jobs.analysis.replicates import check_replicates, parse_replicates
 from miscause.jobs.analysis.report import write_report
 from miscause.jobs.analysis.significance import CORRECTIONS
 from miscause.jobs.analysis.versions import versions
+
+REPEATED = ("replicates",)  # options given once per value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stats.add_argument("--tolerance", type=int, default=1,
                        help="models a shared edge may miss; the quorum is max(M - tolerance, M//2 + 1) "
                             "(default 1)")
+    stats.add_argument("--replicates", action="append", metavar="NAME=M1,M2[,...]",
+                       help="models of one architecture that differ only in seed (repeatable); a confusion is then "
+                            "model-dependent only where it varies across architectures more than across seeds")
     erasure_group = parser.add_argument_group("erasure study (with --repository; with --results only the default "
                                               "setting, method, policy gain and seed apply)")
     erasure_group.add_argument("--erasure", action="store_true", help="run the erasure study and fit the policy")
@@ -101,6 +110,9 @@ def command_line(args: argparse.Namespace) -> str:
     for key, value in vars(args).items():
         if value is None or value is False:
             continue
+        if key in REPEATED:
+            words += [word for item in value for word in ("--" + key.replace("_", "-"), item)]
+            continue
         words.append("--" + key.replace("_", "-"))
         if value is not True:
             words += [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
@@ -110,7 +122,8 @@ def command_line(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Analyse, write the report directory, then (with --erasure) the policies."""
     check_arguments(args)
-    options = AnalysisOptions(args.alpha, args.correction, args.min_count, args.tolerance)
+    options = AnalysisOptions(args.alpha, args.correction, args.min_count, args.tolerance,
+                              tuple(parse_replicates(args.replicates).items()))
     created = datetime.now(UTC).isoformat(timespec="seconds")
     context = {"created": created, "command": command_line(args), "versions": versions()}
     if args.predictions:
@@ -159,6 +172,7 @@ def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: 
                                  saliency_method=args.saliency_method, batch_size=args.batch_size, seed=args.seed,
                                  **{key: tuple(value) for key, value in sweeps.items() if value})
     names = tuple(args.models or model_names(args.repository))
+    check_replicates(options.groups, {name: () for name in names})
     request = RepositoryRequest(args.repository, names, args.data, erasure, args.max_images, args.examples,
                                 args.policy_min_gain, args.seed, args.batch_size, not args.no_progress)
     result = analyze_repository(request, options, pick_device(args.device), context["created"],

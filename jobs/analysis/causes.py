@@ -1,13 +1,17 @@
-"""Cause assignment per class pair: shared by (almost) every model, particular to few, or neither.
+"""Cause assignment per class pair: shared by every model, dependent on the model, or neither.
 
-The rule, applied to the edges each model has (see `significant_edges`):
+The rule, from the edges each model has (see `significant_edges`) and the model-dependence test
+(`model_dependence`: Cochran's Q across models on the same images, calibrated by seed replicates when given):
 - quorum q = max(M - tolerance, floor(M/2) + 1) for M models: all but `tolerance` models, and always a strict
   majority, so a confusion called shared is never in fewer models than not.
-- an edge significant in at least q models is `morphological_similarity` (the classes look alike to every
-  model: a property of the data); in 1 to q-1 models it is `non_essential_interference` for those models (a
-  property of what one model learned); in none, `not_significant`.
-- with one model q = 1: every edge is `morphological_similarity`, because nothing shows it is particular to the
-  model; with two, q = 2: an edge in both is shared, an edge in one is particular.
+- a pair whose rate is heterogeneous across models (beyond seed-to-seed variation when replicate groups are
+  given) and significant in at least one model is `non_essential_interference` for the models where it is
+  significant (a property of what a model learned);
+- a pair significant in at least q models and not heterogeneous is `morphological_similarity` (the classes look
+  alike to every model: a property of the data);
+- any other pair is `not_significant`: in particular a pair significant in some models only but not shown to
+  differ between models, which one model's edge and another's missing edge cannot tell apart.
+- with one model q = 1 and nothing can be heterogeneous: every edge is `morphological_similarity`.
 - when the erasure study ran, a `non_essential_interference` pair stays so only if saliency-anchored erasure
   verifiably corrects its errors in at least one of its models; otherwise it becomes `not_significant` (its
   pattern cause is kept beside it).
@@ -46,13 +50,15 @@ def quorum(n_models: int, tolerance: int) -> int:
     return max(n_models - tolerance, n_models // 2 + 1)
 
 
-def assign_causes(significant: list[np.ndarray], tolerance: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cause [K,K] of str, models significant [K,K] int) from each model's significant-edge matrix."""
+def assign_causes(significant: list[np.ndarray], tolerance: int,
+                  heterogeneous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cause [K,K] of str, models significant [K,K] int) from each model's significant-edge matrix and the
+    pairs the model-dependence test found heterogeneous."""
     n_significant = np.sum(significant, axis=0).astype(int)
     q = quorum(len(significant), tolerance)
     cause = np.full(n_significant.shape, NOT_SIGNIFICANT, dtype=object)
-    cause[(n_significant >= 1) & (n_significant < q)] = NON_ESSENTIAL
-    cause[n_significant >= q] = MORPHOLOGICAL
+    cause[(n_significant >= 1) & heterogeneous] = NON_ESSENTIAL
+    cause[(n_significant >= q) & ~heterogeneous] = MORPHOLOGICAL
     return cause, n_significant
 
 

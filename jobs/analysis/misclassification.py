@@ -13,20 +13,28 @@ import numpy as np
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis import causes
 from miscause.jobs.analysis.confusion import class_errors, conditional_confusion, confusion_matrix, row_normalized
+from miscause.jobs.analysis.model_dependence import ModelDependence, model_dependence
 from miscause.jobs.analysis.networks import consensus_network, misclassification_network
 from miscause.jobs.analysis.predictions import Predictions, align
+from miscause.jobs.analysis.replicates import Groups, architectures, check_replicates
 from miscause.jobs.analysis.significance import CORRECTIONS
 from miscause.jobs.analysis.similarity import jaccard_matrix, spearman_matrix
 
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    """Significance and cause-assignment thresholds (the CLI's defaults)."""
+    """Significance and cause-assignment thresholds (the CLI's defaults), and the replicate groups that calibrate
+    the model-dependence test: (group name, its models) pairs."""
 
     alpha: float = 0.05
     correction: str = "holm"
     min_count: int = 5
     tolerance: int = 1
+    replicates: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def groups(self) -> Groups:
+        return dict(self.replicates)
 
     def check(self) -> None:
         """A `MiscauseError` for an option out of range."""
@@ -79,6 +87,7 @@ class Analysis:
     quorum: int
     pairs: list[dict] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
+    dependence: ModelDependence | None = None
 
 
 def model_pattern(predictions: Predictions, options: AnalysisOptions) -> ModelPattern:
@@ -93,10 +102,11 @@ def model_pattern(predictions: Predictions, options: AnalysisOptions) -> ModelPa
                         network)
 
 
-def pair_records(classes: tuple[str, ...], models: dict[str, ModelPattern], tolerance: int) -> list[dict]:
+def pair_records(classes: tuple[str, ...], models: dict[str, ModelPattern], tolerance: int,
+                 dependence: ModelDependence) -> list[dict]:
     """One record per ordered pair (true != pred), in class order: cause, models where significant, statistics."""
     patterns = list(models.values())
-    cause, _ = causes.assign_causes([m.significant for m in patterns], tolerance)
+    cause, _ = causes.assign_causes([m.significant for m in patterns], tolerance, dependence.heterogeneous)
     records = []
     for i, true in enumerate(classes):
         for j, pred in enumerate(classes):
@@ -113,6 +123,7 @@ def pair_records(classes: tuple[str, ...], models: dict[str, ModelPattern], tole
                                        "p_value": float(m.p_values[i, j]),
                                        "p_adjusted": float(m.p_adjusted[i, j]),
                                        "significant": bool(m.significant[i, j])} for m in patterns},
+                "dependence": dependence.record(i, j),
             })
     return records
 
@@ -122,10 +133,16 @@ def analyze_predictions(predictions: dict[str, Predictions] | list[Predictions],
     """The pattern analysis of models evaluated on the same split (checked: same classes, samples, labels)."""
     options = options or AnalysisOptions()
     options.check()
-    aligned = align(list(predictions.values()) if isinstance(predictions, dict) else list(predictions))
+    given = list(predictions.values()) if isinstance(predictions, dict) else list(predictions)
+    check_replicates(options.groups, {p.name: p.classes for p in given})
+    aligned = align(given)
     classes = next(iter(aligned.values())).classes
     models = {name: model_pattern(p, options) for name, p in aligned.items()}
     patterns = list(models.values())
+    first = next(iter(aligned.values()))
+    dependence = model_dependence(first.labels, [p.predicted for p in aligned.values()], [m.counts for m in patterns],
+                                  architectures(list(aligned), options.groups) if options.groups else None,
+                                  options.alpha, options.correction, options.min_count)
     return Analysis(
         classes=classes,
         options=options,
@@ -134,8 +151,9 @@ def analyze_predictions(predictions: dict[str, Predictions] | list[Predictions],
         spearman=spearman_matrix([m.conditional for m in patterns]),
         jaccard=jaccard_matrix([m.significant for m in patterns]),
         quorum=causes.quorum(len(models), options.tolerance),
-        pairs=pair_records(classes, models, options.tolerance),
+        pairs=pair_records(classes, models, options.tolerance, dependence),
         sources={name: p.source for name, p in aligned.items()},
+        dependence=dependence,
     )
 
 

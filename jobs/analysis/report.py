@@ -15,11 +15,23 @@ import networkx as nx
 import numpy as np
 
 from miscause.atomic import atomic_directory
-from miscause.jobs.analysis import causes, figures
+from miscause.jobs.analysis import causes, figures, policy_fit
+from miscause.jobs.analysis.cause_interaction import cause_interaction
+from miscause.jobs.analysis.deviations import deviations
 from miscause.jobs.analysis.erasure import ErasureResults
 from miscause.jobs.analysis.misclassification import Analysis
 from miscause.jobs.analysis.networks import network_json
 from miscause.jobs.analysis.report_document import Block, to_html, to_markdown
+from miscause.jobs.analysis.report_statistics import (
+    correction_text,
+    dependence_settings,
+    dependence_text,
+    detectable,
+    fitted_text,
+    interaction_blocks,
+)
+from miscause.jobs.analysis.report_statistics import percent as _percent
+from miscause.jobs.analysis.verification_power import verification_power
 
 METRICS_VERSION = 1
 
@@ -56,6 +68,7 @@ def metrics(analysis: Analysis, context: dict, erasure: ErasureResults | None) -
         "versions": context.get("versions", {}),
         "settings": {"alpha": options.alpha, "correction": options.correction, "min_count": options.min_count,
                      "tolerance": options.tolerance, "quorum": analysis.quorum,
+                     "replicates": options.groups, "model_dependence": dependence_settings(analysis),
                      "erasure": erasure.settings if erasure else None},
         "classes": list(analysis.classes),
         "models": {name: {"accuracy": m.accuracy, "errors": m.errors, "n": m.n,
@@ -66,6 +79,9 @@ def metrics(analysis: Analysis, context: dict, erasure: ErasureResults | None) -
         "consensus": network_json(analysis.consensus),
         "pairs": analysis.pairs,
         "erasure": erasure.summaries if erasure else None,
+        "cause_interaction": cause_interaction(analysis, erasure.summaries) if erasure else None,
+        "verification_power": (verification_power(erasure.summaries, options.alpha, options.correction)
+                               if erasure else None),
         "policies": erasure.policies if erasure else None,
         "warnings": context.get("warnings", []),
     })
@@ -91,27 +107,25 @@ def figure_set(analysis: Analysis, erasure: ErasureResults | None) -> dict[str, 
     return out
 
 
-def _percent(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def rule_text(analysis: Analysis) -> list[str]:
     """The significance and cause-assignment rule as applied, in words."""
     o, m = analysis.options, len(analysis.models)
-    correction = {"holm": "Holm (family-wise error)", "bh": "Benjamini-Hochberg (false discovery rate)",
-                  "none": "no"}[o.correction]
+    correction = correction_text(o.correction)
     return [
         "Baseline without structure: a misclassified image of class i lands on each of the other K-1 classes "
         "with equal probability, so count(i -> j) ~ Binomial(errors of i, 1/(K-1)).",
         f"An edge i -> j is significant for a model when its one-sided binomial p-value, with {correction} "
         f"correction over the model's K(K-1) ordered pairs, is at most {o.alpha}, and it holds at least "
         f"{o.min_count} errors. A model's misclassification network keeps exactly these edges.",
+        *dependence_text(analysis),
         f"With {m} model(s) and tolerance {o.tolerance}, the quorum is max(M - tolerance, floor(M/2) + 1) = "
-        f"{analysis.quorum}: an edge significant in at least {analysis.quorum} model(s) is "
-        f"`{causes.MORPHOLOGICAL}`, in fewer (but at least one) `{causes.NON_ESSENTIAL}` "
-        f"for those models, in none `{causes.NOT_SIGNIFICANT}`."
-        + (" With one model nothing shows an edge is particular to it, so every edge counts as shared."
-           if m == 1 else ""),
+        f"{analysis.quorum}. A pair that is model-dependent and significant in at least one model is "
+        f"`{causes.NON_ESSENTIAL}` for the models where it is significant; a pair significant in at least "
+        f"{analysis.quorum} model(s) and not model-dependent is `{causes.MORPHOLOGICAL}`; any other pair is "
+        f"`{causes.NOT_SIGNIFICANT}`, including a pair significant in some models only that the test does not "
+        "show to differ between models (an edge in one model and none in another is not a difference)."
+        + (" With one model nothing can show that a confusion depends on the model, so every edge counts as "
+           "shared." if m == 1 else ""),
         "When the erasure study ran, a pair is reported as non-essential interference only where erasing at the "
         "most salient pixels corrects its errors significantly more often than erasing at as many random "
         "pixels (exact one-sided McNemar test on the same images, corrected over the model's significant "
@@ -121,6 +135,8 @@ def rule_text(analysis: Analysis) -> list[str]:
 
 
 def _pair_rows(analysis: Analysis) -> list[list]:
+    tested = len(analysis.models) >= 2
+    calibrated = tested and analysis.dependence is not None and analysis.dependence.calibrated
     rows = []
     for record in analysis.pairs:
         if not record["models"]:
@@ -130,7 +146,10 @@ def _pair_rows(analysis: Analysis) -> list[list]:
         cause = f"`{record['cause']}`"
         if record["pattern_cause"] != record["cause"]:
             cause += f" (pattern: `{record['pattern_cause']}`, not verified)"
-        rows.append([record["true"], record["pred"], cause, len(record["models"]), shares,
+        d = record["dependence"]
+        tests = ([f"{d['q_adjusted']:.3g}"] + ([f"{d['f_adjusted']:.3g}"] if calibrated else [])
+                 + [detectable(record)] if tested else [])
+        rows.append([record["true"], record["pred"], cause, len(record["models"]), shares, *tests,
                      ", ".join(record.get("erasure_verified_models", [])) or "-"])
     return sorted(rows, key=lambda row: (-row[3], row[0], row[1]))
 
@@ -183,24 +202,36 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
     return blocks
 
 
-def _policy_blocks(erasure: ErasureResults, context: dict) -> list[Block]:
+def _policy_blocks(erasure: ErasureResults, context: dict, accuracy: dict[str, float]) -> list[Block]:
     blocks: list[Block] = [
         ("h2", "Correction policy"),
-        ("p", "Fitted on the validation split only and evaluated once on the test split. For an image predicted "
-              "as class c with maximum softmax probability q, the service answers with the erased image's class "
-              "when the policy has a rule for c and q <= its max_confidence."),
+        ("p", "Fitted only on images the model never trained on: the validation split for a model trained on the "
+              f"`train` split, otherwise cross-fitting over {policy_fit.FOLDS} folds of the test split. For an image "
+              "predicted as class c with maximum softmax probability q, the service answers with the erased "
+              "image's class when the policy has a rule for c and q <= its max_confidence. Beside the gated "
+              "policy: the accuracy with every image erased at the policy's setting, and the break-even error "
+              "share b / (b + c) (c: share of errors that erasure corrects, b: share of correct answers it breaks), "
+              "the share of errors a gate's selected images must hold for erasing them to gain."),
     ]
     for name, policy in erasure.policies.items():
         test = policy["test"]
         rules = ", ".join(f"{r['pred']} <= {r['max_confidence']:.3f}" for r in policy["rules"]) or "none"
+        break_even = test.get("break_even_error_share")
         blocks += [
             ("h3", name),
-            ("list", [f"setting: p = {policy['top_percent']}, b = {policy['box']}; rules: {rules}",
-                      f"validation: net gain {policy['fitted_on']['net_gain']} of {policy['fitted_on']['n']} images",
-                      f"test: accuracy {_percent(test['accuracy_before'])} -> {_percent(test['accuracy_after'])}; "
-                      f"{test['corrected']} corrected, {test['broken']} broken; net change "
-                      f"{100 * test['net_change']:+.2f} points, 95% CI [{100 * test['ci95'][0]:+.2f}, "
-                      f"{100 * test['ci95'][1]:+.2f}]",
+            ("list", [f"validation accuracy {_percent(policy['fitted_on']['accuracy'])}, test accuracy "
+                      f"{_percent(accuracy[name])}",
+                      f"setting: p = {policy['top_percent']}, b = {policy['box']}; rules: {rules}",
+                      fitted_text(policy),
+                      f"test: accuracy {_percent(test['accuracy_before'])} -> {_percent(test['accuracy_after'])} "
+                      f"gated, {_percent(test['accuracy_blanket'])} with every image erased; {test['corrected']} "
+                      f"corrected, {test['broken']} broken; net change {100 * test['net_change']:+.2f} points, 95% "
+                      f"CI [{100 * test['ci95'][0]:+.2f}, {100 * test['ci95'][1]:+.2f}]",
+                      f"erasure corrects {_percent(test['blanket_corrected_rate'])} of errors and breaks "
+                      f"{_percent(test['blanket_broken_rate'])} of correct answers: "
+                      + (f"a gate gains only where more than {_percent(break_even)} of the images it selects are "
+                         f"errors (the model errs on {_percent(1 - test['accuracy_before'])} of all images)"
+                         if break_even is not None else "no gate can gain"),
                       f"written to `{context.get('policy_paths', {}).get(name, 'not written')}`"]),
         ]
     return blocks
@@ -234,8 +265,13 @@ def document(analysis: Analysis, context: dict, erasure: ErasureResults | None) 
         blocks.append(("p", f"{unverified} pairs particular to few models were not verified by the erasure study "
                             "and are reported as not significant."))
     rows = _pair_rows(analysis)
-    blocks.append(("table", ["true", "predicted", "cause", "models", "conditional probability (count)",
-                             "erasure verified in"], rows) if rows else ("p", "No pair is significant in any model."))
+    tested = len(analysis.models) >= 2
+    calibrated = tested and analysis.dependence is not None and analysis.dependence.calibrated
+    dependence = (["Cochran's Q adj. p"] + (["seed-calibrated F adj. p"] if calibrated else [])
+                  + ["smallest detectable difference"] if tested else [])
+    headers = ["true", "predicted", "cause", "models", "conditional probability (count)", *dependence,
+               "erasure verified in"]
+    blocks.append(("table", headers, rows) if rows else ("p", "No pair is significant in any model."))
     blocks += [("h2", "Confusion matrices")]
     blocks += [("figure", f"confusion-{file_stem(n)}.png",
                 f"{n}: row-normalised confusion and conditional confusion") for n in names]
@@ -253,8 +289,10 @@ def document(analysis: Analysis, context: dict, erasure: ErasureResults | None) 
     ]
     if erasure:
         blocks += _erasure_blocks(erasure)
+        blocks += interaction_blocks(analysis, erasure)
         if erasure.policies:
-            blocks += _policy_blocks(erasure, context)
+            blocks += _policy_blocks(erasure, context, {n: m.accuracy for n, m in analysis.models.items()})
+    blocks += [("h2", "Deviations from the paper"), ("list", deviations(analysis, context, erasure))]
     if context.get("warnings"):
         blocks += [("h2", "Warnings"), ("list", context["warnings"])]
     blocks += [("h2", "Versions"), ("table", ["component", "version"], sorted(context.get("versions", {}).items()))]
