@@ -54,3 +54,20 @@ def test_plaintext_client_cannot_talk_to_a_tls_server(secured):
         with pytest.raises(grpc.RpcError) as error:
             client.live(timeout=10)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("token", [None, TOKEN])
+def test_malformed_bytes_are_authenticated_before_they_are_parsed(secured, token):
+    """Bytes that are no ModelInferRequest: UNAUTHENTICATED without the token (nothing is parsed before
+    authentication), INVALID_ARGUMENT with a reason once authenticated."""
+    server, root = secured
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    with grpc.secure_channel(f"localhost:{server.grpc_port}", grpc.ssl_channel_credentials(root)) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as error:
+            call(b"\xff\xff\xff", metadata=metadata, timeout=WAIT)
+    if token:
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a ModelInferRequest" in error.value.details()
+    else:
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
