@@ -25,6 +25,7 @@ from DRAM; the selection passes and the look-ahead re-read it from cache while t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -230,6 +231,11 @@ def launch_config(height: int, width: int) -> dict[str, int]:
     return {"BLOCK": block, "BAND": band, "BLOCK_W": block_w, "num_warps": 4 if band * block_w <= 1024 else 8}
 
 
+def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
+    """Make `device` current for a launch: Triton launches on the current CUDA device, not the tensors' one."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _launch(
     images: torch.Tensor,
     saliency: torch.Tensor,
@@ -254,12 +260,13 @@ def _launch(
     if n == 0:
         return erased, mask
     nonfinite = torch.empty(n, dtype=torch.int32, device=images.device)
-    _erase_kernel[(n,)](
-        images.contiguous(), saliency.contiguous(), args.fill.to(images.dtype), erased, mask.view(torch.uint8),
-        nonfinite,
-        c, saliency.shape[1] if from_gradient else 1, h, w, args.k, min(args.radius, max(h, w)),
-        FROM_GRADIENT=from_gradient, **launch_config(h, w),
-    )
+    with device_guard(images.device):
+        _erase_kernel[(n,)](
+            images.contiguous(), saliency.contiguous(), args.fill.to(images.dtype), erased,
+            mask.view(torch.uint8), nonfinite,
+            c, saliency.shape[1] if from_gradient else 1, h, w, args.k, min(args.radius, max(h, w)),
+            FROM_GRADIENT=from_gradient, **launch_config(h, w),
+        )
     images_hit = int((nonfinite > 0).sum())
     if images_hit:
         raise nonfinite_error(saliency_name, images_hit)

@@ -159,3 +159,15 @@ def test_non_contiguous_inputs_and_bad_outputs() -> None:
     with pytest.raises(ValueError, match="out"):
         kernels.erase_triton(images.to(DEVICE), saliency.to(DEVICE), 10, 3,
                              out=(torch.empty(2, 3, 8, 8, device=DEVICE), torch.empty(2, 8, 8, device=DEVICE)))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_images_on_a_device_other_than_the_current_one() -> None:
+    generator, seed = fresh_generator()
+    images = torch.randn((4, 3, 32, 32), generator=generator).to("cuda:1")
+    saliency = torch.randn((4, 32, 32), generator=generator).to("cuda:1")
+    with torch.cuda.device(0):
+        erased, mask = kernels.erase_triton(images, saliency, 5, 3)
+        want_erased, want_mask = kernels.erase_reference(images, saliency, 5, 3)
+    assert erased.device == images.device and torch.equal(mask, want_mask), f"seed {seed}"
+    assert torch.equal(erased, want_erased), f"seed {seed}"
