@@ -249,3 +249,15 @@ def test_debug_assertions_catch_a_broken_invariant(variant: str, message: str) -
     with pytest.raises(Exception, match=message):
         launch(images, saliency, args, False, None, variant, debug=True)
     launch(images, saliency, args, False, None, variant, debug=False)
+
+
+@pytest.mark.parametrize("size", [32, 70])
+def test_benchmark_variants_agree_with_the_reference(size: int) -> None:
+    from miscause.benchmarks import kernels as bench
+
+    generator, seed = fresh_generator()
+    inputs = bench.make_inputs(4, 3, size, size, torch.bfloat16, torch.device(DEVICE), generator)
+    calls = {name: call for name, call in bench.implementations(5, 3, inputs).items()
+             if name.startswith("triton") and bench.applies(name, size, size)}
+    assert ("triton_packed" in calls) == (size <= 64) and len(calls) >= 4
+    assert bench.check(calls, inputs, 5, 3) == [], f"seed {seed}"
