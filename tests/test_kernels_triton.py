@@ -10,9 +10,11 @@ kernels' device assertions compiled in (and, under the interpreter, switched on)
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +30,7 @@ if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 POISON_BYTE = 0xA5
+EXACTNESS_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu" / "exactness.py"
 
 
 @pytest.fixture(autouse=True)
@@ -261,3 +264,12 @@ def test_benchmark_variants_agree_with_the_reference(size: int) -> None:
              if name.startswith("triton") and bench.applies(name, size, size)}
     assert ("triton_packed" in calls) == (size <= 64) and len(calls) >= 4
     assert bench.check(calls, inputs, 5, 3) == [], f"seed {seed}"
+
+
+def test_exactness_script_at_a_small_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("exactness", EXACTNESS_SCRIPT)
+    exactness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exactness)
+    assert exactness.main(["--device", DEVICE, "--divide", "35000"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "all cases exact" and sum(line.startswith("OK ") for line in lines) >= 15
