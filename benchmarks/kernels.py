@@ -2,7 +2,10 @@
 
 Every case (N images of H x W, one images dtype) is first checked, then timed:
 
-- `triton`: `miscause.kernels.erase_triton` on a float32 saliency map [N, H, W];
+- `triton`: `miscause.kernels.erase_triton` on a float32 saliency map [N, H, W] (the kernel chosen for the
+  size, then its per-image status read back and checked: one host sync);
+- `triton_unchecked`: the same launch without reading the status back (`erase_triton_unchecked`);
+- `triton_packed`, `triton_bands`: each kernel forced, unchecked (the packed kernel only for sides up to 64);
 - `triton_gradient`: `erase_from_gradient_triton` on the raw gradient [N, C, H, W] (images' dtype),
   the channel reduction fused into the kernel;
 - `eager`: `erase_reference`, the PyTorch reference;
@@ -14,7 +17,9 @@ The check: Triton's and the compiled outputs equal the eager reference's exactly
 of `triton.testing.do_bench` (warm-up calls excluded, L2 flushed between calls), each call on the next of
 `--sets` input sets in turn; on a CPU the median of `--calls` timed calls, rotating the same way, and only
 the PyTorch paths (the Triton kernel needs a GPU, and a CPU copy roofline says little about a compute-bound
-op). The eager and Triton paths include their NaN/Inf check and its host sync; the compiled core does not.
+op). The eager path and `triton`/`triton_gradient` include their NaN/Inf check and its host sync; the compiled
+core and the unchecked Triton paths do not. On a GPU the registers and spills of every compiled Triton kernel
+are listed too (from the launched binaries).
 """
 
 from __future__ import annotations
@@ -41,11 +46,14 @@ from miscause.kernels import (
 )
 from miscause.kernels.erase_spec import check_erase_args
 from miscause.kernels.reference import erase_core
+from miscause.kernels.triton_bands import bands_kernel
+from miscause.kernels.triton_erase import erase_triton_unchecked
+from miscause.kernels.triton_packed import MAX_SIDE, packed_kernel
 
 CASES = "4096x32x32,16384x32x32,256x224x224"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-IMPLS = ("triton", "triton_gradient", "eager", "compile")
-GPU_ONLY = ("triton", "triton_gradient")
+IMPLS = ("triton", "triton_unchecked", "triton_packed", "triton_bands", "triton_gradient", "eager", "compile")
+GPU_ONLY = ("triton", "triton_unchecked", "triton_packed", "triton_bands", "triton_gradient")
 
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, saliency, gradient
 
@@ -108,12 +116,35 @@ def implementations(top_percent: float, box: int, first: Inputs) -> dict[str, Ca
     """Each implementation as a call on one input set."""
     args = check_erase_args(first[0], first[1], top_percent, box, None)
     compiled = torch.compile(erase_core)
+    def unchecked(variant: str | None) -> Callable[[Inputs], object]:
+        return lambda x: erase_triton_unchecked(x[0], x[1], top_percent, box, variant=variant)[:2]
     return {
         "triton": lambda x: erase_triton(x[0], x[1], top_percent, box),
+        "triton_unchecked": unchecked(None),
+        "triton_packed": unchecked("packed"),
+        "triton_bands": unchecked("bands"),
         "triton_gradient": lambda x: erase_from_gradient_triton(x[0], x[2], top_percent, box),
         "eager": lambda x: erase_reference(x[0], x[1], top_percent, box),
         "compile": lambda x: compiled(x[0], x[1], args),
     }
+
+
+def applies(name: str, height: int, width: int) -> bool:
+    """Whether an implementation takes images of this size (the packed kernel: sides up to MAX_SIDE)."""
+    return name != "triton_packed" or max(height, width) <= MAX_SIDE
+
+
+def kernel_resources() -> list[dict]:
+    """Registers and spills of every Triton erasure kernel compiled and launched in this process (GPU only)."""
+    rows = []
+    for kernel in (packed_kernel, bands_kernel):
+        for cache in getattr(kernel, "device_caches", {}).values():
+            for compiled in cache[0].values():
+                metadata = compiled.metadata
+                rows.append({"kernel": kernel.fn.__name__, "num_warps": metadata.num_warps,
+                             "registers": getattr(compiled, "n_regs", None),
+                             "spills": getattr(compiled, "n_spills", None), "shared_bytes": metadata.shared})
+    return rows
 
 
 def check(calls: dict[str, Callable[[Inputs], object]], inputs: Inputs, top_percent: float, box: int) -> list[str]:
@@ -164,13 +195,13 @@ def measure_case(n: int, h: int, w: int, dtype_name: str, impls: list[str], args
     generator = torch.Generator().manual_seed(n * 7919 + h)
     sets = [make_inputs(n, args.channels, h, w, DTYPES[dtype_name], device, generator) for _ in range(args.sets)]
     every = implementations(args.top_percent, args.box, sets[0])
-    calls = {name: every[name] for name in impls}
+    calls = {name: every[name] for name in impls if applies(name, h, w)}
     wrong = check(calls, sets[0], args.top_percent, args.box)
     if wrong:
         raise MiscauseError(f"{', '.join(wrong)} differ from the eager reference on {n}x{h}x{w} {dtype_name}")
     base = {"n": n, "height": h, "width": w, "dtype": dtype_name, "channels": args.channels}
     points = []
-    for name in impls:
+    for name in calls:
         ms = median_ms(calls[name], sets, device, args.calls)
         moved = bytes_moved(sets[0], from_gradient=name == "triton_gradient")
         points.append({**base, "impl": name, "ms": ms, "images_per_s": n / (ms / 1000), "bytes": moved,
@@ -233,8 +264,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"measured {n}x{h}x{w} {dtype_name}", file=sys.stderr)
     notes.append(f"top_percent={args.top_percent}, box={args.box}, {args.channels} channels, float32 saliency; "
                  "outputs checked equal to the eager reference before timing")
-    data = {"points": points, "copy_bandwidth_bytes_per_s": bandwidth}
-    record.finish([table(points, bandwidth)], data, notes, None if args.no_write else args.out)
+    resources = kernel_resources() if device.type == "cuda" else []
+    if "triton_packed" in impls and any(max(h, w) > MAX_SIDE for _, h, w in cases):
+        notes.append(f"triton_packed is timed only where both sides are at most {MAX_SIDE}")
+    data = {"points": points, "copy_bandwidth_bytes_per_s": bandwidth, "kernel_resources": resources}
+    tables = [table(points, bandwidth)]
+    if resources:
+        tables.insert(0, Table("Compiled Triton kernels", ["kernel", "warps", "registers", "spills", "shared bytes"],
+                               [[r["kernel"], r["num_warps"], r["registers"], r["spills"], r["shared_bytes"]]
+                                for r in resources]))
+    record.finish(tables, data, notes, None if args.no_write else args.out)
     return 0
 
 

@@ -6,6 +6,7 @@ messages and agree on k to the pixel.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -19,11 +20,30 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 @dataclass(frozen=True)
 class EraseArgs:
-    """Checked arguments: anchors per image, the box half-width, and one float32 fill value per channel."""
+    """Checked arguments: anchors per image, the box half-width, and one float32 fill value per channel.
+
+    `fill_values` holds the fill as numbers when it was given as numbers (None for a tensor on a device).
+    """
 
     k: int
     radius: int
     fill: torch.Tensor
+    fill_values: tuple[float, ...] | None = None
+
+    def fill_as(self, dtype: torch.dtype) -> torch.Tensor:
+        """The fill rounded to `dtype` on its device; a fill given as numbers costs no copy after the first call."""
+        if self.fill_values is None:
+            return self.fill.to(dtype)
+        return cached_fill(self.fill_values, self.fill.device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def cached_fill(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """One fill tensor per (values, device, dtype), made once: no host-to-device copy per call.
+
+    Rounded through float32 like every other fill. Not to be written to: callers share it.
+    """
+    return torch.tensor(values, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
 def anchor_count(top_percent: float, pixels: int) -> int:
@@ -81,7 +101,9 @@ def check_erase_args(
     if isinstance(box, bool) or not isinstance(box, int) or box < 1 or box % 2 == 0:
         raise ValueError(f"box must be an odd integer >= 1 (the side of the square erased around each anchor), "
                          f"got {box!r}")
-    return EraseArgs(k=anchor_count(top_percent, h * w), radius=(box - 1) // 2, fill=_fill_values(fill, c, images))
+    fill_tensor, fill_values = _fill_values(fill, c, images)
+    return EraseArgs(k=anchor_count(top_percent, h * w), radius=(box - 1) // 2, fill=fill_tensor,
+                     fill_values=fill_values)
 
 
 def nonfinite_error(saliency_name: str, images_hit: int) -> ValueError:
@@ -89,14 +111,28 @@ def nonfinite_error(saliency_name: str, images_hit: int) -> ValueError:
     return ValueError(f"{saliency_name} contains NaN or Inf in {images_hit} image(s); cannot rank its pixels")
 
 
-def _fill_values(fill: Sequence[float] | torch.Tensor | None, channels: int, images: torch.Tensor) -> torch.Tensor:
-    """One float32 value per channel on the images' device; None is 0, the dataset mean in normalised space."""
+def _fill_values(fill: Sequence[float] | torch.Tensor | None, channels: int,
+                 images: torch.Tensor) -> tuple[torch.Tensor, tuple[float, ...] | None]:
+    """One float32 value per channel on the images' device, and the same as numbers unless it came on a device.
+
+    None is 0, the dataset mean in normalised space. A fill tensor on a device is not read back (no sync).
+    """
     if fill is None:
-        return torch.zeros(channels, dtype=torch.float32, device=images.device)
-    values = torch.as_tensor(fill, dtype=torch.float32).to(images.device).reshape(-1)
-    if values.numel() != channels:
-        raise ValueError(f"fill must have one value per channel ({channels}), got {values.numel()}")
-    return values
+        numbers_given = (0.0,) * channels
+    elif isinstance(fill, torch.Tensor) and fill.device.type != "cpu":
+        values = fill.to(device=images.device, dtype=torch.float32).reshape(-1)
+        _check_fill_length(values.numel(), channels)
+        return values, None
+    else:
+        numbers_given = tuple(torch.as_tensor(fill, dtype=torch.float32).reshape(-1).tolist())
+    _check_fill_length(len(numbers_given), channels)
+    return cached_fill(numbers_given, images.device, torch.float32), numbers_given
+
+
+def _check_fill_length(length: int, channels: int) -> None:
+    """A fill needs one value per channel."""
+    if length != channels:
+        raise ValueError(f"fill must have one value per channel ({channels}), got {length}")
 
 
 def _describe(value: object) -> str:

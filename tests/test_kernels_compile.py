@@ -1,13 +1,17 @@
-"""The Triton kernel compiles to a CUDA binary for an H100-class target, on a machine without a GPU.
+"""The Triton kernels compile to CUDA binaries for an H100-class target, on a machine without a GPU.
 
 The interpreter runs a kernel as Python and accepts some programs the compiler rejects (a reassigned
 constexpr, a branch whose two sides give a variable different types, integer arguments that the launcher
-specialises to constants). Compiling each launch configuration ahead of time catches those in CI.
+specialises to constants). Compiling each launch configuration ahead of time catches those in CI, and the
+binary's resource usage shows spills to local memory and register counts that would cap occupancy.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import triton
@@ -15,36 +19,65 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.interpreter import InterpretedFunction
 
-from miscause.kernels.triton_erase import _erase_kernel, launch_config
+from miscause.kernels.triton_bands import bands_config, bands_kernel
+from miscause.kernels.triton_packed import packed_config, packed_kernel
 
-PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-POINTERS = ("images", "saliency", "fill", "erased", "mask", "nonfinite")
-INTEGERS = ("C", "C_SAL", "H", "W", "k", "radius")
+TOOLS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+POINTERS = {"images": "images", "fill": "images", "erased": "images", "saliency": "saliency", "mask": "u8",
+            "nonfinite": "i32", "anchors": "i32"}
+INTEGERS = {"N", "C", "C_SAL", "H", "W", "k", "radius"}
 
 
-def signature(images: str, saliency: str, ones: tuple[str, ...]) -> dict[str, str]:
+def signature(kernel: triton.JITFunction, images: str, saliency: str, ones: tuple[str, ...],
+              constants: dict) -> dict[str, str]:
     """Argument types by name, as the launcher would see them; integer arguments equal to 1 become constants."""
-    pointer_types = {"images": images, "saliency": saliency, "fill": images, "erased": images, "mask": "u8",
-                     "nonfinite": "i32"}
-    types = {name: f"*{pointer_types[name]}" for name in POINTERS}
-    types.update({name: "constexpr" if name in ones else "i32" for name in INTEGERS})
-    types.update({name: "constexpr" for name in ("FROM_GRADIENT", "BLOCK", "BAND", "BLOCK_W")})
-    assert list(types) == _erase_kernel.arg_names, "the kernel's arguments changed: update this test"
+    types = {}
+    for name in kernel.arg_names:
+        if name in POINTERS:
+            types[name] = "*" + {"images": images, "saliency": saliency}.get(POINTERS[name], POINTERS[name])
+        elif name in constants or name in ones:
+            types[name] = "constexpr"
+        else:
+            assert name in INTEGERS, f"the kernel's argument {name} is new: update this test"
+            types[name] = "i32"
     return types
 
 
-@pytest.mark.skipif(not os.path.exists(PTXAS), reason="triton's bundled ptxas is missing")
-@pytest.mark.skipif(isinstance(_erase_kernel, InterpretedFunction), reason="TRITON_INTERPRET=1: nothing to compile")
-@pytest.mark.parametrize(("images", "saliency", "from_gradient", "height", "width", "ones"), [
-    ("fp32", "fp32", False, 32, 32, ()),
-    ("bf16", "bf16", True, 224, 224, ()),
-    ("fp16", "fp32", False, 1, 1, INTEGERS),
-], ids=["fp32-32x32", "bf16-gradient-224x224", "fp16-1x1-constants"])
-def test_kernel_compiles_for_sm90(images: str, saliency: str, from_gradient: bool, height: int, width: int,
-                                  ones: tuple[str, ...]) -> None:
-    config = launch_config(height, width)
+def resource_usage(cubin: bytes, tmp_path: Path) -> dict[str, int]:
+    """REG, LOCAL (spill bytes), SHARED ... of the binary's one function, from cuobjdump."""
+    path = tmp_path / "kernel.cubin"
+    path.write_bytes(cubin)
+    listing = subprocess.run([os.path.join(TOOLS, "cuobjdump"), "--dump-resource-usage", str(path)],
+                             capture_output=True, text=True, check=True).stdout
+    return {name: int(value) for name, value in re.findall(r"([A-Z]+(?:\[0\])?):(\d+)", listing)}
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(TOOLS, "ptxas")), reason="triton's bundled ptxas is missing")
+@pytest.mark.skipif(isinstance(bands_kernel, InterpretedFunction), reason="TRITON_INTERPRET=1: nothing to compile")
+@pytest.mark.parametrize(("variant", "images", "saliency", "from_gradient", "shape", "ones", "max_registers"), [
+    ("packed", "fp32", "fp32", False, (16384, 32, 32), (), 128),
+    ("packed", "bf16", "bf16", True, (16383, 32, 32), (), 128),
+    ("packed", "fp16", "fp32", False, (1, 1, 1), ("N", "C", "C_SAL", "k", "radius"), 255),
+    ("packed", "fp32", "fp32", False, (2, 64, 64), (), 255),
+    ("bands", "fp32", "fp32", False, (256, 32, 32), (), 255),
+    ("bands", "bf16", "bf16", True, (256, 224, 224), (), 255),
+    ("bands", "fp16", "fp32", False, (1, 1, 1), ("C", "C_SAL", "H", "W", "k", "radius"), 255),
+], ids=["packed-fp32-32x32", "packed-bf16-gradient-odd-N", "packed-fp16-1x1-constants", "packed-fp32-64x64",
+        "bands-fp32-32x32", "bands-bf16-gradient-224x224", "bands-fp16-1x1-constants"])
+def test_kernel_compiles_for_sm90_without_spills(variant: str, images: str, saliency: str, from_gradient: bool,
+                                                 shape: tuple[int, int, int], ones: tuple[str, ...],
+                                                 max_registers: int, tmp_path: Path) -> None:
+    n, height, width = shape
+    if variant == "packed":
+        kernel, config = packed_kernel, {**packed_config(n, height, width), "H": height, "W": width}
+    else:
+        kernel, config = bands_kernel, dict(bands_config(height, width))
     num_warps = config.pop("num_warps")
-    constants = {name: 1 for name in ones} | {"FROM_GRADIENT": from_gradient, **config}
-    source = ASTSource(fn=_erase_kernel, signature=signature(images, saliency, ones), constexprs=constants)
+    constants = {name: 1 for name in ones} | {"FROM_GRADIENT": from_gradient, "DEBUG": False, **config}
+    source = ASTSource(fn=kernel, signature=signature(kernel, images, saliency, ones, constants),
+                       constexprs=constants)
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
     assert compiled.asm["cubin"] and compiled.metadata.num_warps == num_warps
+    usage = resource_usage(compiled.asm["cubin"], tmp_path)
+    assert usage["LOCAL"] == 0 and usage["STACK"] == 0, f"spills: {usage}"
+    assert usage["REG"] <= max_registers, f"registers: {usage}"

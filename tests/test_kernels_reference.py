@@ -11,7 +11,7 @@ import torch
 from triton.runtime.interpreter import InterpretedFunction
 
 from miscause import kernels
-from miscause.kernels import triton_erase
+from miscause.kernels import triton_bands
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -179,7 +179,7 @@ def test_bad_gradient_raises_value_error() -> None:
 
 
 def test_triton_on_cpu_without_interpreter_says_what_to_use() -> None:
-    if isinstance(triton_erase._erase_kernel, InterpretedFunction):
+    if isinstance(triton_bands.bands_kernel, InterpretedFunction):
         pytest.skip("the Triton interpreter is active in this process")
     with pytest.raises(ValueError, match="needs CUDA tensors"):
         kernels.erase_triton(**GOOD)

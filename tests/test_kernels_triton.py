@@ -1,19 +1,27 @@
-"""The Triton erasure kernel against the PyTorch reference, element for element, on fresh random inputs.
+"""The Triton erasure kernels against the PyTorch reference, element for element, on fresh random inputs.
 
 Runs on a GPU when there is one, else on CPU tensors under the Triton interpreter. The interpreter must be
 chosen before triton is first imported, so on a CPU-only machine `test_kernels_interpreter.py` runs this
-file in a child process with TRITON_INTERPRET=1; run directly without either, the file is skipped.
+file in a child process with TRITON_INTERPRET=1; run directly without either, the file is skipped. Every
+comparison also checks the per-image status the kernel writes (no NaN/Inf seen, exactly k anchors), with the
+kernels' device assertions compiled in (and, under the interpreter, switched on).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
 import random
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
 from miscause import kernels
+from miscause.kernels.erase_spec import EraseArgs
+from miscause.kernels.triton_erase import check_result, erase_triton_unchecked, launch, variant_for
 
 if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
     pytest.skip("no GPU: runs under the Triton interpreter from test_kernels_interpreter.py "
@@ -22,6 +30,18 @@ if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 POISON_BYTE = 0xA5
+EXACTNESS_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu" / "exactness.py"
+
+
+@pytest.fixture(autouse=True)
+def live_device_assertions(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Under the interpreter, make tl.device_assert check: it only does with debug on, as a GPU build with it."""
+    if DEVICE == "cpu":
+        from triton.runtime.interpreter import interpreter_builder
+
+        monkeypatch.setattr(interpreter_builder, "options",
+                            dataclasses.replace(interpreter_builder.options, debug=True))
+    yield
 
 
 def fresh_generator() -> tuple[torch.Generator, int]:
@@ -39,17 +59,27 @@ def poisoned_outputs(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def assert_matches_reference(images: torch.Tensor, saliency: torch.Tensor, top_percent: float, box: int,
-                             fill: torch.Tensor | None, context: str, from_gradient: bool = False) -> None:
-    """Kernel (into poisoned buffers) and reference agree exactly on the mask and on every output value."""
+                             fill: torch.Tensor | None, context: str, from_gradient: bool = False,
+                             variant: str | None = None) -> None:
+    """Kernel (into poisoned buffers) and reference agree exactly on the mask and on every output value.
+
+    `variant` forces a kernel (default: the one chosen for the size); its status must say: finite, k anchors.
+    """
     images, saliency = images.to(DEVICE), saliency.to(DEVICE)
     out = poisoned_outputs(images)
+    context = f"{context}, {variant or variant_for(*images.shape[2:])} kernel"
+    result = erase_triton_unchecked(images, saliency, top_percent, box, fill, from_gradient=from_gradient, out=out,
+                                    variant=variant, debug=True)
     if from_gradient:
-        erased, mask = kernels.erase_from_gradient_triton(images, saliency, top_percent, box, fill, out=out)
         want_erased, want_mask = kernels.erase_from_gradient_reference(images, saliency, top_percent, box, fill)
     else:
-        erased, mask = kernels.erase_triton(images, saliency, top_percent, box, fill, out=out)
         want_erased, want_mask = kernels.erase_reference(images, saliency, top_percent, box, fill)
+    erased, mask = result.erased, result.mask
     assert erased.data_ptr() == out[0].data_ptr() and mask.data_ptr() == out[1].data_ptr(), context
+    k = kernels.anchor_count(top_percent, images.shape[2] * images.shape[3])
+    assert result.k == k and result.anchors.tolist() == [k] * len(images), f"anchor counts: {context}"
+    assert result.nonfinite.tolist() == [0] * len(images), f"non-finite flags: {context}"
+    check_result(result)
     mask_bytes = mask.view(torch.uint8)
     assert bool(((mask_bytes == 0) | (mask_bytes == 1)).all()), f"mask not fully written: {context}"
     assert torch.equal(mask, want_mask), f"mask differs: {context}"
@@ -84,8 +114,9 @@ def test_matches_reference_at_224(dtype: torch.dtype, top_percent: float, box: i
 
 
 @pytest.mark.parametrize("kind", ["constant", "three_values", "signed_zeros"])
-@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 3, 64, 80)], ids=lambda s: "x".join(map(str, s)))
-def test_ties_go_to_the_smaller_index(kind: str, shape: tuple[int, int, int, int]) -> None:
+@pytest.mark.parametrize(("shape", "variant"), [((2, 3, 32, 32), "packed"), ((2, 3, 32, 32), "bands"),
+                                                ((1, 3, 64, 80), "bands")], ids=str)
+def test_ties_go_to_the_smaller_index(kind: str, shape: tuple[int, int, int, int], variant: str) -> None:
     generator, seed = fresh_generator()
     n, _, h, w = shape
     if kind == "constant":
@@ -98,7 +129,7 @@ def test_ties_go_to_the_smaller_index(kind: str, shape: tuple[int, int, int, int
     images = torch.randn(shape, generator=generator)
     for top_percent, box in ((5, 3), (50, 1), (0.1, 5)):
         assert_matches_reference(images, saliency, top_percent, box, None,
-                                 f"seed {seed}, p={top_percent}, box={box}")
+                                 f"seed {seed}, p={top_percent}, box={box}", variant=variant)
 
 
 def test_ties_at_224_cut_inside_a_later_block() -> None:
@@ -135,6 +166,19 @@ def test_from_gradient_reduces_channels_inside(dtype: torch.dtype) -> None:
                                  from_gradient=True)
 
 
+@pytest.mark.parametrize("variant", ["packed", "bands"])
+def test_nonfinite_values_are_flagged_per_image(variant: str) -> None:
+    images = torch.zeros(3, 3, 8, 8, device=DEVICE)
+    saliency = torch.zeros(3, 8, 8, device=DEVICE)
+    saliency[1, 2, 3] = float("nan")
+    saliency[2, 7, 7] = float("-inf")
+    saliency[2, 0, 0] = float("inf")
+    result = erase_triton_unchecked(images, saliency, 5, 3, variant=variant)
+    assert result.nonfinite.tolist() == [0, 1, 2] and result.anchors.tolist() == [result.k] * 3
+    with pytest.raises(ValueError, match="saliency contains NaN or Inf in 2 image"):
+        check_result(result)
+
+
 def test_nonfinite_values_raise() -> None:
     images = torch.zeros(3, 3, 8, 8, device=DEVICE)
     saliency = torch.zeros(3, 8, 8, device=DEVICE)
@@ -159,3 +203,73 @@ def test_non_contiguous_inputs_and_bad_outputs() -> None:
     with pytest.raises(ValueError, match="out"):
         kernels.erase_triton(images.to(DEVICE), saliency.to(DEVICE), 10, 3,
                              out=(torch.empty(2, 3, 8, 8, device=DEVICE), torch.empty(2, 8, 8, device=DEVICE)))
+
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(3, 3, 32, 32), (2, 3, 5, 7), (2, 1, 1, 1), (1, 2, 40, 9)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_bands_kernel_on_small_images(shape: tuple[int, int, int, int], dtype: torch.dtype) -> None:
+    generator, seed = fresh_generator()
+    n, c, h, w = shape
+    for top_percent, box in ((5, 3), (50, 5)):
+        images = torch.randn(shape, generator=generator).to(dtype)
+        saliency = torch.randn((n, h, w), generator=generator).to(dtype)
+        assert_matches_reference(images, saliency, top_percent, box, torch.randn(c, generator=generator),
+                                 f"seed {seed}, p={top_percent}, box={box}", variant="bands")
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 32, 32), (2, 2, 64, 64), (3, 3, 33, 64), (9, 1, 3, 64), (2, 3, 64, 5)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_packed_kernel_at_its_limits(shape: tuple[int, int, int, int]) -> None:
+    """Part-filled last programs, 64-bit row and column words, padded sides, boxes past the 32-bit word."""
+    generator, seed = fresh_generator()
+    n, c, h, w = shape
+    for top_percent, box in ((5, 3), (0.1, 67), (30, 41)):
+        images = torch.randn(shape, generator=generator).to(torch.bfloat16)
+        saliency = torch.randn((n, h, w), generator=generator)
+        assert_matches_reference(images, saliency, top_percent, box, None,
+                                 f"seed {seed}, p={top_percent}, box={box}", variant="packed")
+    gradient = torch.randn((n, 2, h, w), generator=generator)
+    assert_matches_reference(torch.randn(shape, generator=generator), gradient, 5, 3, None, f"seed {seed}",
+                             from_gradient=True, variant="packed")
+
+
+def test_packed_kernel_refuses_sides_over_64() -> None:
+    images, saliency = torch.zeros(1, 1, 65, 8, device=DEVICE), torch.zeros(1, 65, 8, device=DEVICE)
+    with pytest.raises(ValueError, match="sides up to 64"):
+        erase_triton_unchecked(images, saliency, 5, 3, variant="packed")
+    with pytest.raises(ValueError, match="variant must be one of packed, bands"):
+        erase_triton_unchecked(images, saliency, 5, 3, variant="sorted")
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="a failed device assertion ends the CUDA context of the test process")
+@pytest.mark.parametrize(("variant", "message"), [("packed", "bisection"), ("bands", "radix select")])
+def test_debug_assertions_catch_a_broken_invariant(variant: str, message: str) -> None:
+    """With more anchors asked for than there are pixels, no k-th largest key exists: the assertion says so."""
+    images, saliency = torch.randn(2, 3, 8, 8), torch.randn(2, 8, 8)
+    args = EraseArgs(k=8 * 8 + 1, radius=1, fill=torch.zeros(3))
+    with pytest.raises(Exception, match=message):
+        launch(images, saliency, args, False, None, variant, debug=True)
+    launch(images, saliency, args, False, None, variant, debug=False)
+
+
+@pytest.mark.parametrize("size", [32, 70])
+def test_benchmark_variants_agree_with_the_reference(size: int) -> None:
+    from miscause.benchmarks import kernels as bench
+
+    generator, seed = fresh_generator()
+    inputs = bench.make_inputs(4, 3, size, size, torch.bfloat16, torch.device(DEVICE), generator)
+    calls = {name: call for name, call in bench.implementations(5, 3, inputs).items()
+             if name.startswith("triton") and bench.applies(name, size, size)}
+    assert ("triton_packed" in calls) == (size <= 64) and len(calls) >= 4
+    assert bench.check(calls, inputs, 5, 3) == [], f"seed {seed}"
+
+
+def test_exactness_script_at_a_small_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("exactness", EXACTNESS_SCRIPT)
+    exactness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exactness)
+    assert exactness.main(["--device", DEVICE, "--divide", "35000"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "all cases exact" and sum(line.startswith("OK ") for line in lines) >= 15

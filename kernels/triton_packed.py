@@ -1,0 +1,162 @@
+"""The erasure kernel for small images (sides up to 64): several images per program, everything in registers.
+
+A program holds IMAGES whole images as one [HB, IMAGES, WB] block (HB, WB the sides rounded up to powers of
+two), so the ranking input is read from memory exactly once and never re-read. Rows are the outer axis so
+that Triton's default layout gives each warp whole images (threads along a row, warps across images): the
+per-image counts then reduce within a warp, without shared memory or barriers. Per-image values stay
+[1, IMAGES, 1] blocks (reductions keep their axes), so broadcasting them back needs no layout conversion.
+H and W are compile-time constants, so every pixel's offset is an immediate from its image's base address.
+
+Selection. Each image's k-th largest key is found by bisection on the uint32 key, most significant bit first:
+a bit is kept when at least k keys are >= the threshold with that bit set. 32 counting steps over registers
+give the exact key; no histogram, no shared memory. Anchors are the keys above it, and of those equal to it
+the first `k - #above` in row-major order (a running count, computed only when some image has such ties).
+
+Dilation. Anchor rows are packed into one word per row (bit x = column x); the box's horizontal reach is a
+few shifts of that word. The result is repacked one word per column (bit y = row y) and spread the same way
+down the columns, then unpacked into the [HB, IMAGES, WB] mask. The cost is the same for any box up to the
+image's side.
+
+Fill. The mask is stored, then each channel is read and written once. When the block has no padding (sides
+powers of two, N a multiple of IMAGES) the loads and stores carry no mask, so they vectorise fully.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from miscause.kernels.triton_keys import is_nonfinite, load_saliency, order_key
+
+# Longest side the packed kernel takes: a row or column of the mask packs into one 64-bit word.
+MAX_SIDE = 64
+
+# Pixels per program: whole images, as many as fit.
+PIXELS_PER_PROGRAM = 4096
+
+
+@triton.jit
+def _bit_or(a, b):
+    """Combine function for an OR reduction."""
+    return a | b
+
+
+@triton.jit
+def _pack(flags, positions, axis: tl.constexpr, WIDE: tl.constexpr):
+    """OR of flag << position along `axis` (kept, size 1): one word per line, bit i for position i.
+
+    64-bit words if WIDE, else 32-bit.
+    """
+    if WIDE:
+        bits = flags.to(tl.uint64) << positions.to(tl.uint64)
+    else:
+        bits = flags.to(tl.uint32) << positions.to(tl.uint32)
+    return tl.reduce(bits, axis, _bit_or, keep_dims=True)
+
+
+@triton.jit
+def _spread(bits, radius, SIDE: tl.constexpr):
+    """Each set bit widened to the bits within `radius` of it, among the word's first SIDE bits.
+
+    Steps of SIDE or more reach nothing inside them (and would shift past a 32-bit word), so they are skipped.
+    """
+    result = bits
+    for step in range(1, radius + 1):
+        if step < SIDE:
+            result = result | (bits << step) | (bits >> step)
+    return result
+
+
+@triton.jit
+def _count(flags):
+    """[1, IMAGES, 1]: per image, the set flags of an [HB, IMAGES, WB] block (rows in-thread, then across a warp)."""
+    return tl.sum(tl.sum(flags.to(tl.int32), axis=0, keep_dims=True), axis=2, keep_dims=True)
+
+
+@triton.jit
+def _select(key, valid, live, k, DEBUG: tl.constexpr):
+    """[HB, IMAGES, WB] bool: each image's k largest keys, ties to the smaller row-major index.
+
+    `valid` marks the block's real pixels, `live` its real images.
+    """
+    threshold = tl.zeros([1, key.shape[1], 1], dtype=tl.uint32)
+    one = tl.full([1, key.shape[1], 1], 1, dtype=tl.uint32)
+    for bit in tl.static_range(31, -1, -1):
+        candidate = threshold | (one << bit)
+        at_least = _count(valid & (key >= candidate))
+        threshold = tl.where(at_least >= k, candidate, threshold)
+    above = valid & (key > threshold)
+    tie = valid & (key == threshold)
+    needed = k - _count(above)
+    tied = _count(tie)
+    surplus = tl.max(tied - needed)
+    if DEBUG:
+        tl.device_assert(((needed >= 1) & (tied >= needed)) | ~live, "bisection: the k-th largest key is not found")
+    if surplus > 0:
+        tie_count = tie.to(tl.int32)
+        row_ties = tl.sum(tie_count, axis=2, keep_dims=True)
+        rank = tl.cumsum(tie_count, axis=2) + (tl.cumsum(row_ties, axis=0) - row_ties)
+        anchor = above | (tie & (rank <= needed))
+    else:
+        anchor = above | tie
+    return anchor
+
+
+@triton.jit
+def _dilate(anchor, rows, cols, radius, HB: tl.constexpr, WB: tl.constexpr):
+    """[HB, IMAGES, WB] bool: within Chebyshev distance `radius` of an anchor, on bit-packed rows and columns."""
+    across = _spread(_pack(anchor, cols, 2, WB > 32), radius, WB)
+    reach = ((across >> cols) & 1) != 0
+    down = _spread(_pack(reach, rows, 0, HB > 32), radius, HB)
+    return ((down >> rows) & 1) != 0
+
+
+@triton.jit
+def packed_kernel(images, saliency, fill, erased, mask, nonfinite, anchors, N, C, C_SAL, k, radius,
+                  H: tl.constexpr, W: tl.constexpr, FROM_GRADIENT: tl.constexpr, IMAGES: tl.constexpr,
+                  HB: tl.constexpr, WB: tl.constexpr, EVEN: tl.constexpr, DEBUG: tl.constexpr):
+    """IMAGES images per program: select, dilate, mask and fill with the block in registers.
+
+    Stores each image's NaN/Inf count at `nonfinite` and its anchor count (always k) at `anchors`.
+    """
+    image = tl.program_id(0).to(tl.int64) * IMAGES + tl.arange(0, IMAGES)[None, :, None]
+    rows = tl.arange(0, HB)[:, None, None]
+    cols = tl.arange(0, WB)[None, None, :]
+    plane: tl.constexpr = H * W
+    pixel = rows * W + cols
+    valid = (image < N) & (rows < H) & (cols < W)
+
+    value = load_saliency(saliency + image * C_SAL * plane, pixel, valid, plane, C_SAL, FROM_GRADIENT)
+    live = image < N
+    tl.store(nonfinite + image, _count(valid & is_nonfinite(value)), mask=live)
+    anchor = _select(order_key(value), valid, live, k, DEBUG)
+    held = _count(anchor)
+    tl.store(anchors + image, held, mask=live)
+    if DEBUG:
+        tl.device_assert((held == k) | ~live, "selection did not give exactly k anchors")
+
+    in_box = _dilate(anchor, rows, cols, radius, HB, WB)
+    mask_offsets = image * plane + pixel
+    offsets = image * C * plane + pixel
+    if EVEN:
+        tl.store(mask + mask_offsets, in_box.to(tl.uint8))
+    else:
+        tl.store(mask + mask_offsets, in_box.to(tl.uint8), mask=valid)
+    for c in range(C):
+        fill_value = tl.load(fill + c)
+        if EVEN:
+            pixels = tl.load(images + c * plane + offsets)
+            tl.store(erased + c * plane + offsets, tl.where(in_box, fill_value, pixels))
+        else:
+            pixels = tl.load(images + c * plane + offsets, mask=valid)
+            tl.store(erased + c * plane + offsets, tl.where(in_box, fill_value, pixels), mask=valid)
+
+
+def packed_config(images: int, height: int, width: int) -> dict[str, int | bool]:
+    """Block shape for N images of a size: whole images per program, no padding when the shape allows."""
+    if max(height, width) > MAX_SIDE:
+        raise ValueError(f"the packed kernel takes sides up to {MAX_SIDE}, got {height}x{width}")
+    hb, wb = triton.next_power_of_2(height), triton.next_power_of_2(width)
+    per_program = max(1, PIXELS_PER_PROGRAM // (hb * wb))
+    even = (hb, wb) == (height, width) and images % per_program == 0
+    return {"IMAGES": per_program, "HB": hb, "WB": wb, "EVEN": even, "num_warps": 4}
