@@ -40,6 +40,7 @@ from miscause.defaults import BOX, TOP_PERCENT
 from miscause.device import describe, pick_device
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure import ErasureOptions
+from miscause.jobs.analysis.fills import FILLS
 from miscause.jobs.study_plan import plan_stage, plan_table, split_sizes
 from miscause.jobs.study_stage import StageRequest, invoke, result_path, run_stage, train_job
 from miscause.jobs.training import zoo
@@ -55,17 +56,26 @@ def invoke_all(steps: list[tuple[str, list]], share: float | None) -> None:
         invoke(command, argv)
 
 
+SWEEPS = ("sweep_top_percent", "sweep_box", "sweep_fill", "curve_methods")  # options shared with analyze
+
+
+def given_sweeps(args: argparse.Namespace) -> dict:
+    """The erasure options the study was given (the sweeps, the curves' methods and images), by field name."""
+    given = {key: tuple(getattr(args, key)) for key in SWEEPS if getattr(args, key)}
+    return given | ({"curve_images": args.curve_images} if args.curve_images is not None else {})
+
+
 def sweep_options(args: argparse.Namespace) -> list:
     """The erasure sweep as `analyze` takes it, where the study was given one."""
-    options = ["--sweep-top-percent", *args.sweep_top_percent] if args.sweep_top_percent else []
-    return options + (["--sweep-box", *args.sweep_box] if args.sweep_box else [])
+    options = []
+    for key, value in given_sweeps(args).items():
+        options += ["--" + key.replace("_", "-"), *(value if isinstance(value, tuple) else (value,))]
+    return options
 
 
 def erasure_options(args: argparse.Namespace) -> ErasureOptions:
     """The erasure study's settings: analyze's defaults, with the study's sweep where given."""
-    sweeps = {"sweep_top_percent": args.sweep_top_percent, "sweep_box": args.sweep_box}
-    return ErasureOptions(TOP_PERCENT, BOX, seed=args.seed,
-                          **{key: tuple(value) for key, value in sweeps.items() if value})
+    return ErasureOptions(TOP_PERCENT, BOX, seed=args.seed, **given_sweeps(args))
 
 
 def whole_study(args: argparse.Namespace) -> list[Stage]:
@@ -180,6 +190,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the erasure sweep's p values (default: analyze's, 1 2 5 10 20)")
     parser.add_argument("--sweep-box", type=int, nargs="+", metavar="B",
                         help="the erasure sweep's b values (default: analyze's, 1 3 5)")
+    parser.add_argument("--sweep-fill", nargs="+", choices=FILLS, metavar="FILL",
+                        help=f"fills compared at the default setting (default: analyze's, {' '.join(FILLS)})")
+    parser.add_argument("--curve-methods", nargs="+", metavar="METHOD",
+                        help="saliency methods of the deletion and insertion curves (default: analyze's, all)")
+    parser.add_argument("--curve-images", type=int, metavar="N",
+                        help="test images of the curves (default: analyze's, 256; 0: no curves)")
     parser.add_argument("--examples", type=int, default=8, help="report examples kept per result file (default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")

@@ -75,12 +75,12 @@ def measure_erasure_seconds(arch: str, recipe: Recipe, erasure: ErasureOptions, 
     n = erasure.batch_size if device.type == "cuda" else min(erasure.batch_size, CPU_ERASURE_IMAGES)
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
-    single = replace(erasure, sweep_top_percent=(erasure.top_percent,), sweep_box=(erasure.box,))
+    single = replace(erasure, sweep_top_percent=(erasure.top_percent,), sweep_box=(erasure.box,), sweep_fill=())
     run_split(model, images, labels, np.arange(n), "plan", single, device, progress=False)  # warm-up
     started = time.perf_counter()
     run_split(model, images, labels, np.arange(n), "plan", single, device, progress=False)
     seconds = (time.perf_counter() - started) / n
-    return seconds * (3 + 2 * len(erasure.settings())) / 5
+    return seconds * (3 + erasure.erasure_passes()) / (3 + single.erasure_passes())
 
 
 def split_sizes(data: str | None, limit: int | None) -> dict[str, int]:

@@ -1,5 +1,6 @@
 """One architecture's self-contained study stage: train, then from the trained model the erasure study's
-validation and test runs, written as one result file (`miscause.jobs.analysis.results`) and no weights.
+validation and test runs and the test images' deletion and insertion curves, written as one result file
+(`miscause.jobs.analysis.results`) and no weights.
 
 Made for a lent device whose files cannot outlive the call: the stage runs start to finish in one process,
 its training resumes from the last epoch if the call is restarted, and only the result file is kept.
@@ -18,6 +19,7 @@ import torch
 from miscause.cli import COMMANDS, run_subcommand
 from miscause.device import describe, pick_device
 from miscause.errors import MiscauseError
+from miscause.jobs.analysis.curves import compute_curves
 from miscause.jobs.analysis.erasure import ErasureOptions, SplitRun, examples, run_split
 from miscause.jobs.analysis.repository_analysis import subset
 from miscause.jobs.analysis.repository_model import RepositoryModel, live_model
@@ -124,6 +126,9 @@ def run_stage(request: StageRequest) -> Path:
     began = time.perf_counter()
     pictures = examples(model, images["test"], runs["test"], request.erasure, request.examples, device)
     seconds["examples"] = time.perf_counter() - began
+    began = time.perf_counter()
+    curves = compute_curves(model, images["test"], request.erasure, device)
+    seconds["curves"] = time.perf_counter() - began
     seconds["total"] = time.perf_counter() - started
     accuracy = {split: float((run.predicted == run.labels).mean()) for split, run in runs.items()}
     trained_images = sum(r["images_per_s"] * r["seconds"] for r in records)
@@ -141,7 +146,7 @@ def run_stage(request: StageRequest) -> Path:
                             for split, run in runs.items()}},
         "plan": request.plan,
     }
-    path = write_results(request.result_path, meta, runs, pictures)
+    path = write_results(request.result_path, meta, runs, pictures, curves)
     print(f"{request.arch}: {state['epoch']} epochs, val accuracy {accuracy['val']:.4f}, test accuracy "
           f"{accuracy['test']:.4f}, {seconds['total']:.0f} s on {meta['device']} -> {path} "
           f"({path.stat().st_size / 1e6:.1f} MB)")

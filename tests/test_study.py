@@ -10,7 +10,8 @@ from miscause.cli import main
 def test_toy_study_runs_in_two_sittings_and_writes_the_report(tiny_folder, tmp_path, capsys):
     out = tmp_path / "study"
     args = ["study", "--data", str(tiny_folder), "--out", str(out), "--archs", "cifarnet", "mobilenet_v2",
-            "--epochs", "1", "--batch-size", "32", "--limit", "96", "--no-progress"]
+            "--epochs", "1", "--batch-size", "32", "--limit", "96", "--sweep-fill", "mean", "blur",
+            "--curve-images", "16", "--curve-methods", "gradient", "--no-progress"]
     assert main([*args, "--max-stages", "4"]) == 0
     first = json.loads((out / "study.json").read_text())
     assert list(first["stages"]) == ["train:cifarnet", "evaluate:cifarnet", "export:cifarnet", "train:mobilenet_v2"]
@@ -25,6 +26,8 @@ def test_toy_study_runs_in_two_sittings_and_writes_the_report(tiny_folder, tmp_p
         assert (out / "predictions" / f"{arch}-test.npz").is_file()
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"cifarnet", "mobilenet_v2"}
+    assert metrics["settings"]["erasure"]["sweep_fill"] == ["mean", "blur"]
+    assert metrics["erasure"]["cifarnet"]["curves"]["images"] == 16
     assert (out / "report" / "report.html").is_file()
     summary = (out / "summary.md").read_text()
     assert "| cifarnet |" in summary and "| mobilenet_v2 |" in summary

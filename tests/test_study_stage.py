@@ -18,6 +18,7 @@ import torch
 from miscause import kernels
 from miscause.cli import main
 from miscause.jobs.analysis.erasure import outcomes
+from miscause.jobs.analysis.fills import canvas, fill_masked
 from miscause.jobs.analysis.results import load_results
 from miscause.jobs.study_plan import StagePlan, fit_epochs
 from miscause.jobs.training.checkpoint import load_model
@@ -29,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 ARCHS = ("cifarnet", "mobilenet_v2")
 LIMIT = 64
 SETTINGS = [(5.0, 3), (10.0, 3)]
-OPTIONS = f"--epochs 1 --limit {LIMIT} --batch-size 32 --sweep-top-percent 5 10 --sweep-box 3 --device cpu"
+OPTIONS = (f"--epochs 1 --limit {LIMIT} --batch-size 32 --sweep-top-percent 5 10 --sweep-box 3 --sweep-fill mean blur "
+           "--curve-methods gradient --curve-images 16 --device cpu")
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +112,15 @@ def test_result_files_alone_reproduce_what_the_trained_models_give(device_run: d
                                            "mean_erased_pixels": pytest.approx(mask.sum((1, 2)).float().mean().item())}
             anchors = kernels.anchor_count(top_percent, 32 * 32)
             assert anchors <= setting["random"]["mean_erased_pixels"] <= anchors * box * box
+            assert setting["shifted"]["mean_erased_pixels"] == setting["saliency"]["mean_erased_pixels"]
+        mask = kernels.erase(x, saliency, *SETTINGS[0])[1]
+        with torch.no_grad():
+            blurred = model(fill_masked(x, mask, canvas(x, "blur", state["mean"], state["std"]))).argmax(1).numpy()
+        fills = {f["fill"]: f for f in summary["fills"]["fills"]}
+        assert list(fills) == ["mean", "blur"] and fills["mean"]["saliency"] == {
+            key: value for key, value in summary["settings"][0]["saliency"].items() if key != "mean_erased_pixels"}
+        assert fills["blur"]["saliency"] == outcomes(labels, logits.argmax(1), blurred)
+        assert summary["curves"]["images"] == 16 and set(summary["curves"]["orders"]) == {"gradient", "random"}
         policy = metrics["policies"][arch]
         assert policy["test"]["n"] == LIMIT and policy["fitted_on"]["n"] == 40
         assert policy["test"]["accuracy_before"] == pytest.approx(float((logits.argmax(1) == labels).mean()))

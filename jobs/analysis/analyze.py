@@ -27,6 +27,8 @@ from pathlib import Path
 
 from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
 from miscause.errors import MiscauseError
+from miscause.jobs.analysis.erasure import ANCHORS
+from miscause.jobs.analysis.fills import FILLS, parse_fill
 from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
 from miscause.jobs.analysis.predictions import load_predictions
 from miscause.jobs.analysis.replicates import check_replicates, parse_replicates
@@ -35,6 +37,8 @@ from miscause.jobs.analysis.significance import CORRECTIONS
 from miscause.jobs.analysis.versions import versions
 
 REPEATED = ("replicates",)  # options given once per value
+CONTROLS = ANCHORS[1:]
+RUN_TIME_FLAGS = ("--sweep-fill", "--curve-methods", "--curve-steps", "--curve-images", "--insertion-canvas")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                help="p values of the sweep (default 1 2 5 10 20)")
     erasure_group.add_argument("--sweep-box", type=int, nargs="+", metavar="B",
                                help="b values of the sweep (default 1 3 5)")
-    erasure_group.add_argument("--fill", type=float, nargs=3, metavar="V",
-                               help="erased value per channel, normalised units (default 0: the dataset mean)")
+    erasure_group.add_argument("--fill", nargs="+", metavar="FILL",
+                               help=f"what erased pixels become: one of {', '.join(FILLS)}, or three values in "
+                                    "normalised units (default mean: the dataset mean, 0)")
+    erasure_group.add_argument("--sweep-fill", nargs="+", choices=FILLS, metavar="FILL",
+                               help=f"fills compared at the default setting (default all: {' '.join(FILLS)})")
+    erasure_group.add_argument("--curve-methods", nargs="+", metavar="METHOD",
+                               help="saliency methods of the deletion and insertion curves (default: all)")
+    erasure_group.add_argument("--curve-steps", type=int, metavar="T", help="steps of each curve (default 16)")
+    erasure_group.add_argument("--curve-images", type=int, metavar="N",
+                               help="test images the curves use, drawn with the seed; 0: no curves (default 256)")
+    erasure_group.add_argument("--insertion-canvas", choices=FILLS,
+                               help="what the insertion curves start from (default blur)")
+    erasure_group.add_argument("--control", choices=CONTROLS, default="random",
+                               help="the control erasure a pair must beat to be verified (default %(default)s; "
+                                    "shifted: the saliency mask at a random offset, the same pixel count)")
     erasure_group.add_argument("--saliency-method", default=SALIENCY_METHOD,
                                help="one of miscause.kernels.METHODS, of the predicted class (default %(default)s)")
     erasure_group.add_argument("--max-images", type=int, help="analyse a random subset of this many images per split")
@@ -90,11 +107,14 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.predictions and (args.erasure or args.models):
         raise MiscauseError("--erasure and --models need --repository (predictions files hold no images)")
     computed = {"--models": args.models, "--data": args.data, "--max-images": args.max_images,
-                "--sweep-top-percent": args.sweep_top_percent, "--sweep-box": args.sweep_box, "--fill": args.fill}
+                "--sweep-top-percent": args.sweep_top_percent, "--sweep-box": args.sweep_box, "--fill": args.fill,
+                **{flag: getattr(args, flag[2:].replace("-", "_")) for flag in RUN_TIME_FLAGS}}
     given = [flag for flag, value in computed.items() if value is not None]
     if args.results and given:
         raise MiscauseError(f"{', '.join(given)}: result files hold finished runs; these options apply when the "
                             "study stage runs (miscause study --stage-only)")
+    if args.fill is not None:
+        parse_fill(args.fill)
     if args.max_images is not None and args.max_images < 1:
         raise MiscauseError(f"--max-images must be at least 1, got {args.max_images}")
     if args.examples < 0:
@@ -149,7 +169,7 @@ def run_results(args: argparse.Namespace, options: AnalysisOptions, context: dic
     loaded = [load_results(path) for path in args.results]
     erasure, data = combine_results(loaded, args.top_percent, args.box, args.saliency_method)
     result = analyze_runs([runs for _, runs in loaded], erasure, options, data, args.policy_min_gain, args.seed,
-                          context["created"], context["versions"])
+                          context["created"], context["versions"], args.control)
     context.update(data=result.data, warnings=result.warnings)
     write_report(args.out, result.analysis, context, result.erasure)
     print(f"wrote {args.out}")
@@ -167,14 +187,18 @@ def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: 
 
     erasure = None
     if args.erasure:
-        sweeps = {"sweep_top_percent": args.sweep_top_percent, "sweep_box": args.sweep_box}
-        erasure = ErasureOptions(args.top_percent, args.box, fill=tuple(args.fill) if args.fill else None,
+        sweeps = {"sweep_top_percent": args.sweep_top_percent, "sweep_box": args.sweep_box,
+                  "sweep_fill": args.sweep_fill, "curve_methods": args.curve_methods}
+        given = {"curve_steps": args.curve_steps, "curve_images": args.curve_images,
+                 "insertion_canvas": args.insertion_canvas}
+        erasure = ErasureOptions(args.top_percent, args.box, fill=parse_fill(args.fill) if args.fill else None,
                                  saliency_method=args.saliency_method, batch_size=args.batch_size, seed=args.seed,
-                                 **{key: tuple(value) for key, value in sweeps.items() if value})
+                                 **{key: tuple(value) for key, value in sweeps.items() if value},
+                                 **{key: value for key, value in given.items() if value is not None})
     names = tuple(args.models or model_names(args.repository))
     check_replicates(options.groups, {name: () for name in names})
     request = RepositoryRequest(args.repository, names, args.data, erasure, args.max_images, args.examples,
-                                args.policy_min_gain, args.seed, args.batch_size, not args.no_progress)
+                                args.policy_min_gain, args.seed, args.batch_size, not args.no_progress, args.control)
     result = analyze_repository(request, options, pick_device(args.device), context["created"],
                                 context["versions"])
     policy_paths = {} if args.no_policy else {name: Path(args.repository) / name / POLICY

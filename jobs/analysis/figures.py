@@ -73,18 +73,23 @@ def similarity_figure(names: list[str], spearman: np.ndarray, jaccard: np.ndarra
     return png(figure)
 
 
+ANCHOR_STYLES = {"saliency": "-o", "random": "--x", "shifted": ":s"}
+
+
 def erasure_figure(name: str, settings: list[dict]) -> bytes:
-    """The sweep: errors corrected and correct answers broken, saliency-anchored vs random anchors, per box."""
+    """The sweep: errors corrected and correct answers broken, saliency-anchored vs each control, per box."""
     figure = Figure(figsize=(11, 4))
     corrected_ax, broken_ax = figure.subplots(1, 2)
     boxes = sorted({s["box"] for s in settings})
     colors = dict(zip(boxes, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"], strict=False))
+    anchors = [a for a in ANCHOR_STYLES if a in settings[0]]
     for box in boxes:
         rows = sorted((s for s in settings if s["box"] == box), key=lambda s: s["top_percent"])
         p = [s["top_percent"] for s in rows]
         for ax, key in ((corrected_ax, "corrected_rate"), (broken_ax, "broken_rate")):
-            ax.plot(p, [s["saliency"][key] for s in rows], "-o", color=colors.get(box), label=f"saliency, box {box}")
-            ax.plot(p, [s["random"][key] for s in rows], "--x", color=colors.get(box), label=f"random, box {box}")
+            for anchor in anchors:
+                ax.plot(p, [s[anchor][key] for s in rows], ANCHOR_STYLES[anchor], color=colors.get(box),
+                        label=f"{anchor}, box {box}")
     corrected_ax.set_title(f"{name}: misclassified images corrected", fontsize=9)
     broken_ax.set_title(f"{name}: correct images broken (control b)", fontsize=9)
     for ax in (corrected_ax, broken_ax):
@@ -93,6 +98,27 @@ def erasure_figure(name: str, settings: list[dict]) -> bytes:
         ax.set_ylabel("fraction", fontsize=8)
         ax.grid(alpha=0.3)
     corrected_ax.legend(fontsize=6)
+    return png(figure)
+
+
+def curves_figure(name: str, curves: dict) -> bytes:
+    """Deletion and insertion: mean probability of the predicted class against the fraction of pixels changed,
+    one line per saliency method, the random order dashed."""
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, 2)
+    fraction = np.linspace(0, 1, curves["steps"] + 1)
+    for ax, mode in zip(axes, ("deletion", "insertion"), strict=True):
+        for order, by_mode in curves["orders"].items():
+            auc = by_mode[mode]["auc"]
+            ax.plot(fraction, by_mode[mode]["curve"], "--" if order == "random" else "-",
+                    color="black" if order == "random" else None,
+                    label=order if auc is None else f"{order} (AUC {auc:.3f})")
+        ax.set_title(f"{name}: {mode}, {curves['images']} images", fontsize=9)
+        ax.set_xlabel(f"fraction of pixels {'deleted' if mode == 'deletion' else 'inserted'}", fontsize=8)
+        ax.set_ylabel("probability of the predicted class", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return png(figure)
 
 

@@ -15,7 +15,7 @@ import networkx as nx
 import numpy as np
 
 from miscause.atomic import atomic_directory
-from miscause.jobs.analysis import causes, figures, policy_fit
+from miscause.jobs.analysis import causes, figures, policy_fit, report_controls
 from miscause.jobs.analysis.cause_interaction import cause_interaction
 from miscause.jobs.analysis.deviations import deviations
 from miscause.jobs.analysis.erasure import ErasureResults
@@ -102,6 +102,8 @@ def figure_set(analysis: Analysis, erasure: ErasureResults | None) -> dict[str, 
     if erasure:
         for name, summary in erasure.summaries.items():
             out[f"erasure-{file_stem(name)}.png"] = figures.erasure_figure(name, summary["settings"])
+            if summary.get("curves"):
+                out[f"curves-{file_stem(name)}.png"] = figures.curves_figure(name, summary["curves"])
             if erasure.examples.get(name):
                 out[f"examples-{file_stem(name)}.png"] = figures.examples_figure(erasure.examples[name])
     return out
@@ -127,8 +129,8 @@ def rule_text(analysis: Analysis) -> list[str]:
         + (" With one model nothing can show that a confusion depends on the model, so every edge counts as "
            "shared." if m == 1 else ""),
         "When the erasure study ran, a pair is reported as non-essential interference only where erasing at the "
-        "most salient pixels corrects its errors significantly more often than erasing at as many random "
-        "pixels (exact one-sided McNemar test on the same images, corrected over the model's significant "
+        "most salient pixels corrects its errors significantly more often than the control erasure named in the "
+        "erasure study (exact one-sided McNemar test on the same images, corrected over the model's significant "
         f"edges with the same correction, level {o.alpha}); an unverified pair is reported as "
         f"`{causes.NOT_SIGNIFICANT}` with its pattern cause kept in metrics.json.",
     ]
@@ -154,48 +156,39 @@ def _pair_rows(analysis: Analysis) -> list[list]:
     return sorted(rows, key=lambda row: (-row[3], row[0], row[1]))
 
 
-def _outcome_row(label: str, o: dict) -> list:
-    return [label, o["corrected"], o["third_class"], o["unchanged"], _percent(o["corrected_rate"]),
-            f"{o['broken']} / {o['correct']}", _percent(o["broken_rate"])]
-
-
 def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
     s = erasure.settings
     blocks: list[Block] = [
         ("h2", "Erasure study"),
         ("p", f"Split `{s['split']}`. Saliency `{s['saliency_method']}` of the predicted class; boxes of "
-              f"b x b pixels anchored at the top p% pixels, filled with `{s['fill']}` (normalised units). "
+              f"b x b pixels anchored at the top p% pixels, filled with `{s['fill']}`. "
               f"Default p = {s['top_percent']}, b = {s['box']}; sweep p in {s['sweep_top_percent']}, "
               f"b in {s['sweep_box']}. Control (a): as many anchors drawn uniformly at random (seed "
-              f"{s['seed']}); control (b): the same erasure on correctly classified images."),
+              f"{s['seed']}); control (b): the same erasure on correctly classified images; control (c), where "
+              "the runs hold it: the saliency mask shifted by a uniform random offset, wrapping around the "
+              "borders, so it erases exactly as many pixels as the saliency erasure of the same image. Pairs are "
+              f"verified against the `{s.get('control', 'random')}` control."),
     ]
-    headers = ["anchors", "corrected", "third class", "unchanged", "corrected rate", "broken / correct",
-               "broken rate"]
     for name, summary in erasure.summaries.items():
         default = next(x for x in summary["settings"] if (x["top_percent"], x["box"]) ==
                        (summary["default"]["top_percent"], summary["default"]["box"]))
-        test = default["test"]
+        anchors = report_controls.anchors_of(default)
         blocks += [
             ("h3", f"{name}"),
-            ("p", f"{summary['errors']} misclassified of {summary['n']} images; default setting. Saliency-only "
-                  f"corrections {test['saliency_only']}, random-only {test['random_only']}, one-sided McNemar "
-                  f"p = {test['p_value']:.3g}."),
-            ("table", headers, [_outcome_row("saliency", default["saliency"]),
-                                _outcome_row("random", default["random"])]),
-            ("table", ["p", "b", "saliency corrected", "random corrected", "saliency broken", "random broken",
-                       "McNemar p"],
-             [[x["top_percent"], x["box"], _percent(x["saliency"]["corrected_rate"]),
-               _percent(x["random"]["corrected_rate"]), _percent(x["saliency"]["broken_rate"]),
-               _percent(x["random"]["broken_rate"]), f"{x['test']['p_value']:.3g}"] for x in summary["settings"]]),
-            ("figure", f"erasure-{file_stem(name)}.png", f"{name}: erasure sweep, saliency against random anchors"),
+            ("p", f"{summary['errors']} misclassified of {summary['n']} images; default setting. "
+                  + report_controls.test_text(default)),
+            ("table", report_controls.OUTCOME_HEADERS, report_controls.outcome_rows(default)),
+            report_controls.sweep_table(summary["settings"]),
+            ("figure", f"erasure-{file_stem(name)}.png", f"{name}: erasure sweep, saliency against the controls"),
         ]
         candidates = [r for r in summary["pairs"] if r["candidate"]]
         if candidates:
-            blocks.append(("table", ["true", "pred", "errors", "saliency corrected", "random corrected",
-                                     "adjusted p", "verified"],
-                           [[r["true"], r["pred"], r["errors"], r["saliency"]["corrected"],
-                             r["random"]["corrected"], f"{r['p_adjusted']:.3g}", "yes" if r["verified"] else "no"]
-                            for r in candidates]))
+            blocks.append(("table", ["true", "pred", "errors", "runner-up true"]
+                           + [f"{a} corrected" for a in anchors] + ["adjusted p", "verified"],
+                           [[r["true"], r["pred"], r["errors"], r.get("runner_up_true", "-")]
+                            + [r[a]["corrected"] for a in anchors]
+                            + [f"{r['p_adjusted']:.3g}", "yes" if r["verified"] else "no"] for r in candidates]))
+        blocks += report_controls.control_blocks(name, file_stem(name), summary, default)
         if erasure.examples.get(name):
             blocks.append(("figure", f"examples-{file_stem(name)}.png",
                            f"{name}: misclassified test images, saliency of the predicted class, erased image"))

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from miscause.errors import MiscauseError
+from miscause.jobs.analysis.curves import compute_curves
 from miscause.jobs.analysis.erasure import ErasureOptions, examples, infer, run_split
 from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
 from miscause.jobs.analysis.predictions import make_predictions
@@ -34,6 +35,7 @@ class RepositoryRequest:
     seed: int = 0
     batch_size: int = 256
     progress: bool = True
+    control: str = "random"
 
 
 def subset(split: Split, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,5 +87,7 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
         test_run = run_split(model, images, labels, positions, "test", erasure, device, request.progress)
         val_run = run_split(model, val_images, val_labels, val_positions, "val", erasure, device, request.progress)
         runs.append(ModelRuns(model.name, str(model.path), model.config.training.get("split"), test_run, val_run,
-                              examples(model, images, test_run, erasure, request.examples, device)))
-    return analyze_runs(runs, erasure, options, data, request.policy_min_gain, request.seed, created, versions)
+                              examples(model, images, test_run, erasure, request.examples, device),
+                              compute_curves(model, images, erasure, device), (model.mean, model.std)))
+    return analyze_runs(runs, erasure, options, data, request.policy_min_gain, request.seed, created, versions,
+                        request.control)

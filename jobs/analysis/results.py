@@ -2,7 +2,7 @@
 
 `miscause study --stage-only` writes one compressed `.npz` per architecture, a few MB, meant to be committed;
 `miscause analyze --results` reads them back into the runs the erasure analysis takes, so the report needs
-neither the model nor the images. Layout (format version 1; SPLIT is `val` or `test`):
+neither the model nor the images. Layout (format version 2; SPLIT is `val` or `test`):
 
     meta                   str: a JSON document (arch, classes, normalisation, accuracy, training, the erasure
                            options, `anchors`, data, device, versions, seconds per part, images/s)
@@ -12,11 +12,17 @@ neither the model nor the images. Layout (format version 1; SPLIT is `val` or `t
     SPLIT/logits           float32 [N,K]: the network as served (its test-time augmentation included)
     SPLIT/predicted/ANCHOR int16 [S,N]: each image's class after erasure at ANCHOR's anchors, per setting
     SPLIT/pixels/ANCHOR    int32 [S,N]: pixels erased per image
+    SPLIT/fill/FILL/ANCHOR int16 [N]: the class after erasure with FILL at the fill sweep's setting
+    curves/rows            int64 [C]: the test rows of the deletion and insertion curves
+    curves/ORDER/MODE      float32 [C, steps+1]: the predicted class's probability, ORDER a saliency method or
+                           `random`, MODE `deletion` or `insertion`
     examples/NAME          the report's example images (see EXAMPLE_ARRAYS), rows of the test split
 
 ANCHOR names a way of choosing the anchors, described in `meta["anchors"]`: `saliency` (the top pixels of
-the predicted class's saliency map) and `random` (control a: a uniform random map); readers take the anchors
-they know, so a further control is one more ANCHOR with its own arrays.
+the predicted class's saliency map), `random` (control a: a uniform random map) and `shifted` (control c: the
+saliency mask at a random offset, the same pixel count); readers take the anchors they know. `meta["fill_sweep"]`
+(`setting`, `fills`) and `meta["curves"]` (`orders`, `steps`) say which of the optional arrays a file holds.
+Version 1 files (saliency and random anchors, no fill sweep, no curves) are read as well.
 """
 
 from __future__ import annotations
@@ -30,13 +36,17 @@ import numpy as np
 
 from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
-from miscause.jobs.analysis.erasure import ErasureOptions, SplitRun
+from miscause.jobs.analysis.controls import SHIFTED
+from miscause.jobs.analysis.curves import MODES, Curves
+from miscause.jobs.analysis.erasure import ANCHORS, ErasureOptions, SplitRun
 from miscause.jobs.analysis.predictions import make_predictions
 from miscause.jobs.analysis.run_analysis import ModelRuns
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SPLITS = ("val", "test")
-ANCHORS = ("saliency", "random")
+REQUIRED_ANCHORS = ("saliency", "random")
+NOT_RUN = {"sweep_fill": (), "curve_methods": ()}  # erasure options a version 1 file lacks: those parts did not run
 META_KEYS = ("format_version", "arch", "classes", "training", "erasure", "data")
 # name -> dtype of the example arrays; `rows` index the test split's rows, `after` is the erased image's class
 EXAMPLE_ARRAYS = {"rows": np.int64, "after": np.int64, "image": np.uint8, "saliency": np.float32,
@@ -46,7 +56,9 @@ EXAMPLE_ARRAYS = {"rows": np.int64, "after": np.int64, "image": np.uint8, "salie
 def anchor_descriptions(options: ErasureOptions) -> dict[str, dict]:
     """What each ANCHOR of a result file means, for `meta["anchors"]`."""
     return {"saliency": {"kind": "saliency", "method": options.saliency_method, "target": "predicted class"},
-            "random": {"kind": "uniform random map", "seed": options.seed}}
+            "random": {"kind": "uniform random map", "seed": options.seed},
+            SHIFTED: {"kind": "saliency mask at a uniform random offset, wrapped: the same pixel count",
+                      "seed": options.seed}}
 
 
 def run_arrays(run: SplitRun) -> dict[str, np.ndarray]:
@@ -54,10 +66,32 @@ def run_arrays(run: SplitRun) -> dict[str, np.ndarray]:
     split = run.split
     arrays = {f"{split}/positions": run.positions.astype(np.int64), f"{split}/labels": run.labels.astype(np.int64),
               f"{split}/logits": run.logits.astype(np.float32)}
-    for anchor in ANCHORS:
-        arrays[f"{split}/predicted/{anchor}"] = getattr(run, f"{anchor}_predicted").astype(np.int16)
-        arrays[f"{split}/pixels/{anchor}"] = getattr(run, f"{anchor}_pixels").astype(np.int32)
+    for anchor in run.anchors:
+        arrays[f"{split}/predicted/{anchor}"] = run.after(anchor).astype(np.int16)
+        arrays[f"{split}/pixels/{anchor}"] = run.erased_pixels(anchor).astype(np.int32)
+    for fill, by_anchor in run.fill_predicted.items():
+        arrays.update({f"{split}/fill/{fill}/{anchor}": after.astype(np.int16) for anchor, after in by_anchor.items()})
     return arrays
+
+
+def curve_arrays(curves: Curves | None) -> dict[str, np.ndarray]:
+    """The deletion and insertion curves as arrays (none without curves)."""
+    if curves is None:
+        return {}
+    arrays = {"curves/rows": curves.rows.astype(np.int64)}
+    for order, by_mode in curves.probabilities.items():
+        arrays.update({f"curves/{order}/{mode}": values.astype(np.float32) for mode, values in by_mode.items()})
+    return arrays
+
+
+def optional_meta(test: SplitRun, curves: Curves | None) -> dict:
+    """What the optional arrays hold: the fill sweep's setting and fills, the curves' orders and steps."""
+    meta = {"fill_sweep": None, "curves": None}
+    if test.fill_predicted:
+        meta["fill_sweep"] = {"setting": list(test.fill_setting), "fills": list(test.fill_predicted)}
+    if curves is not None:
+        meta["curves"] = {"orders": list(curves.probabilities), "steps": curves.steps}
+    return meta
 
 
 def example_arrays(run: SplitRun, examples: list[dict]) -> dict[str, np.ndarray]:
@@ -68,16 +102,36 @@ def example_arrays(run: SplitRun, examples: list[dict]) -> dict[str, np.ndarray]
             for key, dtype in EXAMPLE_ARRAYS.items()}
 
 
-def write_results(path: str | os.PathLike, meta: dict, runs: dict[str, SplitRun], examples: list[dict]) -> Path:
-    """Write one architecture's result file atomically: `meta`, the val and test runs, the test examples."""
-    arrays = {"meta": np.asarray(json.dumps({**meta, "format_version": FORMAT_VERSION})),
+def write_results(path: str | os.PathLike, meta: dict, runs: dict[str, SplitRun], examples: list[dict],
+                  curves: Curves | None = None) -> Path:
+    """Write one architecture's result file atomically: `meta`, the val and test runs, the test examples and
+    the test curves."""
+    document = {**meta, **optional_meta(runs["test"], curves), "format_version": FORMAT_VERSION}
+    arrays = {"meta": np.asarray(json.dumps(document)),
               "settings": np.asarray(runs["test"].settings, dtype=np.float64)}
     for split in SPLITS:
         arrays.update(run_arrays(runs[split]))
+    arrays.update(curve_arrays(curves))
     arrays.update(example_arrays(runs["test"], examples))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **arrays)
     return Path(path)
+
+
+def shaped(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], source: str) -> np.ndarray:
+    """The array `key`, which must have `shape`."""
+    values = arrays[key]
+    if values.shape != shape:
+        raise MiscauseError(f"{source}: {key} is {list(values.shape)}, expected {list(shape)}")
+    return values
+
+
+def classes_of(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], k: int, source: str) -> np.ndarray:
+    """Erased classes `key` as int64, of `shape` and within [0, k)."""
+    values = shaped(arrays, key, shape, source).astype(np.int64)
+    if values.min(initial=0) < 0 or values.max(initial=0) >= k:
+        raise MiscauseError(f"{source}: {key} holds erased classes outside [0, {k - 1}]")
+    return values
 
 
 def read_run(arrays: dict[str, np.ndarray], meta: dict, split: str, settings: list[tuple[float, int]],
@@ -85,22 +139,54 @@ def read_run(arrays: dict[str, np.ndarray], meta: dict, split: str, settings: li
     """One split's run from the file's arrays, checked like a predictions file plus the erasure arrays' shapes."""
     predictions = make_predictions(meta["arch"], arrays[f"{split}/logits"], arrays[f"{split}/labels"],
                                    arrays[f"{split}/positions"], meta["classes"], f"{source} ({split})")
-    erasure = {}
-    for anchor in ANCHORS:
-        for kind in ("predicted", "pixels"):
-            values = arrays[f"{split}/{kind}/{anchor}"].astype(np.int64)
-            if values.shape != (len(settings), len(predictions)):
-                raise MiscauseError(f"{source}: {split}/{kind}/{anchor} is {list(values.shape)}, expected "
-                                    f"[{len(settings)}, {len(predictions)}]")
-            erasure[f"{anchor}_{kind}"] = values
-    k = len(predictions.classes)
-    if any(erasure[f"{anchor}_predicted"].min(initial=0) < 0 or erasure[f"{anchor}_predicted"].max(initial=0) >= k
-           for anchor in ANCHORS):
-        raise MiscauseError(f"{source}: {split} erased classes outside [0, {k - 1}]")
+    k, shape = len(predictions.classes), (len(settings), len(predictions))
+    after = {anchor: classes_of(arrays, f"{split}/predicted/{anchor}", shape, k, source)
+             for anchor in file_anchors(meta)}
+    pixels = {anchor: shaped(arrays, f"{split}/pixels/{anchor}", shape, source).astype(np.int64)
+              for anchor in file_anchors(meta)}
+    sweep = meta.get("fill_sweep") or {"setting": None, "fills": []}
+    filled = {fill: {anchor: classes_of(arrays, f"{split}/fill/{fill}/{anchor}", shape[1:], k, source)
+                     for anchor in file_anchors(meta)} for fill in sweep["fills"]}
     wrong = np.flatnonzero(predictions.predicted != predictions.labels)
     return SplitRun(meta["arch"], split, predictions.classes, predictions.indices, predictions.labels,
-                    predictions.logits, settings, **erasure, error_rows=wrong,
-                    error_maps=np.zeros((0, 0, 0), np.float32))
+                    predictions.logits, settings, after.pop("saliency"), after.pop("random"),
+                    pixels.pop("saliency"), pixels.pop("random"), error_rows=wrong,
+                    error_maps=np.zeros((0, 0, 0), np.float32),
+                    controls={anchor: (after[anchor], pixels[anchor]) for anchor in after}, fill_predicted=filled,
+                    fill_setting=(float(sweep["setting"][0]), int(sweep["setting"][1])) if filled else None)
+
+
+def read_curves(arrays: dict[str, np.ndarray], meta: dict, test: SplitRun, source: str) -> Curves | None:
+    """The test curves the file holds, rows and shapes checked; None when it holds none."""
+    if not meta.get("curves"):
+        return None
+    rows = arrays["curves/rows"].astype(np.int64)
+    if rows.ndim != 1 or rows.min(initial=0) < 0 or rows.max(initial=0) >= len(test.labels):
+        raise MiscauseError(f"{source}: curves/rows must index the {len(test.labels)} test rows")
+    steps = int(meta["curves"]["steps"])
+    return Curves(rows, steps, {order: {mode: shaped(arrays, f"curves/{order}/{mode}", (len(rows), steps + 1),
+                                                     source).astype(np.float32) for mode in MODES}
+                                for order in meta["curves"]["orders"]})
+
+
+def file_anchors(meta: dict) -> list[str]:
+    """The anchor kinds of a file this reader knows, in run order (a version 1 file: saliency and random)."""
+    described = meta.get("anchors") or dict.fromkeys(REQUIRED_ANCHORS)
+    return [anchor for anchor in ANCHORS if anchor in described]
+
+
+def needed_arrays(meta: dict) -> list[str]:
+    """Every array a file with this `meta` must hold."""
+    anchors = file_anchors(meta)
+    fills = (meta.get("fill_sweep") or {}).get("fills", [])
+    per_split = ["positions", "labels", "logits", *(f"{kind}/{anchor}" for kind in ("predicted", "pixels")
+                                                    for anchor in anchors),
+                 *(f"fill/{fill}/{anchor}" for fill in fills for anchor in anchors)]
+    curves = meta.get("curves")
+    return (["settings"] + [f"{split}/{key}" for split in SPLITS for key in per_split]
+            + ([f"curves/{order}/{mode}" for order in curves["orders"] for mode in MODES] + ["curves/rows"]
+               if curves else [])
+            + [f"examples/{key}" for key in EXAMPLE_ARRAYS])
 
 
 def read_examples(arrays: dict[str, np.ndarray], test: SplitRun) -> list[dict]:
@@ -128,19 +214,20 @@ def load_results(path: str | os.PathLike) -> tuple[dict, ModelRuns]:
         raise MiscauseError(f"{path}: not a study result file (no readable meta: {error})") from None
     if not isinstance(meta, dict) or any(key not in meta for key in META_KEYS):
         raise MiscauseError(f"{path}: not a study result file (meta lacks one of {', '.join(META_KEYS)})")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise MiscauseError(f"{path}: result format version {meta.get('format_version')!r}, this miscause reads "
-                            f"{FORMAT_VERSION}")
-    needed = ["settings"] + [f"{split}/{key}" for split in SPLITS for key in
-                             ("positions", "labels", "logits", *(f"{kind}/{anchor}" for kind in ("predicted", "pixels")
-                                                                for anchor in ANCHORS))]
-    missing = [key for key in needed + [f"examples/{key}" for key in EXAMPLE_ARRAYS] if key not in arrays]
+                            f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if any(anchor not in file_anchors(meta) for anchor in REQUIRED_ANCHORS):
+        raise MiscauseError(f"{path}: not a study result file, its anchors lack one of {', '.join(REQUIRED_ANCHORS)}")
+    missing = [key for key in needed_arrays(meta) if key not in arrays]
     if missing:
         raise MiscauseError(f"{path}: not a study result file, missing {', '.join(missing)}")
     settings = [(float(p), int(b)) for p, b in arrays["settings"]]
     runs = {split: read_run(arrays, meta, split, settings, str(path)) for split in SPLITS}
+    normalization = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta and "std" in meta else None
     model = ModelRuns(meta["arch"], str(path), meta["training"].get("split"), runs["test"], runs["val"],
-                      read_examples(arrays, runs["test"]))
+                      read_examples(arrays, runs["test"]), read_curves(arrays, meta, runs["test"], str(path)),
+                      normalization)
     return meta, model
 
 
@@ -160,10 +247,11 @@ def combine_results(loaded: list[tuple[dict, ModelRuns]], top_percent: float, bo
             if not (np.array_equal(mine.positions, theirs.positions) and np.array_equal(mine.labels, theirs.labels)):
                 raise MiscauseError(f"{runs.source}: its {split} images differ from {first.source}'s: not the same "
                                     "data or --limit")
-    stored = first_meta["erasure"]
+    stored = {**NOT_RUN, **first_meta["erasure"]}
+    fill = stored["fill"]
     options = ErasureOptions(**{**stored, "top_percent": top_percent, "box": box,
-                                **{key: tuple(stored[key]) for key in ("sweep_top_percent", "sweep_box")},
-                                "fill": tuple(stored["fill"]) if stored["fill"] is not None else None})
+                                **{key: tuple(stored[key]) for key in ("sweep_top_percent", "sweep_box", *NOT_RUN)},
+                                "fill": tuple(fill) if isinstance(fill, list) else fill})
     if options.default not in first.test.settings:
         raise MiscauseError(f"the result files hold no setting top percent {top_percent:g}, box {box}: choose "
                             f"--top-percent and --box among {first.test.settings}")
