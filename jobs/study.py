@@ -193,7 +193,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep-fill", nargs="+", choices=FILLS, metavar="FILL",
                         help=f"fills compared at the default setting (default: analyze's, {' '.join(FILLS)})")
     parser.add_argument("--curve-methods", nargs="+", metavar="METHOD",
-                        help="saliency methods of the deletion and insertion curves (default: analyze's, all)")
+                        help="saliency methods of the deletion and insertion curves (default: analyze's, all but "
+                             "grad_cam)")
     parser.add_argument("--curve-images", type=int, metavar="N",
                         help="test images of the curves (default: analyze's, 256; 0: no curves)")
     parser.add_argument("--examples", type=int, default=8, help="report examples kept per result file (default 8)")

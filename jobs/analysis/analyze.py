@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     erasure_group.add_argument("--sweep-fill", nargs="+", choices=FILLS, metavar="FILL",
                                help=f"fills compared at the default setting (default all: {' '.join(FILLS)})")
     erasure_group.add_argument("--curve-methods", nargs="+", metavar="METHOD",
-                               help="saliency methods of the deletion and insertion curves (default: all)")
+                               help="saliency methods of the deletion and insertion curves (default: all but grad_cam, "
+                                    "which needs a layer in every model)")
     erasure_group.add_argument("--curve-steps", type=int, metavar="T", help="steps of each curve (default 16)")
     erasure_group.add_argument("--curve-images", type=int, metavar="N",
                                help="test images the curves use, drawn with the seed; 0: no curves (default 256)")

@@ -91,7 +91,7 @@ def compute_curves(model: RepositoryModel, images: np.ndarray, options: ErasureO
         counts = step_counts(x.shape[2] * x.shape[3], options.curve_steps)
         ends = {"deletion": (x, canvas(x, options.fill, model.mean, model.std).expand_as(x)),
                 "insertion": (canvas(x, options.insertion_canvas, model.mean, model.std).expand_as(x), x)}
-        orders = {method: kernels.saliency(model.module, x, method, target,
+        orders = {method: kernels.saliency(model.module, x, method, target, **model.config.saliency_options(method),
                                            **({"generator": noise_generator} if method == "smoothgrad" else {}))[0]
                   for method in options.curve_methods}
         orders[RANDOM] = torch.rand((x.shape[0], *x.shape[2:]), generator=order_generator).to(device)

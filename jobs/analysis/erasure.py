@@ -24,6 +24,7 @@ from tqdm import tqdm
 from miscause import kernels
 from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
 from miscause.errors import MiscauseError
+from miscause.grad_cam_layers import GRAD_CAM
 from miscause.jobs.analysis import runner_up
 from miscause.jobs.analysis.controls import SHIFTED, draw_offsets, shift_masks
 from miscause.jobs.analysis.fills import FILLS, Fill, canvas, check_fill, fill_masked, fill_name
@@ -32,6 +33,11 @@ from miscause.jobs.analysis.repository_model import RepositoryModel
 from miscause.jobs.analysis.significance import adjust, mcnemar_greater
 
 SHIFT_STREAM = 1  # the shifted control's offsets come from their own random stream, beside the random maps'
+
+
+# the curves' default methods: those every model can run (Grad-CAM needs a layer a model may not name; asked
+# for explicitly, it needs one in every model)
+CURVE_METHODS = tuple(method for method in kernels.METHODS if method != GRAD_CAM)
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class ErasureOptions:
     batch_size: int = 256
     seed: int = 0
     sweep_fill: tuple[str, ...] = FILLS
-    curve_methods: tuple[str, ...] = kernels.METHODS
+    curve_methods: tuple[str, ...] = CURVE_METHODS
     curve_steps: int = 16
     curve_images: int = 256
     insertion_canvas: str = "blur"
