@@ -97,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue-delay-us", type=int, default=batching.max_queue_delay_us)
     parser.add_argument("--max-queue-size", type=int, default=batching.max_queue_size)
     parser.add_argument("--threads", type=int, help="server intra-op threads (default: the server's)")
+    parser.add_argument("--instances", type=int, default=1, help="server instances per model (default: 1)")
     parser.add_argument("--profile", action="store_true", help="run the started server under cProfile")
     parser.add_argument("--name", help="result file name without extension (default: serve-<device>)")
     parser.add_argument("--targets", action="store_true",
@@ -365,6 +366,7 @@ def profile_text(path: Path, top: int = 25) -> str:
 def server_options(args: argparse.Namespace) -> list[str]:
     options = ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-us", str(args.max_queue_delay_us),
                "--max-queue-size", str(args.max_queue_size), "--log-level", "warning"]
+    options += ["--instances", str(args.instances)]
     return options + (["--threads", str(args.threads)] if args.threads else [])
 
 
@@ -528,7 +530,8 @@ def run(args: argparse.Namespace) -> int:
         "concurrency": [args.start_concurrency, args.max_concurrency], "arrivals": args.arrivals,
         "channels": args.channels, "max_batch_size": args.max_batch_size,
         "max_queue_delay_us": args.max_queue_delay_us, "max_queue_size": args.max_queue_size,
-        "threads": args.threads or "server default", "server": args.server or "started on loopback",
+        "threads": args.threads or "server default", "instances": args.instances,
+        "server": args.server or "started on loopback",
         "profile": args.profile,
     }
     record = Run("serve", record_settings, device=str(engine.models[model_name].backend.device))

@@ -8,14 +8,16 @@ reference measured in the same run, on the same model file.
    straightforward torch implementation of the same outputs (eager forward, full backward, erase, eager
    forward) and >= 0.9 of the service's own in-process limit (`ServedModel.execute` on 32-image requests).
 
-The in-process references take the best of REPEATS runs; the service side is a closed loop as in
-`bench serve`. Ratios mean something only within one run; absolute rates only with the device named.
+The in-process references take the best of REPEATS runs, ONNX Runtime and plain torch with every core
+whatever the server's `--threads`; the service side is a closed loop as in `bench serve`. Ratios mean
+something only within one run; absolute rates only with the device named.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +41,26 @@ def best_rate(call, items: int, seconds: float) -> float:
                for run in range(REPEATS))
 
 
-def onnx_rate(model, pixels: np.ndarray, seconds: float) -> float:
-    """Plain in-process ONNX Runtime on the served file: normalise the uint8 batch, `session.run`."""
+def onnx_rate(model, model_dir: Path, pixels: np.ndarray, seconds: float) -> float:
+    """Plain in-process ONNX Runtime on the served file, with every core: normalise the uint8 batch,
+    `session.run`."""
     from miscause import repository
 
-    backend = model.backend
+    session = repository.onnx_session(model_dir / repository.VERSION / repository.ONNX_FILE)
     mean = np.asarray(model.config.mean, np.float32)[None, :, None, None]
     std = np.asarray(model.config.std, np.float32)[None, :, None, None]
 
     def call() -> np.ndarray:
         x = (pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std
-        return backend.session.run([repository.OUTPUT_NAME], {repository.INPUT_NAME: x})[0]
+        return session.run([repository.OUTPUT_NAME], {repository.INPUT_NAME: x})[0]
 
     return best_rate(call, len(pixels), seconds)
 
 
 def torch_correction_rate(model, model_dir: Path, pixels: np.ndarray, seconds: float) -> float:
-    """The correction written plainly in torch: eager forward, full backward (parameters included), the gradient
-    map, erasure with the model's defaults, eager forward of the erased images, the policy's choice."""
+    """The correction written plainly in torch with every core: eager forward, full backward (parameters
+    included), the gradient map, erasure with the model's defaults, eager forward of the erased images, the
+    policy's choice."""
     from miscause import kernels, repository
     from miscause.pixels import normalize
 
@@ -79,7 +83,12 @@ def torch_correction_rate(model, model_dir: Path, pixels: np.ndarray, seconds: f
             return erased_labels
         return torch.where(model.policy.applies(labels, confidence), erased_labels, labels)
 
-    return best_rate(call, len(pixels), seconds)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        return best_rate(call, len(pixels), seconds)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def service_point(target: str, model_name: str, outputs: tuple[str, ...], pixels: np.ndarray, callers: int,
@@ -107,7 +116,7 @@ def run_targets(args: argparse.Namespace, engine, model_name: str, repo: Path, o
     pixels = {size: rng.integers(0, 256, (size, model.height, model.width, 3), dtype=np.uint8)
               for size in (1, CORRECTION_BATCH, LABEL_BATCH)}
     seconds = args.in_process_seconds
-    onnx = onnx_rate(model, pixels[LABEL_BATCH], seconds)
+    onnx = onnx_rate(model, repo / model_name, pixels[LABEL_BATCH], seconds)
     engine_correction = in_process(engine, model_name, CORRECTION, CORRECTION_BATCH, seconds)[CORRECTION_BATCH]
     plain_torch = torch_correction_rate(model, repo / model_name, pixels[CORRECTION_BATCH], seconds)
     print(f"in-process: ONNX Runtime batch {LABEL_BATCH} {onnx:.1f}, correction engine {engine_correction:.1f}, "
