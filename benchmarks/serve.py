@@ -334,10 +334,16 @@ def print_point(point: Point) -> None:
           f"batch {batch if batch is None else round(batch, 1)}  {dict(point.statuses)}", flush=True)
 
 
+def best_rate(call, items: int, seconds: float) -> float:
+    """Items/s of `call`, the best of REPEATS timed runs (sharing `seconds`) after a warm-up, so a burst of other
+    work on the machine lowers an in-process limit less than it lowers the service."""
+    return max(throughput(call, items, warmup=2 if run == 0 else 0, seconds=seconds / REPEATS).items_per_s
+               for run in range(REPEATS))
+
+
 def in_process(engine, model_name: str, outputs: tuple[str, ...], batch: int, seconds: float) -> dict[int, float]:
     """Images/s of the server's engine in this process, by batch size: batches of `batch`-image requests, as
-    the worker thread runs them (`ServedModel.execute`), from one request up to the max batch size; the best of
-    REPEATS runs, so a burst of other work on the machine lowers the limit less than it lowers the service."""
+    the worker thread runs them (`ServedModel.execute`), from one request up to the max batch size (`best_rate`)."""
     from miscause.server.pipeline import Work
 
     model = engine.models[model_name]
@@ -347,9 +353,7 @@ def in_process(engine, model_name: str, outputs: tuple[str, ...], batch: int, se
     requests = 1
     while requests * batch <= engine.settings.batching.max_batch_size:
         works = [Work(images, outputs, explain) for _ in range(requests)]
-        runs = [throughput(partial(model.execute, works), requests * batch, warmup=2 if run == 0 else 0,
-                           seconds=seconds / REPEATS) for run in range(REPEATS)]
-        rates[requests * batch] = max(measured.items_per_s for measured in runs)
+        rates[requests * batch] = best_rate(partial(model.execute, works), requests * batch, seconds)
         requests *= 2
     return rates
 

@@ -8,9 +8,9 @@ reference measured in the same run, on the same model file.
    straightforward torch implementation of the same outputs (eager forward, full backward, erase, eager
    forward) and >= 0.9 of the service's own in-process limit (`ServedModel.execute` on 32-image requests).
 
-The in-process references take the best of REPEATS runs, ONNX Runtime and plain torch with every core
-whatever the server's `--threads`; the service side is a closed loop as in `bench serve`. Ratios mean
-something only within one run; absolute rates only with the device named.
+The in-process references take the best of several runs (`serve.best_rate`), ONNX Runtime and plain torch
+with every core whatever the server's `--threads`; the service side is a closed loop as in `bench serve`.
+Ratios mean something only within one run; absolute rates only with the device named.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miscause.benchmarks.measure import throughput
 from miscause.benchmarks.report import Run, Table, device_tag
-from miscause.benchmarks.serve import REPEATS, Point, closed_loop, in_process, print_point
+from miscause.benchmarks.serve import Point, best_rate, closed_loop, in_process, print_point
 from miscause.benchmarks.server_process import ServerProcess
 
 LABEL_BATCH, LABEL_CALLERS, LABEL_TARGET = 64, 8, 0.95
@@ -33,12 +32,6 @@ SINGLE_CALLERS, SINGLE_TARGET = (8, 16, 32, 64, 128), 0.85
 CORRECTION_BATCH, CORRECTION_CALLERS = 32, 8
 TORCH_TARGET, SELF_TARGET = 1.5, 0.9
 CORRECTION = ("CORRECTED_LABEL", "ERASED_LABEL")
-
-
-def best_rate(call, items: int, seconds: float) -> float:
-    """Items/s of `call`, the best of REPEATS timed runs after a warm-up."""
-    return max(throughput(call, items, warmup=2 if run == 0 else 0, seconds=seconds / REPEATS).items_per_s
-               for run in range(REPEATS))
 
 
 def onnx_rate(model, model_dir: Path, pixels: np.ndarray, seconds: float) -> float:

@@ -17,16 +17,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from miscause.errors import MiscauseError
-from miscause.proto import grpc_service_pb2 as pb
 from miscause.server import protocol
 from miscause.server.engine import Engine
 from miscause.server.metrics import Metrics
-from miscause.server.service import InferenceService, TokenAuth, register
+from miscause.server.service import SERVICE, InferenceService, TokenAuth, register
 from miscause.server.settings import Settings
 
 log = logging.getLogger("miscause.server")
 REFUSAL_SECONDS = 0.25  # how long new calls are refused before the listener closes
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
 class Server:
@@ -67,7 +65,7 @@ class Server:
         )
         register(self.service, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.grpc)
         address = f"{self.settings.host}:{self.settings.grpc_port}"
         try:
@@ -78,7 +76,7 @@ class Server:
         except RuntimeError as error:
             raise MiscauseError(f"cannot listen on {address}: {error}") from None
         await self.grpc.start()
-        for service in ("", SERVICE_NAME):
+        for service in ("", SERVICE.full_name):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if self.settings.metrics_port is not None:
             try:

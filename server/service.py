@@ -23,7 +23,7 @@ from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 from miscause.proto.names import CLASSES_METADATA, PARAMETERS_METADATA
 from miscause.server import protocol
 from miscause.server.batcher import Closed, DeadlineExpired, QueueFull
-from miscause.server.engine import Engine
+from miscause.server.engine import Engine, ServedModel
 from miscause.server.metrics import Metrics
 from miscause.server.protocol import RequestError
 
@@ -32,7 +32,11 @@ SERVER_NAME = "miscause"
 EXTENSIONS = ("model_configuration", "model_repository_read_only", "statistics", "streaming", "parameters")
 READ_ONLY = "the model repository is read-only: models are loaded at start (restart the server to change them)"
 HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
-SERVICE = "GRPCInferenceService"
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+HANDLER_KINDS = {(False, False): grpc.unary_unary_rpc_method_handler,  # (request, response) streaming
+                 (False, True): grpc.unary_stream_rpc_method_handler,
+                 (True, False): grpc.stream_unary_rpc_method_handler,
+                 (True, True): grpc.stream_stream_rpc_method_handler}
 OFF_LOOP_BYTES = 256 * 1024  # payloads larger than this are parsed and encoded off the event loop
 T = TypeVar("T")
 RAW_REQUESTS = ("ModelInfer", "ModelStreamInfer")  # parsed by their handlers, so malformed bytes get a reason
@@ -108,32 +112,26 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
+    async def model(self, request, context) -> ServedModel:
+        """The model a metadata call names (`name`, `version`); the call ends NOT_FOUND for one not served."""
         try:
-            model = protocol.find_model(self.engine, request.name, request.version)
+            return protocol.find_model(self.engine, request.name, request.version)
         except RequestError as error:
             await context.abort(error.code, error.message)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
+        model = await self.model(request, context)
         defaults = self.engine.explain(model, {}).as_dict()
         await context.send_initial_metadata(((PARAMETERS_METADATA, json.dumps(defaults)),
                                              (CLASSES_METADATA, json.dumps(model.classes))))
         return protocol.model_metadata(model, self.engine.settings)
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context) -> pb.ModelConfigResponse:
-        try:
-            model = protocol.find_model(self.engine, request.name, request.version)
-        except RequestError as error:
-            await context.abort(error.code, error.message)
-        return protocol.model_config(model, self.engine.settings)
+        return protocol.model_config(await self.model(request, context), self.engine.settings)
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:
         """One model's statistics, or every model's when the name is empty."""
-        if request.name:
-            try:
-                models = [protocol.find_model(self.engine, request.name, request.version)]
-            except RequestError as error:
-                await context.abort(error.code, error.message)
-        else:
-            models = list(self.engine.models.values())
+        models = [await self.model(request, context)] if request.name else list(self.engine.models.values())
         return pb.ModelStatisticsResponse(model_stats=[model.statistics.message(model.name, repository.VERSION)
                                                        for model in models])
 
@@ -261,18 +259,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 def register(service: InferenceService, server: grpc.aio.Server) -> None:
     """Serve `service` on `server`. The two inference calls take raw bytes and parse them themselves, so a
     message that is not a ModelInferRequest gets INVALID_ARGUMENT with a reason (and is counted)."""
-    kinds = {(False, False): grpc.unary_unary_rpc_method_handler,
-             (False, True): grpc.unary_stream_rpc_method_handler,
-             (True, False): grpc.stream_unary_rpc_method_handler,
-             (True, True): grpc.stream_stream_rpc_method_handler}
     handlers = {}
-    for method in pb.DESCRIPTOR.services_by_name[SERVICE].methods:
+    for method in SERVICE.methods:
         parse = getattr(pb, method.input_type.name).FromString
-        handlers[method.name] = kinds[method.client_streaming, method.server_streaming](
+        handlers[method.name] = HANDLER_KINDS[method.client_streaming, method.server_streaming](
             getattr(service, method.name),
             request_deserializer=None if method.name in RAW_REQUESTS else parse,
             response_serializer=getattr(pb, method.output_type.name).SerializeToString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(f"inference.{SERVICE}", handlers),))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
 
 
 def _refuse(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -281,15 +275,8 @@ def _refuse(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandl
     async def deny(request_or_iterator, context):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    codecs = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(deny, **codecs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(deny, **codecs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(deny, **codecs)
-    return grpc.stream_stream_rpc_method_handler(deny, **codecs)
+    return HANDLER_KINDS[handler.request_streaming, handler.response_streaming](
+        deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):
