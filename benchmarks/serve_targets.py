@@ -28,6 +28,7 @@ from miscause.benchmarks.serve import Point, best_rate, closed_loop, in_process,
 from miscause.benchmarks.server_process import ServerProcess
 
 LABEL_BATCH, LABEL_CALLERS, LABEL_TARGET = 64, 8, 0.95
+ONNX_BATCHES = (1, 2, 4, 8, 16, 32, LABEL_BATCH)  # in-process ONNX Runtime measured at each
 SINGLE_CALLERS, SINGLE_TARGET = (8, 16, 32, 64, 128), 0.85
 CORRECTION_BATCH, CORRECTION_CALLERS = 32, 8
 TORCH_TARGET, SELF_TARGET = 1.5, 0.9
@@ -102,14 +103,24 @@ def verdict(name: str, service: float, reference: float, what: str, target: floa
     return [name, service, what, reference, ratio, f">= {target:g} {'met' if ratio >= target else 'MISSED'}"]
 
 
+def formed_row(point: Point, onnx_by_batch: dict[int, float]) -> list:
+    """A one-image point against in-process ONNX Runtime at the smallest measured batch not below the mean
+    batch the server formed (a reference no easier than the server's own batches)."""
+    mean = point.server.get("mean_batch") or 1.0
+    size = min((b for b in onnx_by_batch if b >= mean), default=max(onnx_by_batch))
+    return [point.concurrency, point.images_per_s, mean, size, onnx_by_batch[size],
+            point.images_per_s / onnx_by_batch[size]]
+
+
 def run_targets(args: argparse.Namespace, engine, model_name: str, repo: Path, options: list[str]) -> int:
     """Measure the three targets (see the module docstring) and write `serve-targets-<device>`."""
     model = engine.models[model_name]
     rng = np.random.default_rng(2)
     pixels = {size: rng.integers(0, 256, (size, model.height, model.width, 3), dtype=np.uint8)
-              for size in (1, CORRECTION_BATCH, LABEL_BATCH)}
+              for size in (*ONNX_BATCHES, CORRECTION_BATCH)}
     seconds = args.in_process_seconds
-    onnx = onnx_rate(model, repo / model_name, pixels[LABEL_BATCH], seconds)
+    onnx_by_batch = {size: onnx_rate(model, repo / model_name, pixels[size], seconds) for size in ONNX_BATCHES}
+    onnx = onnx_by_batch[LABEL_BATCH]
     engine_correction = in_process(engine, model_name, CORRECTION, CORRECTION_BATCH, seconds)[CORRECTION_BATCH]
     plain_torch = torch_correction_rate(model, repo / model_name, pixels[CORRECTION_BATCH], seconds)
     print(f"in-process: ONNX Runtime batch {LABEL_BATCH} {onnx:.1f}, correction engine {engine_correction:.1f}, "
@@ -137,15 +148,19 @@ def run_targets(args: argparse.Namespace, engine, model_name: str, repo: Path, o
                                                              "p99", "mean batch"],
                     [[p.output_set, p.images_per_request, p.concurrency, p.summary()["p50_ms"],
                       p.summary()["p99_ms"], p.server.get("mean_batch")] for p in points])
+    formed = Table("One-image LABEL requests against in-process ONNX Runtime at the batch the server formed "
+                   "(the smallest measured batch at least as large)",
+                   ["callers", "service img/s", "mean batch", "in-process batch", "in-process img/s", "ratio"],
+                   [formed_row(p, onnx_by_batch) for p in singles])
     missed = [f"{row[0]} against {row[2]}: {row[4]:.2f}, under the target {row[5].split()[1]}" for row in rows
               if row[5].endswith("MISSED")]
     record = Run("serve", {"model": model_name, "repository": str(repo), "server_options": options,
                            "warmup_s": args.warmup, "duration_s": args.duration, "in_process_seconds": seconds,
                            "mode": args.mode}, device=str(model.backend.device))
-    data = {"references": {"onnx_batch64": onnx, "engine_correction_batch32": engine_correction,
+    data = {"references": {"onnx_by_batch": onnx_by_batch, "engine_correction_batch32": engine_correction,
                            "torch_correction_batch32": plain_torch},
             "points": [p.summary() for p in points],
             "verdicts": [dict(zip(table.columns, row, strict=True)) for row in rows]}
     name = args.name or f"serve-targets-{device_tag(str(model.backend.device))}"
-    record.finish([table, latency], data, missed, None if args.no_write else args.out, name=name)
+    record.finish([table, formed, latency], data, missed, None if args.no_write else args.out, name=name)
     return 0
