@@ -21,10 +21,11 @@ from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 LISTENING = re.compile(r"grpc://127\.0\.0\.1:(\d+), metrics http://127\.0\.0\.1:(\d+)/metrics")
 
 
-def queue_depth(metrics_port: int) -> float:
+def metric(metrics_port: int, name: str) -> float:
+    """One sample of model alpha from the served /metrics page (0 when absent)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    match = re.search(r'^miscause_inference_queue_depth\{model="alpha"\} (\S+)$', text, re.MULTILINE)
+    match = re.search(rf'^{name}\{{model="alpha"\}} (\S+)$', text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
 
@@ -53,12 +54,14 @@ def test_sigterm_drains_accepted_requests_and_exits_zero(served):
     process, grpc_port, metrics_port, errors = served
     with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        # a slow batch (SmoothGrad over eight images) keeps the one instance busy while three more queue up
+        # a slow batch (SmoothGrad over eight images) keeps the one instance busy while three more queue up;
+        # the three are sent once it runs, so none of them can reach the idle instance first
         blocker = stub.ModelInfer.future(infer_request("alpha", random_images(8), ["SALIENCY"],
                                                        {"saliency_method": "smoothgrad"}), timeout=120)
+        wait_until(lambda: metric(metrics_port, "miscause_inference_queue_duration_seconds_count") == 1)
         calls = [stub.ModelInfer.future(infer_request("alpha", random_images(1, seed=n)), timeout=120)
                  for n in range(3)]
-        wait_until(lambda: queue_depth(metrics_port) == 3)  # accepted, waiting for their batch
+        wait_until(lambda: metric(metrics_port, "miscause_inference_queue_depth") == 3)  # accepted, queued
         process.send_signal(signal.SIGTERM)
         results = [infer_outputs(call.result(timeout=120)) for call in [blocker, *calls]]
         assert process.wait(timeout=120) == 0
