@@ -1,5 +1,6 @@
 """One architecture's self-contained study stage: train, then from the trained model the erasure study's
-validation and test runs and the test images' deletion and insertion curves, written as one result file
+validation and test runs, the test images' deletion and insertion curves and the model-randomisation check of
+the saliency maps, written as one result file
 (`miscause.jobs.analysis.results`) and no weights.
 
 Made for a lent device whose files cannot outlive the call: the stage runs start to finish in one process,
@@ -17,10 +18,12 @@ import numpy as np
 import torch
 
 from miscause.cli import COMMANDS, run_subcommand
+from miscause.defaults import RANDOMISATION_IMAGES
 from miscause.device import describe, pick_device
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.curves import compute_curves
 from miscause.jobs.analysis.erasure import ErasureOptions, SplitRun, examples, run_split
+from miscause.jobs.analysis.randomisation import randomisation_study
 from miscause.jobs.analysis.repository_analysis import subset
 from miscause.jobs.analysis.repository_model import RepositoryModel, live_model
 from miscause.jobs.analysis.results import anchor_descriptions, write_results
@@ -41,7 +44,8 @@ def invoke(command: str, argv: list) -> None:
 
 @dataclass(frozen=True)
 class StageRequest:
-    """What one stage does: the architecture, its data and planned epochs, the erasure study's settings."""
+    """What one stage does: the architecture, its data and planned epochs, the erasure study's settings, the test
+    images of the model-randomisation check."""
 
     arch: str
     data: str
@@ -55,6 +59,7 @@ class StageRequest:
     device: str
     progress: bool
     plan: dict
+    randomisation_images: int = RANDOMISATION_IMAGES
 
     @property
     def run_dir(self) -> Path:
@@ -129,6 +134,10 @@ def run_stage(request: StageRequest) -> Path:
     began = time.perf_counter()
     curves = compute_curves(model, images["test"], request.erasure, device)
     seconds["curves"] = time.perf_counter() - began
+    began = time.perf_counter()
+    check = randomisation_study(model, images["test"], request.randomisation_images, request.erasure.batch_size,
+                                request.seed, device)
+    seconds["randomisation"] = time.perf_counter() - began
     seconds["total"] = time.perf_counter() - started
     accuracy = {split: float((run.predicted == run.labels).mean()) for split, run in runs.items()}
     trained_images = sum(r["images_per_s"] * r["seconds"] for r in records)
@@ -146,7 +155,7 @@ def run_stage(request: StageRequest) -> Path:
                             for split, run in runs.items()}},
         "plan": request.plan,
     }
-    path = write_results(request.result_path, meta, runs, pictures, curves)
+    path = write_results(request.result_path, meta, runs, pictures, curves, check)
     print(f"{request.arch}: {state['epoch']} epochs, val accuracy {accuracy['val']:.4f}, test accuracy "
           f"{accuracy['test']:.4f}, {seconds['total']:.0f} s on {meta['device']} -> {path} "
           f"({path.stat().st_size / 1e6:.1f} MB)")

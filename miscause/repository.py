@@ -59,6 +59,10 @@ class ModelConfig:
         if self.grad_cam_layer is None:
             object.__setattr__(self, "grad_cam_layer", GRAD_CAM_LAYERS.get(self.architecture))
 
+    def offers(self, method: str) -> bool:
+        """Whether this model can run saliency `method`: Grad-CAM only where the config names a layer to explain."""
+        return method != GRAD_CAM or bool(self.grad_cam_layer)
+
     def saliency_options(self, method: str) -> dict:
         """The settings of this model that saliency `method` needs: Grad-CAM's layer; none for the others."""
         if method != GRAD_CAM:

@@ -12,7 +12,6 @@ import torch
 from miscause import repository
 from miscause.device import pick_device
 from miscause.errors import MiscauseError
-from miscause.grad_cam_layers import GRAD_CAM
 from miscause.kernels import METHODS
 from miscause.policy import Policy, read_policy
 from miscause.proto import names
@@ -62,7 +61,7 @@ class ServedModel:
     @property
     def methods(self) -> tuple[str, ...]:
         """The saliency methods this model offers: Grad-CAM only where the config names a layer to explain."""
-        return tuple(method for method in METHODS if method != GRAD_CAM or self.config.grad_cam_layer)
+        return tuple(method for method in METHODS if self.config.offers(method))
 
     def execute(self, works: list[Work], instance: int = 0) -> list:
         """Outputs per work for one batch on one instance (its worker thread). A failing batch is split in

@@ -20,6 +20,7 @@ from miscause.jobs.analysis.curves import Curves, area, compute_curves, ranks, s
 from miscause.jobs.analysis.erasure import ErasureOptions, run_split, summarize
 from miscause.jobs.analysis.fills import BLUR_SIGMA, canvas, fill_masked
 from miscause.jobs.analysis.misclassification import AnalysisOptions
+from miscause.jobs.analysis.randomisation import Randomisation, summarize_randomisation
 from miscause.jobs.analysis.repository_model import live_model
 from miscause.jobs.analysis.results import combine_results, load_results, write_results
 from miscause.jobs.analysis.run_analysis import analyze_runs
@@ -175,7 +176,7 @@ def result_meta(options: ErasureOptions, anchors: dict) -> dict:
             "data": {"path": "data", "test_size": 100, "val_size": 100}, "device": "cpu"}
 
 
-def test_result_files_round_trip_with_the_new_anchors_fills_and_curves(tmp_path: Path) -> None:
+def test_result_files_round_trip_with_the_new_anchors_fills_curves_and_randomisation(tmp_path: Path) -> None:
     runs = {split: result_run(split) for split in ("val", "test")}
     rng = np.random.default_rng(0)
     curves = Curves(np.array([3, 50, 70]), 4, {order: {mode: rng.random((3, 5)).astype(np.float32)
@@ -183,9 +184,14 @@ def test_result_files_round_trip_with_the_new_anchors_fills_and_curves(tmp_path:
                                                for order in ("gradient", "random")})
     options = ErasureOptions(sweep_top_percent=(1.0, 5.0), sweep_box=(1, 3), sweep_fill=("mean", "blur"))
     anchors = {"saliency": {}, "random": {}, "shifted": {}}
-    write_results(tmp_path / "m.npz", result_meta(options, anchors), runs, [], curves)
+    check = Randomisation(np.array([1, 4, 9]), 7, {"gradient": np.array([0.1, np.nan, 0.3]),
+                                                   "smoothgrad": np.array([0.9, 0.8, 0.7])})
+    write_results(tmp_path / "m.npz", result_meta(options, anchors), runs, [], curves, check)
     meta, loaded = load_results(tmp_path / "m.npz")
-    assert meta["format_version"] == 2 and meta["fill_sweep"] == {"setting": [5.0, 3], "fills": ["mean", "blur"]}
+    np.testing.assert_array_equal(loaded.randomisation.rows, check.rows)
+    for method, values in check.correlations.items():
+        np.testing.assert_array_equal(loaded.randomisation.correlations[method], values)
+    assert meta["format_version"] == 3 and meta["fill_sweep"] == {"setting": [5.0, 3], "fills": ["mean", "blur"]}
     for split in ("val", "test"):
         mine, theirs = getattr(loaded, split), runs[split]
         assert mine.anchors == ("saliency", "random", "shifted") and mine.fill_setting == (5.0, 3)
@@ -207,6 +213,8 @@ def test_result_files_round_trip_with_the_new_anchors_fills_and_curves(tmp_path:
     assert [f["fill"] for f in summary["fills"]["fills"]] == ["mean", "blur"]
     assert summary["curves"]["orders"]["gradient"]["deletion"]["auc"] == pytest.approx(
         float(area(curves.probabilities["gradient"]["deletion"]).mean()))
+    assert result.randomisation == {"m": summarize_randomisation(check)}
+    assert result.randomisation["m"]["gradient"]["nan"] == 1 and loaded.randomisation.seed == 7
 
 
 def write_version_1(path: Path) -> None:
@@ -241,11 +249,14 @@ def test_version_1_result_files_still_make_the_report(tmp_path: Path, capsys) ->
     summary = metrics["erasure"]["m"]
     assert summary["fills"] is None and summary["curves"] is None and "shifted" not in summary["settings"][0]
     assert summary["runner_up_oracle"]["errors"] == 60 and metrics["policies"]["m"]["fill"] == [0.0, 0.0, 0.0]
-    assert "Runner-up baseline" in (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Runner-up baseline" in report and "does not carry the model-randomisation check" in report
+    assert metrics["randomisation"] is None and "Saliency sanity check" not in report
     capsys.readouterr()
     for argv, message in ((["--control", "shifted"], "no 'shifted' control in these runs"),
                           (["--sweep-fill", "blur"], "--sweep-fill: result files hold finished runs"),
-                          (["--curve-steps", "8"], "--curve-steps: result files hold finished runs")):
+                          (["--curve-steps", "8"], "--curve-steps: result files hold finished runs"),
+                          (["--randomisation-images", "8"], "--randomisation-images: result files hold finished")):
         assert main(["analyze", "--results", str(tmp_path / "v1.npz"), "--out", str(tmp_path / "bad"), *argv]) == 2
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1

@@ -25,7 +25,7 @@ import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 
-from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
+from miscause.defaults import BOX, RANDOMISATION_IMAGES, SALIENCY_METHOD, TOP_PERCENT
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure import ANCHORS
 from miscause.jobs.analysis.fills import FILLS, parse_fill
@@ -38,7 +38,8 @@ from miscause.jobs.analysis.versions import versions
 
 REPEATED = ("replicates",)  # options given once per value
 CONTROLS = ANCHORS[1:]
-RUN_TIME_FLAGS = ("--sweep-fill", "--curve-methods", "--curve-steps", "--curve-images", "--insertion-canvas")
+RUN_TIME_FLAGS = ("--sweep-fill", "--curve-methods", "--curve-steps", "--curve-images", "--insertion-canvas",
+                  "--randomisation-images")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stats.add_argument("--replicates", action="append", metavar="NAME=M1,M2[,...]",
                        help="models of one architecture that differ only in seed (repeatable); a confusion is then "
                             "model-dependent only where it varies across architectures more than across seeds")
+    sanity = parser.add_argument_group("saliency sanity check (with --repository; result files carry their own)")
+    sanity.add_argument("--randomisation-images", type=int, metavar="N",
+                        help="test images of the model-randomisation check (Adebayo et al. 2018), drawn with the "
+                             "seed: every saliency method of every model, trained against seeded random weights; "
+                             f"0: no check (default {RANDOMISATION_IMAGES})")
     erasure_group = parser.add_argument_group("erasure study (with --repository; with --results only the default "
                                               "setting, method, policy gain and seed apply)")
     erasure_group.add_argument("--erasure", action="store_true", help="run the erasure study and fit the policy")
@@ -118,6 +124,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         parse_fill(args.fill)
     if args.max_images is not None and args.max_images < 1:
         raise MiscauseError(f"--max-images must be at least 1, got {args.max_images}")
+    if args.randomisation_images is not None and args.randomisation_images < 0:
+        raise MiscauseError(f"--randomisation-images must be at least 0, got {args.randomisation_images}")
     if args.examples < 0:
         raise MiscauseError(f"--examples must be at least 0, got {args.examples}")
     out = Path(args.out)
@@ -171,8 +179,11 @@ def run_results(args: argparse.Namespace, options: AnalysisOptions, context: dic
     erasure, data = combine_results(loaded, args.top_percent, args.box, args.saliency_method)
     result = analyze_runs([runs for _, runs in loaded], erasure, options, data, args.policy_min_gain, args.seed,
                           context["created"], context["versions"], args.control)
-    context.update(data=result.data, warnings=result.warnings)
-    write_report(args.out, result.analysis, context, result.erasure)
+    uncarried = [f"{runs.name}: its result file (format version {meta['format_version']}) does not carry the "
+                 "model-randomisation check, so the report has no saliency sanity check for it"
+                 for meta, runs in loaded if runs.randomisation is None]
+    context.update(data=result.data, warnings=result.warnings + uncarried)
+    write_report(args.out, result.analysis, context, result.erasure, result.randomisation)
     print(f"wrote {args.out}")
     return 0
 
@@ -198,15 +209,17 @@ def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: 
                                  **{key: value for key, value in given.items() if value is not None})
     names = tuple(args.models or model_names(args.repository))
     check_replicates(options.groups, {name: () for name in names})
+    checked = RANDOMISATION_IMAGES if args.randomisation_images is None else args.randomisation_images
     request = RepositoryRequest(args.repository, names, args.data, erasure, args.max_images, args.examples,
-                                args.policy_min_gain, args.seed, args.batch_size, not args.no_progress, args.control)
+                                args.policy_min_gain, args.seed, args.batch_size, not args.no_progress, args.control,
+                                checked)
     result = analyze_repository(request, options, pick_device(args.device), context["created"],
                                 context["versions"])
     policy_paths = {} if args.no_policy else {name: Path(args.repository) / name / POLICY
                                               for name in result.policies}
     context.update(data=result.data, warnings=result.warnings,
                    policy_paths={name: str(path) for name, path in policy_paths.items()})
-    write_report(args.out, result.analysis, context, result.erasure)
+    write_report(args.out, result.analysis, context, result.erasure, result.randomisation)
     for name, path in policy_paths.items():
         write_policy(path, result.policies[name])
         print(f"wrote {path}")

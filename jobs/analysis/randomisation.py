@@ -7,7 +7,11 @@ redrawn as PyTorch's default initialiser draws it, Kaiming-uniform with a = sqrt
 parameters and running statistics are kept. Both explain the same class, the trained model's prediction
 unless a target is given. The measure is the Spearman rank correlation of each image's two maps: near 1 means
 the map ignores the weights (it would look the same for any model); a method that explains the model gives a
-low one. A map that is constant over an image has no ranks: its correlation is NaN.
+low one. A map that is constant over an image has no ranks: its correlation is NaN. SmoothGrad's noise is
+drawn from `seed` afresh for each model, so both see the same noisy copies and only the weights differ.
+
+`randomisation_study` runs the check for every method a repository model offers on a seeded subset of images,
+in batches; `summarize_randomisation` gives the report's figures.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,7 +27,12 @@ from scipy.stats import rankdata
 from torch import nn
 
 from miscause import kernels
+from miscause.jobs.analysis.curves import curve_rows
+from miscause.jobs.analysis.repository_model import RepositoryModel
 from miscause.kernels.gradients import Target, clean_logits
+
+SANITY_THRESHOLD = 0.5  # a median correlation at least this high: the method does not explain the model
+WEIGHTS = "every weight tensor of two or more dimensions, re-initialised at once"
 
 MapFunction = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, images, classes) -> [N,H,W]
 
@@ -69,9 +79,58 @@ def randomisation_check(model: nn.Module, images: torch.Tensor, method: str | Ma
         name = method
 
         def method(model: nn.Module, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-            return kernels.saliency(model, images, name, classes, **options)[0]
+            noise = {"generator": torch.Generator(images.device).manual_seed(seed)} if name == "smoothgrad" else {}
+            return kernels.saliency(model, images, name, classes, **{**noise, **options})[0]
 
     classes = clean_logits(model, images).argmax(dim=1) if target is None else target
     trained = method(model, images, classes)
     with randomised(model, seed):
         return rank_correlations(trained, method(model, images, classes))
+
+
+@dataclass
+class Randomisation:
+    """One model's check: the `rows` of the test images it used, the weights' `seed`, and per saliency method
+    the Spearman correlation [rows] of each image's trained and randomised maps."""
+
+    rows: np.ndarray
+    seed: int
+    correlations: dict[str, np.ndarray]
+
+
+def randomisation_study(model: RepositoryModel, images: np.ndarray, count: int, batch_size: int, seed: int,
+                        device: torch.device) -> Randomisation | None:
+    """The check of every saliency method `model` offers on up to `count` of the uint8 images [N,H,W,3] (drawn
+    with the seed as the curves draw theirs), `batch_size` at a time; None when `count` is 0."""
+    if count == 0:
+        return None
+    rows = curve_rows(len(images), count, seed)
+    methods = [method for method in kernels.METHODS if model.config.offers(method)]
+    parts: dict[str, list[np.ndarray]] = {method: [] for method in methods}
+    for begin in range(0, len(rows), batch_size):
+        x = model.prepare(images[rows[begin:begin + batch_size]], device)
+        for method in methods:
+            parts[method].append(randomisation_check(model.module, x, method, seed=seed,
+                                                     **model.config.saliency_options(method)))
+    return Randomisation(rows, seed, {method: np.concatenate(arrays) if arrays else np.zeros(0)
+                                      for method, arrays in parts.items()})
+
+
+def summarize_randomisation(check: Randomisation) -> dict[str, dict]:
+    """Per method: the images, the median Spearman correlation and its quartiles over the images whose maps
+    have ranks, and how many have none (NaN: a constant map)."""
+    summary = {}
+    for method, values in check.correlations.items():
+        ranked = values[np.isfinite(values)]
+        quartiles = np.percentile(ranked, [25, 50, 75]) if len(ranked) else [None] * 3
+        summary[method] = {"images": len(values), "seed": check.seed, "median": quartiles[1],
+                           "quartiles": [quartiles[0], quartiles[2]],
+                           "iqr": quartiles[2] - quartiles[0] if len(ranked) else None,
+                           "nan": int(len(values) - len(ranked))}
+    return summary
+
+
+def randomisation_summaries(checks: dict[str, Randomisation | None]) -> dict[str, dict] | None:
+    """Per model that ran the check, its summary; None when none did."""
+    summaries = {name: summarize_randomisation(check) for name, check in checks.items() if check is not None}
+    return summaries or None

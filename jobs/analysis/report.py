@@ -56,7 +56,8 @@ def file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-def metrics(analysis: Analysis, context: dict, erasure: ErasureResults | None) -> dict:
+def metrics(analysis: Analysis, context: dict, erasure: ErasureResults | None,
+            randomisation: dict[str, dict] | None = None) -> dict:
     """Every number of the run (the metrics.json layout)."""
     names = list(analysis.models)
     options = analysis.options
@@ -83,6 +84,7 @@ def metrics(analysis: Analysis, context: dict, erasure: ErasureResults | None) -
         "verification_power": (verification_power(erasure.summaries, options.alpha, options.correction)
                                if erasure else None),
         "policies": erasure.policies if erasure else None,
+        "randomisation": randomisation,
         "warnings": context.get("warnings", []),
     })
 
@@ -230,7 +232,8 @@ def _policy_blocks(erasure: ErasureResults, context: dict, accuracy: dict[str, f
     return blocks
 
 
-def document(analysis: Analysis, context: dict, erasure: ErasureResults | None) -> list[Block]:
+def document(analysis: Analysis, context: dict, erasure: ErasureResults | None,
+             randomisation: dict[str, dict] | None = None) -> list[Block]:
     """The report's blocks, in order."""
     names = list(analysis.models)
     counts = {c: sum(r["cause"] == c for r in analysis.pairs) for c in causes.CAUSES}
@@ -285,6 +288,7 @@ def document(analysis: Analysis, context: dict, erasure: ErasureResults | None) 
         blocks += interaction_blocks(analysis, erasure)
         if erasure.policies:
             blocks += _policy_blocks(erasure, context, {n: m.accuracy for n, m in analysis.models.items()})
+    blocks += report_controls.randomisation_blocks(randomisation)
     blocks += [("h2", "Deviations from the paper"), ("list", deviations(analysis, context, erasure))]
     if context.get("warnings"):
         blocks += [("h2", "Warnings"), ("list", context["warnings"])]
@@ -303,11 +307,12 @@ def write_network(graph: nx.DiGraph, folder: Path, stem: str) -> None:
 
 
 def write_report(out: str | os.PathLike, analysis: Analysis, context: dict,
-                 erasure: ErasureResults | None = None) -> Path:
-    """Render everything first, then write the directory atomically: complete or untouched."""
+                 erasure: ErasureResults | None = None, randomisation: dict[str, dict] | None = None) -> Path:
+    """Render everything first, then write the directory atomically: complete or untouched. `randomisation`:
+    per model the model-randomisation check's summary."""
     figure_bytes = figure_set(analysis, erasure)
-    blocks = document(analysis, context, erasure)
-    numbers = json.dumps(metrics(analysis, context, erasure), indent=1, allow_nan=False)
+    blocks = document(analysis, context, erasure, randomisation)
+    numbers = json.dumps(metrics(analysis, context, erasure, randomisation), indent=1, allow_nan=False)
     with atomic_directory(out) as tmp:
         (tmp / "figures").mkdir()
         for name, data in figure_bytes.items():

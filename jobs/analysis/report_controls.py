@@ -1,9 +1,11 @@
 """The report's blocks for the erasure study's controls: every anchor kind, the runner-up baseline, the fill
-sweep and the deletion and insertion curves, one model at a time."""
+sweep and the deletion and insertion curves, one model at a time; and the saliency maps' model-randomisation
+sanity check, all models in one table."""
 
 from __future__ import annotations
 
 from miscause.jobs.analysis.erasure import test_key
+from miscause.jobs.analysis.randomisation import SANITY_THRESHOLD, WEIGHTS
 from miscause.jobs.analysis.report_document import Block
 
 ANCHOR_LABELS = {"saliency": "saliency", "random": "random (as many anchors)",
@@ -117,3 +119,25 @@ def control_blocks(name: str, stem: str, summary: dict, setting: dict) -> list[B
     """Every control block of one model, after its default-setting outcomes."""
     return (runner_up_blocks(summary, setting) + fill_blocks(summary.get("fills"))
             + curve_blocks(name, stem, summary.get("curves")))
+
+
+def randomisation_blocks(summaries: dict[str, dict] | None) -> list[Block]:
+    """The model-randomisation section: one row per model and saliency method (none when no model ran it)."""
+    if not summaries:
+        return []
+    rows = [[name, f"`{method}`", r["images"], _number(r["median"]),
+             "-" if r["iqr"] is None else f"{_number(r['iqr'])} [{_number(r['quartiles'][0])}, "
+                                           f"{_number(r['quartiles'][1])}]", r["nan"],
+             "-" if r["median"] is None else "no" if r["median"] >= SANITY_THRESHOLD else "yes"]
+            for name, methods in summaries.items() for method, r in methods.items()]
+    images = sorted({r["images"] for methods in summaries.values() for r in methods.values()})
+    seeds = sorted({r["seed"] for methods in summaries.values() for r in methods.values()})
+    return [("h2", "Saliency sanity check: model randomisation"),
+            ("p", f"Model-randomisation check (Adebayo et al., 2018) on {', '.join(map(str, images))} test images per "
+                  f"model: each saliency map of the predicted class is compared with the map of the same model with "
+                  f"{WEIGHTS} (seed {', '.join(map(str, seeds))}; biases and normalisation kept), by the Spearman "
+                  "rank correlation of the two maps of each image; NaN counts the images whose map is constant. A "
+                  f"method whose maps correlate highly with the randomised model's (median >= {SANITY_THRESHOLD}) "
+                  "does not explain the model."),
+            ("table", ["model", "method", "images", "median Spearman", "IQR [q25, q75]", "NaN (constant map)",
+                       "explains the model"], rows)]

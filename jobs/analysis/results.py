@@ -2,7 +2,7 @@
 
 `miscause study --stage-only` writes one compressed `.npz` per architecture, a few MB, meant to be committed;
 `miscause analyze --results` reads them back into the runs the erasure analysis takes, so the report needs
-neither the model nor the images. Layout (format version 2; SPLIT is `val` or `test`):
+neither the model nor the images. Layout (format version 3; SPLIT is `val` or `test`):
 
     meta                   str: a JSON document (arch, classes, normalisation, accuracy, training, the erasure
                            options, `anchors`, data, device, versions, seconds per part, images/s)
@@ -16,13 +16,17 @@ neither the model nor the images. Layout (format version 2; SPLIT is `val` or `t
     curves/rows            int64 [C]: the test rows of the deletion and insertion curves
     curves/ORDER/MODE      float32 [C, steps+1]: the predicted class's probability, ORDER a saliency method or
                            `random`, MODE `deletion` or `insertion`
+    randomisation/rows     int64 [R]: the test rows of the model-randomisation check
+    randomisation/METHOD   float64 [R]: each image's Spearman correlation between the trained and the randomised
+                           model's METHOD maps (NaN: a constant map)
     examples/NAME          the report's example images (see EXAMPLE_ARRAYS), rows of the test split
 
 ANCHOR names a way of choosing the anchors, described in `meta["anchors"]`: `saliency` (the top pixels of
 the predicted class's saliency map), `random` (control a: a uniform random map) and `shifted` (control c: the
 saliency mask at a random offset, the same pixel count); readers take the anchors they know. `meta["fill_sweep"]`
-(`setting`, `fills`) and `meta["curves"]` (`orders`, `steps`) say which of the optional arrays a file holds.
-Version 1 files (saliency and random anchors, no fill sweep, no curves) are read as well.
+(`setting`, `fills`), `meta["curves"]` (`orders`, `steps`) and `meta["randomisation"]` (`methods`, `seed`) say
+which of the optional arrays a file holds. Version 2 files (no randomisation check) and version 1 files (saliency
+and random anchors, no fill sweep, no curves) are read as well.
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ from miscause.jobs.analysis.controls import SHIFTED
 from miscause.jobs.analysis.curves import MODES, Curves
 from miscause.jobs.analysis.erasure import ANCHORS, ErasureOptions, SplitRun
 from miscause.jobs.analysis.predictions import make_predictions
+from miscause.jobs.analysis.randomisation import Randomisation
 from miscause.jobs.analysis.run_analysis import ModelRuns
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 SPLITS = ("val", "test")
 REQUIRED_ANCHORS = ("saliency", "random")
 NOT_RUN = {"sweep_fill": (), "curve_methods": ()}  # erasure options a version 1 file lacks: those parts did not run
@@ -84,9 +89,19 @@ def curve_arrays(curves: Curves | None) -> dict[str, np.ndarray]:
     return arrays
 
 
-def optional_meta(test: SplitRun, curves: Curves | None) -> dict:
-    """What the optional arrays hold: the fill sweep's setting and fills, the curves' orders and steps."""
-    meta = {"fill_sweep": None, "curves": None}
+def randomisation_arrays(check: Randomisation | None) -> dict[str, np.ndarray]:
+    """The model-randomisation check as arrays (none without it)."""
+    if check is None:
+        return {}
+    return {"randomisation/rows": check.rows.astype(np.int64),
+            **{f"randomisation/{method}": values.astype(np.float64) for method, values in check.correlations.items()}}
+
+
+def optional_meta(test: SplitRun, curves: Curves | None, check: Randomisation | None) -> dict:
+    """What the optional arrays hold: the fill sweep's setting and fills, the curves' orders and steps, the
+    randomisation check's methods and seed."""
+    meta = {"fill_sweep": None, "curves": None,
+            "randomisation": {"methods": list(check.correlations), "seed": check.seed} if check else None}
     if test.fill_predicted:
         meta["fill_sweep"] = {"setting": list(test.fill_setting), "fills": list(test.fill_predicted)}
     if curves is not None:
@@ -103,15 +118,16 @@ def example_arrays(run: SplitRun, examples: list[dict]) -> dict[str, np.ndarray]
 
 
 def write_results(path: str | os.PathLike, meta: dict, runs: dict[str, SplitRun], examples: list[dict],
-                  curves: Curves | None = None) -> Path:
-    """Write one architecture's result file atomically: `meta`, the val and test runs, the test examples and
-    the test curves."""
-    document = {**meta, **optional_meta(runs["test"], curves), "format_version": FORMAT_VERSION}
+                  curves: Curves | None = None, check: Randomisation | None = None) -> Path:
+    """Write one architecture's result file atomically: `meta`, the val and test runs, the test examples, the
+    test curves and the model-randomisation check."""
+    document = {**meta, **optional_meta(runs["test"], curves, check), "format_version": FORMAT_VERSION}
     arrays = {"meta": np.asarray(json.dumps(document)),
               "settings": np.asarray(runs["test"].settings, dtype=np.float64)}
     for split in SPLITS:
         arrays.update(run_arrays(runs[split]))
     arrays.update(curve_arrays(curves))
+    arrays.update(randomisation_arrays(check))
     arrays.update(example_arrays(runs["test"], examples))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **arrays)
@@ -156,17 +172,33 @@ def read_run(arrays: dict[str, np.ndarray], meta: dict, split: str, settings: li
                     fill_setting=(float(sweep["setting"][0]), int(sweep["setting"][1])) if filled else None)
 
 
+def indexed_rows(arrays: dict[str, np.ndarray], key: str, test: SplitRun, source: str) -> np.ndarray:
+    """The rows `key` as int64, which must index the test run's rows."""
+    rows = arrays[key].astype(np.int64)
+    if rows.ndim != 1 or rows.min(initial=0) < 0 or rows.max(initial=0) >= len(test.labels):
+        raise MiscauseError(f"{source}: {key} must index the {len(test.labels)} test rows")
+    return rows
+
+
 def read_curves(arrays: dict[str, np.ndarray], meta: dict, test: SplitRun, source: str) -> Curves | None:
     """The test curves the file holds, rows and shapes checked; None when it holds none."""
     if not meta.get("curves"):
         return None
-    rows = arrays["curves/rows"].astype(np.int64)
-    if rows.ndim != 1 or rows.min(initial=0) < 0 or rows.max(initial=0) >= len(test.labels):
-        raise MiscauseError(f"{source}: curves/rows must index the {len(test.labels)} test rows")
+    rows = indexed_rows(arrays, "curves/rows", test, source)
     steps = int(meta["curves"]["steps"])
     return Curves(rows, steps, {order: {mode: shaped(arrays, f"curves/{order}/{mode}", (len(rows), steps + 1),
                                                      source).astype(np.float32) for mode in MODES}
                                 for order in meta["curves"]["orders"]})
+
+
+def read_randomisation(arrays: dict[str, np.ndarray], meta: dict, test: SplitRun, source: str) -> Randomisation | None:
+    """The model-randomisation check the file holds, rows and shapes checked; None when it holds none."""
+    if not meta.get("randomisation"):
+        return None
+    rows = indexed_rows(arrays, "randomisation/rows", test, source)
+    return Randomisation(rows, int(meta["randomisation"]["seed"]),
+                         {method: shaped(arrays, f"randomisation/{method}", rows.shape, source).astype(np.float64)
+                          for method in meta["randomisation"]["methods"]})
 
 
 def file_anchors(meta: dict) -> list[str]:
@@ -183,9 +215,11 @@ def needed_arrays(meta: dict) -> list[str]:
                                                     for anchor in anchors),
                  *(f"fill/{fill}/{anchor}" for fill in fills for anchor in anchors)]
     curves = meta.get("curves")
+    check = meta.get("randomisation")
     return (["settings"] + [f"{split}/{key}" for split in SPLITS for key in per_split]
             + ([f"curves/{order}/{mode}" for order in curves["orders"] for mode in MODES] + ["curves/rows"]
                if curves else [])
+            + ([f"randomisation/{method}" for method in check["methods"]] + ["randomisation/rows"] if check else [])
             + [f"examples/{key}" for key in EXAMPLE_ARRAYS])
 
 
@@ -227,7 +261,7 @@ def load_results(path: str | os.PathLike) -> tuple[dict, ModelRuns]:
     normalization = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta and "std" in meta else None
     model = ModelRuns(meta["arch"], str(path), meta["training"].get("split"), runs["test"], runs["val"],
                       read_examples(arrays, runs["test"]), read_curves(arrays, meta, runs["test"], str(path)),
-                      normalization)
+                      normalization, read_randomisation(arrays, meta, runs["test"], str(path)))
     return meta, model
 
 

@@ -14,6 +14,7 @@ from miscause.jobs.analysis.curves import Curves, summarize_curves
 from miscause.jobs.analysis.erasure import ErasureOptions, ErasureResults, SplitRun, summarize, verified_pairs
 from miscause.jobs.analysis.fills import constant_values, fill_name
 from miscause.jobs.analysis.misclassification import Analysis, AnalysisOptions, analyze_predictions, apply_erasure_check
+from miscause.jobs.analysis.randomisation import Randomisation, randomisation_summaries
 
 VALIDATION_GAP_WARNING = 0.02
 
@@ -23,7 +24,8 @@ class ModelRuns:
     """One model's erasure runs on the test and validation splits, its report examples, and provenance:
     `source` (what the report names as the model's source) and `training_split` (the split it trained on);
     its deletion and insertion curves on test images, and its normalisation (mean, std), which a constant
-    fill such as `black` needs to be stated in normalised units."""
+    fill such as `black` needs to be stated in normalised units; its model-randomisation check on test images
+    (None where it did not run or its result file does not carry it)."""
 
     name: str
     source: str
@@ -33,18 +35,20 @@ class ModelRuns:
     examples: list[dict] = field(default_factory=list)
     curves: Curves | None = None
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    randomisation: Randomisation | None = None
 
 
 @dataclass
 class StudyResult:
     """The pattern analysis, the erasure study's results (None without erasure), policy documents, data
-    description, warnings."""
+    description, warnings, and per model the model-randomisation check's summary (None where no model ran it)."""
 
     analysis: Analysis
     erasure: ErasureResults | None
     policies: dict[str, dict] = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    randomisation: dict[str, dict] | None = None
 
 
 def validation_warning(name: str, training_split: str | None, val_accuracy: float,
@@ -105,4 +109,5 @@ def analyze_runs(models: list[ModelRuns], erasure: ErasureOptions, options: Anal
             created, versions)
     settings = {**asdict(erasure), "split": "test", "fill": fill_name(erasure.fill), "control": control}
     pictures = {m.name: m.examples for m in models}
-    return StudyResult(analysis, ErasureResults(summaries, policies, pictures, settings), policies, data, warnings)
+    return StudyResult(analysis, ErasureResults(summaries, policies, pictures, settings), policies, data, warnings,
+                       randomisation_summaries({m.name: m.randomisation for m in models}))
