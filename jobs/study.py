@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from miscause import __version__
 from miscause.atomic import atomic_path
-from miscause.defaults import BOX, TOP_PERCENT
+from miscause.defaults import BOX, RANDOMISATION_IMAGES, TOP_PERCENT
 from miscause.device import describe, pick_device
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure import ErasureOptions
@@ -98,7 +98,9 @@ def whole_study(args: argparse.Namespace) -> list[Stage]:
     else:
         source = ["--repository", out / "repository", "--models", *args.archs, "--data", data, "--erasure",
                   "--device", args.device, *sweep_options(args),
-                  *(["--max-images", args.limit] if args.limit else [])]
+                  *(["--max-images", args.limit] if args.limit else []),
+                  *(["--randomisation-images", args.randomisation_images]
+                    if args.randomisation_images is not None else [])]
     stages.append(("analyze", partial(invoke_all, [("analyze", [*source, "--out", out / "report"])])))
     return stages
 
@@ -118,7 +120,8 @@ def device_stage(args: argparse.Namespace, state: dict, arch: str, share: float 
         write_state(args.out / "study.json", state)
     plan = state["plans"][arch]
     run_stage(StageRequest(arch, str(args.data), args.out, plan["epochs"], args.batch_size, args.limit, args.seed,
-                           erasure_options(args), args.examples, args.device, not args.no_progress, plan))
+                           erasure_options(args), args.examples, args.device, not args.no_progress, plan,
+                           *([] if args.randomisation_images is None else [args.randomisation_images])))
 
 
 def stage_only(args: argparse.Namespace, state: dict) -> list[Stage]:
@@ -197,6 +200,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "grad_cam)")
     parser.add_argument("--curve-images", type=int, metavar="N",
                         help="test images of the curves (default: analyze's, 256; 0: no curves)")
+    parser.add_argument("--randomisation-images", type=int, metavar="N",
+                        help=f"test images of the model-randomisation check (default: analyze's, "
+                             f"{RANDOMISATION_IMAGES}; 0: none)")
     parser.add_argument("--examples", type=int, default=8, help="report examples kept per result file (default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
@@ -216,6 +222,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise MiscauseError("--stage-only always runs the erasure study: drop --no-erasure")
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         raise MiscauseError(f"--budget-minutes must be positive, got {args.budget_minutes}")
+    if args.randomisation_images is not None and args.randomisation_images < 0:
+        raise MiscauseError(f"--randomisation-images must be at least 0, got {args.randomisation_images}")
     erasure_options(args).check()
 
 
