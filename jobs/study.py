@@ -99,8 +99,7 @@ def whole_study(args: argparse.Namespace) -> list[Stage]:
         source = ["--repository", out / "repository", "--models", *args.archs, "--data", data, "--erasure",
                   "--device", args.device, *sweep_options(args),
                   *(["--max-images", args.limit] if args.limit else []),
-                  *(["--randomisation-images", args.randomisation_images]
-                    if args.randomisation_images is not None else [])]
+                  "--randomisation-images", args.randomisation_images]
     stages.append(("analyze", partial(invoke_all, [("analyze", [*source, "--out", out / "report"])])))
     return stages
 
@@ -121,7 +120,7 @@ def device_stage(args: argparse.Namespace, state: dict, arch: str, share: float 
     plan = state["plans"][arch]
     run_stage(StageRequest(arch, str(args.data), args.out, plan["epochs"], args.batch_size, args.limit, args.seed,
                            erasure_options(args), args.examples, args.device, not args.no_progress, plan,
-                           *([] if args.randomisation_images is None else [args.randomisation_images])))
+                           args.randomisation_images))
 
 
 def stage_only(args: argparse.Namespace, state: dict) -> list[Stage]:
@@ -200,7 +199,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "grad_cam)")
     parser.add_argument("--curve-images", type=int, metavar="N",
                         help="test images of the curves (default: analyze's, 256; 0: no curves)")
-    parser.add_argument("--randomisation-images", type=int, metavar="N",
+    parser.add_argument("--randomisation-images", type=int, default=RANDOMISATION_IMAGES, metavar="N",
                         help=f"test images of the model-randomisation check (default: analyze's, "
                              f"{RANDOMISATION_IMAGES}; 0: none)")
     parser.add_argument("--examples", type=int, default=8, help="report examples kept per result file (default 8)")
@@ -222,7 +221,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise MiscauseError("--stage-only always runs the erasure study: drop --no-erasure")
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         raise MiscauseError(f"--budget-minutes must be positive, got {args.budget_minutes}")
-    if args.randomisation_images is not None and args.randomisation_images < 0:
+    if args.randomisation_images < 0:
         raise MiscauseError(f"--randomisation-images must be at least 0, got {args.randomisation_images}")
     erasure_options(args).check()
 
