@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
+
+# Leading key bits that can differ between ranking values of each dtype once widened to float32: bfloat16 and
+# float16 leave the low 16 and 13 mantissa bits zero, so those key bits follow from the sign alone.
+KEY_BITS = {torch.float32: 32, torch.float16: 19, torch.bfloat16: 16}
 
 
 @triton.jit
@@ -14,6 +19,18 @@ def order_key(x):
     """
     bits = tl.where(x == 0.0, 0.0, x).to(tl.uint32, bitcast=True)
     return tl.where((bits >> 31) == 1, bits ^ 0xFFFFFFFF, bits | 0x80000000)
+
+
+@triton.jit
+def complete_key(prefix, KEY_BITS: tl.constexpr):
+    """The key whose KEY_BITS leading bits are `prefix`'s: the rest zero for values >= 0 (key bit 31 set), else one.
+
+    Selection searches only the leading bits; this gives the exact key it found.
+    """
+    if KEY_BITS < 32:
+        low: tl.constexpr = (1 << (32 - KEY_BITS)) - 1
+        prefix = tl.where((prefix >> 31) == 1, prefix, prefix | low)
+    return prefix
 
 
 @triton.jit
