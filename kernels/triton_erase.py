@@ -25,6 +25,7 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from miscause.kernels.erase_spec import EraseArgs, check_erase_args, nonfinite_error
 from miscause.kernels.triton_bands import bands_config, bands_kernel
+from miscause.kernels.triton_keys import KEY_BITS
 from miscause.kernels.triton_packed import MAX_SIDE, packed_config, packed_kernel
 
 Variant = Literal["packed", "bands"]
@@ -159,7 +160,8 @@ def launch(
         if variant == "packed":
             config = packed_config(n, h, w)
             packed_kernel[(triton.cdiv(n, config["IMAGES"]),)](*common, n, c, c_sal, args.k, radius, H=h, W=w,
-                                                                **options, **config)
+                                                                KEY_BITS=KEY_BITS[ranking.dtype], **options,
+                                                                **config)
         else:
             bands_kernel[(n,)](*common, c, c_sal, h, w, args.k, radius, **options, **bands_config(h, w))
     return EraseResult(erased, mask, nonfinite, anchors, args.k)

@@ -8,9 +8,12 @@ per-image counts then reduce within a warp, without shared memory or barriers. P
 H and W are compile-time constants, so every pixel's offset is an immediate from its image's base address.
 
 Selection. Each image's k-th largest key is found by bisection on the uint32 key, most significant bit first:
-a bit is kept when at least k keys are >= the threshold with that bit set. 32 counting steps over registers
-give the exact key; no histogram, no shared memory. Anchors are the keys above it, and of those equal to it
-the first `k - #above` in row-major order (a running count, computed only when some image has such ties).
+a bit is kept when at least k keys are >= the threshold with that bit set. Counting steps over registers give
+the exact key; no histogram, no shared memory. Anchors are the keys above it, and of those equal to it the
+first `k - #above` in row-major order (a running count, computed only when some image has such ties). Two
+early exits cut the steps: only the leading KEY_BITS bits are searched (16 for bfloat16 ranking input, 19 for
+float16; `complete_key` fills in the rest), and the search stops, checked every four bits, once exactly k keys
+of every image of the block are >= its threshold: those k are the anchors, whatever the bits left unsearched.
 
 Dilation. Anchor rows are packed into one word per row (bit x = column x); the box's horizontal reach is a
 few shifts of that word. The result is repacked one word per column (bit y = row y) and spread the same way
@@ -26,13 +29,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from miscause.kernels.triton_keys import is_nonfinite, load_saliency, order_key
+from miscause.kernels.triton_keys import complete_key, is_nonfinite, load_saliency, order_key
 
 # Longest side the packed kernel takes: a row or column of the mask packs into one 64-bit word.
 MAX_SIDE = 64
 
 # Pixels per program: whole images, as many as fit.
 PIXELS_PER_PROGRAM = 4096
+
+# Bisection steps between two checks for the early exit (the check reduces across the block's warps).
+STEPS_PER_CHECK = tl.constexpr(4)
 
 
 @triton.jit
@@ -74,24 +80,30 @@ def _count(flags):
 
 
 @triton.jit
-def _select(key, valid, live, k, DEBUG: tl.constexpr):
+def _select(key, valid, live, k, KEY_BITS: tl.constexpr, DEBUG: tl.constexpr):
     """[HB, IMAGES, WB] bool: each image's k largest keys, ties to the smaller row-major index.
 
-    `valid` marks the block's real pixels, `live` its real images.
+    `valid` marks the block's real pixels, `live` its real images. Keys differ only in their KEY_BITS leading bits.
     """
     threshold = tl.zeros([1, key.shape[1], 1], dtype=tl.uint32)
     one = tl.full([1, key.shape[1], 1], 1, dtype=tl.uint32)
-    for bit in tl.static_range(31, -1, -1):
-        candidate = threshold | (one << bit)
-        at_least = _count(valid & (key >= candidate))
-        threshold = tl.where(at_least >= k, candidate, threshold)
+    held = _count(valid)  # keys >= threshold
+    top = tl.full([], 31, dtype=tl.int32)
+    while (top >= 32 - KEY_BITS) & (tl.max(tl.where(live, held, k)) > k):
+        for step in tl.static_range(STEPS_PER_CHECK):
+            candidate = threshold | (one << (top - step).to(tl.uint32))
+            at_least = _count(valid & (key >= candidate))
+            threshold = tl.where(at_least >= k, candidate, threshold)
+            held = tl.where(at_least >= k, at_least, held)
+        top -= STEPS_PER_CHECK
+    threshold = complete_key(threshold, KEY_BITS)
     above = valid & (key > threshold)
     tie = valid & (key == threshold)
     needed = k - _count(above)
     tied = _count(tie)
     surplus = tl.max(tied - needed)
     if DEBUG:
-        tl.device_assert(((needed >= 1) & (tied >= needed)) | ~live, "bisection: the k-th largest key is not found")
+        tl.device_assert(((needed >= 0) & (tied >= needed)) | ~live, "bisection: the k-th largest key is not found")
     if surplus > 0:
         tie_count = tie.to(tl.int32)
         row_ties = tl.sum(tie_count, axis=2, keep_dims=True)
@@ -113,7 +125,8 @@ def _dilate(anchor, rows, cols, radius, HB: tl.constexpr, WB: tl.constexpr):
 
 @triton.jit
 def packed_kernel(images, saliency, fill, erased, mask, nonfinite, anchors, N, C, C_SAL, k, radius,
-                  H: tl.constexpr, W: tl.constexpr, FROM_GRADIENT: tl.constexpr, IMAGES: tl.constexpr,
+                  H: tl.constexpr, W: tl.constexpr, FROM_GRADIENT: tl.constexpr, KEY_BITS: tl.constexpr,
+                  IMAGES: tl.constexpr,
                   HB: tl.constexpr, WB: tl.constexpr, EVEN: tl.constexpr, DEBUG: tl.constexpr):
     """IMAGES images per program: select, dilate, mask and fill with the block in registers.
 
@@ -129,7 +142,7 @@ def packed_kernel(images, saliency, fill, erased, mask, nonfinite, anchors, N, C
     value = load_saliency(saliency + image * C_SAL * plane, pixel, valid, plane, C_SAL, FROM_GRADIENT)
     live = image < N
     tl.store(nonfinite + image, _count(valid & is_nonfinite(value)), mask=live)
-    anchor = _select(order_key(value), valid, live, k, DEBUG)
+    anchor = _select(order_key(value), valid, live, k, KEY_BITS, DEBUG)
     held = _count(anchor)
     tl.store(anchors + image, held, mask=live)
     if DEBUG:

@@ -132,6 +132,30 @@ def test_ties_go_to_the_smaller_index(kind: str, shape: tuple[int, int, int, int
                                  f"seed {seed}, p={top_percent}, box={box}", variant=variant)
 
 
+# Bit patterns of 1.0 per dtype: adding i gives the i-th representable value above it.
+ONE_BITS = {torch.float32: (torch.int32, 0x3F800000), torch.float16: (torch.int16, 0x3C00),
+            torch.bfloat16: (torch.int16, 0x3F80)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("variant", ["packed", "bands"])
+def test_selection_exits_early_exactly(dtype: torch.dtype, variant: str) -> None:
+    """Shortened searches stay exact: negative keys (whose unsearched low bits are ones), keys one representable
+    step apart (the search cannot stop before its last bit), and blocks where only some images can stop early."""
+    generator, seed = fresh_generator()
+    n, h, w = 4, 32, 32
+    bits, one = ONE_BITS[dtype]
+    steps = torch.stack([torch.randperm(h * w, generator=generator) for _ in range(2)])
+    ladder = (one + steps).to(bits).view(dtype).reshape(2, h, w)
+    mixed = torch.cat([ladder, torch.randn((2, h, w), generator=generator).to(dtype)])
+    negative = -torch.randn((n, h, w), generator=generator).abs().to(dtype)
+    images = torch.randn((n, 3, h, w), generator=generator)
+    for name, saliency in (("negative", negative), ("ladder", mixed), ("negative ladder", -mixed)):
+        for top_percent in (5, 50):
+            assert_matches_reference(images, saliency, top_percent, 3, None,
+                                     f"seed {seed}, {name}, p={top_percent}", variant=variant)
+
+
 def test_ties_at_224_cut_inside_a_later_block() -> None:
     generator, seed = fresh_generator()
     saliency = torch.randint(0, 2, (2, 224, 224), generator=generator).float()
