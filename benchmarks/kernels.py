@@ -125,7 +125,7 @@ def implementations(top_percent: float, box: int, first: Inputs) -> dict[str, Ca
         "triton_bands": unchecked("bands"),
         "triton_gradient": lambda x: erase_from_gradient_triton(x[0], x[2], top_percent, box),
         "eager": lambda x: erase_reference(x[0], x[1], top_percent, box),
-        "compile": lambda x: compiled(x[0], x[1], args),
+        "compile": lambda x: compiled(x[0], x[1], args)[:2],
     }
 
 

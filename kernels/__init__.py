@@ -2,11 +2,12 @@
 
 `saliency(model, images, method, target, **options)` ranks pixels (one of `METHODS`);
 `erase(images, saliency, top_percent, box, fill)` blanks a box around each image's top pixels;
-`erase_from_gradient` does the same from the raw gradient of `input_gradient`. See docs/kernels.md.
+`erase_from_gradient` does the same from the raw gradient of `input_gradient`; `erase_unchecked` leaves the
+NaN/Inf and anchor-count check to `check_result`, once for several erasures. See docs/kernels.md.
 """
 
-from miscause.kernels.dispatch import erase, erase_from_gradient
-from miscause.kernels.erase_spec import anchor_count
+from miscause.kernels.dispatch import erase, erase_from_gradient, erase_unchecked
+from miscause.kernels.erase_spec import EraseResult, anchor_count, check_result
 from miscause.kernels.grad_cam import locate
 from miscause.kernels.gradients import input_gradient, per_pixel
 from miscause.kernels.reference import erase_from_gradient_reference, erase_reference
@@ -23,6 +24,7 @@ from miscause.kernels.saliency import (
 from miscause.kernels.triton_erase import erase_from_gradient_triton, erase_triton
 
 __all__ = [
+    "EraseResult",
     "METHODS",
     "OPTIONS",
     "GradCam",
@@ -31,12 +33,14 @@ __all__ = [
     "IntegratedGradients",
     "SmoothGrad",
     "anchor_count",
+    "check_result",
     "erase",
     "erase_from_gradient",
     "erase_from_gradient_reference",
     "erase_from_gradient_triton",
     "erase_reference",
     "erase_triton",
+    "erase_unchecked",
     "input_gradient",
     "locate",
     "per_pixel",

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from miscause.kernels.reference import erase_from_gradient_reference, erase_reference
-from miscause.kernels.triton_erase import erase_from_gradient_triton, erase_triton
+from miscause.kernels.erase_spec import EraseResult, check_result
+from miscause.kernels.reference import erase_reference_unchecked
+from miscause.kernels.triton_erase import erase_triton_unchecked
 
 
 def erase(
@@ -22,9 +23,9 @@ def erase(
     images [N, C, H, W] float32|float16|bfloat16, saliency [N, H, W] -> (erased like images, mask [N, H, W]
     bool). `fill` is one value per channel (default 0, the dataset mean in normalised space).
     """
-    if isinstance(images, torch.Tensor) and images.is_cuda:
-        return erase_triton(images, saliency, top_percent, box, fill)
-    return erase_reference(images, saliency, top_percent, box, fill)
+    result = erase_unchecked(images, saliency, top_percent, box, fill)
+    check_result(result)
+    return result.erased, result.mask
 
 
 def erase_from_gradient(
@@ -35,6 +36,24 @@ def erase_from_gradient(
     fill: Sequence[float] | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`erase` with saliency = max over channels of |gradient|, gradient [N, C', H, W] read once, reduced in place."""
+    result = erase_unchecked(images, gradient, top_percent, box, fill, from_gradient=True)
+    check_result(result)
+    return result.erased, result.mask
+
+
+def erase_unchecked(
+    images: torch.Tensor,
+    ranking: torch.Tensor,
+    top_percent: float,
+    box: int,
+    fill: Sequence[float] | torch.Tensor | None = None,
+    *,
+    from_gradient: bool = False,
+) -> EraseResult:
+    """`erase` (or with `from_gradient`, `erase_from_gradient`) with its status left for `check_result`.
+
+    On CUDA nothing is read back, so a caller erasing several groups checks them all in one host sync.
+    """
     if isinstance(images, torch.Tensor) and images.is_cuda:
-        return erase_from_gradient_triton(images, gradient, top_percent, box, fill)
-    return erase_from_gradient_reference(images, gradient, top_percent, box, fill)
+        return erase_triton_unchecked(images, ranking, top_percent, box, fill, from_gradient=from_gradient)
+    return erase_reference_unchecked(images, ranking, top_percent, box, fill, from_gradient=from_gradient)

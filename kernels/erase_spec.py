@@ -12,6 +12,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 import torch
 
@@ -106,9 +107,40 @@ def check_erase_args(
                      fill_values=fill_values)
 
 
-def nonfinite_error(saliency_name: str, images_hit: int) -> ValueError:
-    """The error for NaN or Inf in the ranking input: ranking them would silently pick arbitrary anchors."""
-    return ValueError(f"{saliency_name} contains NaN or Inf in {images_hit} image(s); cannot rank its pixels")
+def ranking_name(from_gradient: bool) -> str:
+    """What the ranking input is called in messages: the raw gradient, or a saliency map."""
+    return "gradient" if from_gradient else "saliency"
+
+
+class EraseResult(NamedTuple):
+    """An erasure's outputs and its per-image status, not yet read back: `nonfinite` must be 0, `anchors` k.
+
+    `name` is what the ranking input was (saliency or gradient), for the error message.
+    """
+
+    erased: torch.Tensor
+    mask: torch.Tensor
+    nonfinite: torch.Tensor
+    anchors: torch.Tensor
+    k: int
+    name: str = "saliency"
+
+
+def check_result(*results: EraseResult) -> None:
+    """Raise ValueError if an image had NaN/Inf ranking values, RuntimeError if one got other than k anchors.
+
+    One host sync for every check of every result, so a caller can check a whole batch's erasures at once.
+    """
+    results = tuple(result for result in results if len(result.nonfinite))
+    if not results:
+        return
+    counts = torch.stack([torch.stack([(result.nonfinite > 0).sum(), (result.anchors != result.k).sum()])
+                          for result in results]).tolist()
+    for result, (images_hit, miscounted) in zip(results, counts, strict=True):
+        if images_hit:
+            raise ValueError(f"{result.name} contains NaN or Inf in {images_hit} image(s); cannot rank its pixels")
+        if miscounted:
+            raise RuntimeError(f"the erasure marked other than {result.k} anchors in {miscounted} image(s)")
 
 
 def _fill_values(fill: Sequence[float] | torch.Tensor | None, channels: int,

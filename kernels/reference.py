@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from miscause.kernels.erase_spec import EraseArgs, check_erase_args, nonfinite_error
+from miscause.kernels.erase_spec import EraseArgs, EraseResult, check_erase_args, check_result, ranking_name
 
 
 def erase_reference(
@@ -24,9 +24,9 @@ def erase_reference(
 
     images [N, C, H, W] float32|float16|bfloat16, saliency [N, H, W] -> (erased like images, mask [N, H, W] bool).
     """
-    args = check_erase_args(images, saliency, top_percent, box, fill)
-    _check_finite(saliency, "saliency")
-    return erase_core(images, saliency, args)
+    result = erase_reference_unchecked(images, saliency, top_percent, box, fill)
+    check_result(result)
+    return result.erased, result.mask
 
 
 def erase_from_gradient_reference(
@@ -37,17 +37,40 @@ def erase_from_gradient_reference(
     fill: Sequence[float] | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`erase_reference` with saliency = max over channels of |gradient|, gradient [N, C', H, W]."""
-    args = check_erase_args(images, gradient, top_percent, box, fill, saliency_name="gradient", per_channel=True)
-    _check_finite(gradient, "gradient")
-    return erase_core(images, gradient.abs().amax(dim=1), args)
+    result = erase_reference_unchecked(images, gradient, top_percent, box, fill, from_gradient=True)
+    check_result(result)
+    return result.erased, result.mask
 
 
-def erase_core(images: torch.Tensor, saliency: torch.Tensor, args: EraseArgs) -> tuple[torch.Tensor, torch.Tensor]:
-    """The op on checked arguments: anchors, their box dilation, and the fill."""
+def erase_reference_unchecked(
+    images: torch.Tensor,
+    ranking: torch.Tensor,
+    top_percent: float,
+    box: int,
+    fill: Sequence[float] | torch.Tensor | None = None,
+    *,
+    from_gradient: bool = False,
+) -> EraseResult:
+    """The op with its per-image status (NaN/Inf count, anchor count) left for the caller to check.
+
+    `ranking` is the saliency [N, H, W], or with `from_gradient` the raw gradient [N, C', H, W]. Images with
+    NaN/Inf ranking values get unspecified outputs, as from the Triton kernel.
+    """
+    name = ranking_name(from_gradient)
+    args = check_erase_args(images, ranking, top_percent, box, fill, saliency_name=name, per_channel=from_gradient)
+    erased, mask, anchors = erase_core(images, ranking.abs().amax(dim=1) if from_gradient else ranking, args)
+    nonfinite = (~torch.isfinite(ranking.flatten(1))).sum(dim=1, dtype=torch.int32)
+    return EraseResult(erased, mask, nonfinite, anchors, args.k, name)
+
+
+def erase_core(images: torch.Tensor, saliency: torch.Tensor,
+               args: EraseArgs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The op on checked arguments: (erased, mask, anchors per image) from the anchors, their boxes and the fill."""
     n, c, h, w = images.shape
-    mask = dilate(anchor_mask(saliency, args.k), args.radius)
+    anchors = anchor_mask(saliency, args.k)
+    mask = dilate(anchors, args.radius)
     fill = args.fill.to(images.dtype).view(1, c, 1, 1)
-    return torch.where(mask.unsqueeze(1), fill, images), mask
+    return torch.where(mask.unsqueeze(1), fill, images), mask, anchors.flatten(1).sum(dim=1, dtype=torch.int32)
 
 
 def anchor_mask(saliency: torch.Tensor, k: int) -> torch.Tensor:
@@ -105,11 +128,3 @@ def _or_ahead(flags: torch.Tensor, step: int, dim: int) -> torch.Tensor:
     if step < size:
         result.narrow(dim, 0, size - step).bitwise_or_(flags.narrow(dim, step, size - step))
     return result
-
-
-def _check_finite(values: torch.Tensor, name: str) -> None:
-    """Raise ValueError when any value is NaN or Inf (one host sync)."""
-    bad = ~torch.isfinite(values.flatten(1)).all(dim=1)
-    images_hit = int(bad.sum())
-    if images_hit:
-        raise nonfinite_error(name, images_hit)

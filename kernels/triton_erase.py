@@ -17,29 +17,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 import triton
 from triton.runtime.interpreter import InterpretedFunction
 
-from miscause.kernels.erase_spec import EraseArgs, check_erase_args, nonfinite_error
+from miscause.kernels.erase_spec import EraseArgs, EraseResult, check_erase_args, check_result, ranking_name
 from miscause.kernels.triton_bands import bands_config, bands_kernel
 from miscause.kernels.triton_keys import KEY_BITS
 from miscause.kernels.triton_packed import MAX_SIDE, packed_config, packed_kernel
 
 Variant = Literal["packed", "bands"]
 VARIANTS: tuple[Variant, ...] = ("packed", "bands")
-
-
-class EraseResult(NamedTuple):
-    """A launch's outputs and its per-image status, not yet read back: `nonfinite` must be 0, `anchors` k."""
-
-    erased: torch.Tensor
-    mask: torch.Tensor
-    nonfinite: torch.Tensor
-    anchors: torch.Tensor
-    k: int
 
 
 def erase_triton(
@@ -57,7 +47,7 @@ def erase_triton(
     TRITON_INTERPRET=1 set before triton was first imported.
     """
     result = erase_triton_unchecked(images, saliency, top_percent, box, fill, out=out)
-    check_result(result, "saliency")
+    check_result(result)
     return result.erased, result.mask
 
 
@@ -72,7 +62,7 @@ def erase_from_gradient_triton(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`erase_triton` on a raw gradient [N, C', H, W]: max over channels of |gradient| is taken in the kernel."""
     result = erase_triton_unchecked(images, gradient, top_percent, box, fill, from_gradient=True, out=out)
-    check_result(result, "gradient")
+    check_result(result)
     return result.erased, result.mask
 
 
@@ -94,23 +84,9 @@ def erase_triton_unchecked(
     NaN/Inf ranking values get unspecified outputs. `variant` forces a kernel (default: `variant_for`);
     `debug` compiles in device assertions of the selection's invariants.
     """
-    name = "gradient" if from_gradient else "saliency"
-    args = check_erase_args(images, ranking, top_percent, box, fill, saliency_name=name, per_channel=from_gradient)
+    args = check_erase_args(images, ranking, top_percent, box, fill, saliency_name=ranking_name(from_gradient),
+                            per_channel=from_gradient)
     return launch(images, ranking, args, from_gradient, out, variant or variant_for(*images.shape[2:]), debug)
-
-
-def check_result(result: EraseResult, name: str = "saliency") -> None:
-    """Raise ValueError if any image had NaN/Inf ranking values, RuntimeError if any got other than k anchors.
-
-    One host sync for both checks.
-    """
-    if not len(result.nonfinite):
-        return
-    images_hit, miscounted = torch.stack([(result.nonfinite > 0).sum(), (result.anchors != result.k).sum()]).tolist()
-    if images_hit:
-        raise nonfinite_error(name, images_hit)
-    if miscounted:
-        raise RuntimeError(f"the erasure kernel marked other than {result.k} anchors in {miscounted} image(s)")
 
 
 def variant_for(height: int, width: int) -> Variant:
@@ -151,7 +127,7 @@ def launch(
         raise ValueError("out[1] must be a contiguous bool tensor of shape (N, H, W)")
     nonfinite, anchors = torch.empty((2, n), dtype=torch.int32, device=images.device)
     if n == 0:
-        return EraseResult(erased, mask, nonfinite, anchors, args.k)
+        return EraseResult(erased, mask, nonfinite, anchors, args.k, ranking_name(from_gradient))
     common = (images.contiguous(), ranking.contiguous(), args.fill_as(images.dtype), erased, mask.view(torch.uint8),
               nonfinite, anchors)
     c_sal, radius = ranking.shape[1] if from_gradient else 1, min(args.radius, max(h, w))
@@ -164,7 +140,7 @@ def launch(
                                                                 **config)
         else:
             bands_kernel[(n,)](*common, c, c_sal, h, w, args.k, radius, **options, **bands_config(h, w))
-    return EraseResult(erased, mask, nonfinite, anchors, args.k)
+    return EraseResult(erased, mask, nonfinite, anchors, args.k, ranking_name(from_gradient))
 
 
 def _outputs(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

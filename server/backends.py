@@ -127,15 +127,12 @@ class Backend:
         gradient, logits = kernels.input_gradient(self.program, images, target)
         return gradient.detach(), logits
 
-    def erase(self, images: torch.Tensor, saliency: torch.Tensor, top_percent: float, box: int,
-              fill: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(erased images [N,C,H,W], erased-pixel mask bool [N,H,W]) from `miscause.kernels.erase`."""
-        return kernels.erase(images, saliency, top_percent, box, fill)
-
-    def erase_from_gradient(self, images: torch.Tensor, gradient: torch.Tensor, top_percent: float, box: int,
-                            fill: tuple[float, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`erase` ranking pixels by max over channels of |gradient| [N,C,H,W], reduced inside the kernel."""
-        return kernels.erase_from_gradient(images, gradient, top_percent, box, fill)
+    def erase(self, images: torch.Tensor, ranking: torch.Tensor, top_percent: float, box: int,
+              fill: tuple[float, ...] | None, from_gradient: bool) -> kernels.EraseResult:
+        """Erased images, mask and status from `miscause.kernels.erase_unchecked`, ranked by the saliency map, or
+        with `from_gradient` by max over channels of |gradient| [N,C,H,W] reduced inside the kernel; the caller
+        checks the status (`kernels.check_result`)."""
+        return kernels.erase_unchecked(images, ranking, top_percent, box, fill, from_gradient=from_gradient)
 
 
 def default_threads(models: int) -> int:

@@ -184,18 +184,22 @@ def _explain(backend: Backend, images: torch.Tensor,
 
 def _erase(backend: Backend, images: torch.Tensor, saliency: torch.Tensor, gradient: torch.Tensor | None,
            plan: Plan, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask [N,H,W], erased logits [N,K]): erasure once per group, then one forward pass over every erased row."""
+    """(mask [N,H,W], erased logits [N,K]): erasure once per group, then one forward pass over every erased row.
+
+    The groups' NaN/Inf and anchor checks are read back together, once the forward pass is queued behind them.
+    """
     mask = torch.zeros_like(saliency, dtype=torch.bool)
     erased_logits = torch.zeros_like(logits)
-    erased_parts, erased_index = [], []
+    results, erased_index = [], []
     for (from_gradient, top_percent, box, fill), parts in plan.by_erasure.items():
         index = torch.cat(parts).to(images.device)
-        if from_gradient:
-            erased, mask[index] = backend.erase_from_gradient(images[index], gradient[index], top_percent, box, fill)
-        else:
-            erased, mask[index] = backend.erase(images[index], saliency[index], top_percent, box, fill)
-        erased_parts.append(erased)
+        ranking = gradient[index] if from_gradient else saliency[index]
+        result = backend.erase(images[index], ranking, top_percent, box, fill, from_gradient)
+        mask[index] = result.mask
+        results.append(result)
         erased_index.append(index)
-    if erased_parts:
-        erased_logits[torch.cat(erased_index)] = backend.logits(torch.cat(erased_parts)).to(erased_logits.dtype)
+    if results:
+        erased = torch.cat([result.erased for result in results])
+        erased_logits[torch.cat(erased_index)] = backend.logits(erased).to(erased_logits.dtype)
+        kernels.check_result(*results)
     return mask, erased_logits

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from miscause import kernels
-from miscause.kernels.triton_erase import check_result, erase_triton_unchecked
+from miscause.kernels.erase_spec import check_result
+from miscause.kernels.triton_erase import erase_triton_unchecked
 
 if not torch.cuda.is_available():
     pytest.skip("needs a GPU", allow_module_level=True)

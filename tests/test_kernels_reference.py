@@ -183,3 +183,24 @@ def test_triton_on_cpu_without_interpreter_says_what_to_use() -> None:
         pytest.skip("the Triton interpreter is active in this process")
     with pytest.raises(ValueError, match="needs CUDA tensors"):
         kernels.erase_triton(**GOOD)
+
+
+def test_unchecked_erasures_report_their_status_and_are_checked_together() -> None:
+    generator = torch.Generator().manual_seed(5)
+    images = torch.randn((3, 3, 8, 8), generator=generator)
+    saliency = torch.randn((3, 8, 8), generator=generator)
+    saliency[1, 2, 2], saliency[1, 3, 3] = float("inf"), float("nan")
+    clean = kernels.erase_unchecked(images, torch.randn((3, 8, 8), generator=generator), 5, 3)
+    bad = kernels.erase_unchecked(images, saliency, 5, 3)
+    assert clean.k == 4 and clean.anchors.tolist() == [4, 4, 4] and clean.nonfinite.tolist() == [0, 0, 0]
+    assert bad.nonfinite.tolist() == [0, 2, 0]
+    kernels.check_result(clean)
+    with pytest.raises(ValueError, match=r"^saliency contains NaN or Inf in 1 image\(s\)"):
+        kernels.check_result(clean, bad)
+    with pytest.raises(RuntimeError, match=r"other than 4 anchors in 3 image\(s\)"):
+        kernels.check_result(clean._replace(anchors=clean.anchors + 1))
+    gradient = torch.randn((3, 2, 8, 8), generator=generator)
+    from_gradient = kernels.erase_unchecked(images, gradient, 5, 3, from_gradient=True)
+    assert from_gradient.name == "gradient"
+    for got, want in zip(from_gradient[:2], kernels.erase_from_gradient(images, gradient, 5, 3), strict=True):
+        assert torch.equal(got, want)

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from miscause import kernels
-from miscause.kernels.erase_spec import EraseArgs
-from miscause.kernels.triton_erase import check_result, erase_triton_unchecked, launch, variant_for
+from miscause.kernels.erase_spec import EraseArgs, check_result
+from miscause.kernels.triton_erase import erase_triton_unchecked, launch, variant_for
 
 if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
     pytest.skip("no GPU: runs under the Triton interpreter from test_kernels_interpreter.py "

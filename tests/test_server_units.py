@@ -318,22 +318,41 @@ def test_pipeline_builds_gradient_maps_only_for_saliency_requests(backend, monke
         original = getattr(kernels, name)
 
         def call(*args, **kwargs):
-            rows = len(next(a for a in args if isinstance(a, torch.Tensor)))
-            calls[(name, kwargs.get("method", ""), rows)] += 1
+            if name == "check_result":
+                calls[(name, "", len(args))] += 1  # how many erasures one read-back checks
+            else:
+                rows = len(next(a for a in args if isinstance(a, torch.Tensor)))
+                calls[(name, kwargs.get("method", kwargs.get("from_gradient", "")), rows)] += 1
             return original(*args, **kwargs)
         return call
 
-    for name in ("saliency", "input_gradient", "per_pixel", "erase", "erase_from_gradient"):
+    for name in ("saliency", "input_gradient", "per_pixel", "erase_unchecked", "check_result"):
         monkeypatch.setattr(kernels, name, spy(name))
     pipeline.run(backend, policy, works)
     assert calls == Counter({
         ("saliency", "input_x_gradient", 4): 1,  # the only map computed on its own
         ("input_gradient", "", 3 + 3 + selected + 2): 1,  # every gradient row, once
         ("per_pixel", "", 3 + 2): 1,  # maps only for the requests asking SALIENCY
-        ("erase_from_gradient", "", 3 + selected): 1,
-        ("erase_from_gradient", "", 3): 1,
-        ("erase", "", 2): 2,
+        ("erase_unchecked", True, 3 + selected): 1,  # from the raw gradient
+        ("erase_unchecked", True, 3): 1,
+        ("erase_unchecked", False, 2): 2,  # from input_x_gradient maps
+        ("check_result", "", 4): 1,  # the four erasures' status, read back once for the batch
     })
+
+
+def test_a_nan_ranking_in_one_erasure_group_fails_the_batch_naming_it(backend, monkeypatch):
+    """The batch's one status check still sees every group: NaN in one row's gradient is a ValueError."""
+    works, policy, _ = mixed_batch(backend)
+    original = backend.gradient
+
+    def poisoned(images, target):
+        gradient, logits = original(images, target)
+        gradient[0, 0, 5, 5] = float("nan")  # the first request's first image, erased from its gradient
+        return gradient, logits
+
+    monkeypatch.setattr(backend, "gradient", poisoned)
+    with pytest.raises(ValueError, match=r"gradient contains NaN or Inf in 1 image\(s\)"):
+        pipeline.run(backend, policy, works)
 
 
 def test_a_failing_batch_is_bisected_down_to_its_failing_requests(monkeypatch):
