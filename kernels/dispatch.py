@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from miscause.kernels.erase_spec import EraseResult, check_result
+from miscause.kernels.erase_spec import EraseResult, checked
 from miscause.kernels.reference import erase_reference_unchecked
 from miscause.kernels.triton_erase import erase_triton_unchecked
 
@@ -23,9 +23,7 @@ def erase(
     images [N, C, H, W] float32|float16|bfloat16, saliency [N, H, W] -> (erased like images, mask [N, H, W]
     bool). `fill` is one value per channel (default 0, the dataset mean in normalised space).
     """
-    result = erase_unchecked(images, saliency, top_percent, box, fill)
-    check_result(result)
-    return result.erased, result.mask
+    return checked(erase_unchecked(images, saliency, top_percent, box, fill))
 
 
 def erase_from_gradient(
@@ -36,9 +34,7 @@ def erase_from_gradient(
     fill: Sequence[float] | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`erase` with saliency = max over channels of |gradient|, gradient [N, C', H, W] read once, reduced in place."""
-    result = erase_unchecked(images, gradient, top_percent, box, fill, from_gradient=True)
-    check_result(result)
-    return result.erased, result.mask
+    return checked(erase_unchecked(images, gradient, top_percent, box, fill, from_gradient=True))
 
 
 def erase_unchecked(

@@ -126,6 +126,12 @@ class EraseResult(NamedTuple):
     name: str = "saliency"
 
 
+def checked(result: EraseResult) -> tuple[torch.Tensor, torch.Tensor]:
+    """(erased, mask) of a result whose status `check_result` passed: the checked form of every entry point."""
+    check_result(result)
+    return result.erased, result.mask
+
+
 def check_result(*results: EraseResult) -> None:
     """Raise ValueError if an image had NaN/Inf ranking values, RuntimeError if one got other than k anchors.
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from miscause.kernels.erase_spec import EraseArgs, EraseResult, check_erase_args, check_result, ranking_name
+from miscause.kernels.erase_spec import EraseArgs, EraseResult, check_erase_args, checked, ranking_name
 
 
 def erase_reference(
@@ -24,9 +24,7 @@ def erase_reference(
 
     images [N, C, H, W] float32|float16|bfloat16, saliency [N, H, W] -> (erased like images, mask [N, H, W] bool).
     """
-    result = erase_reference_unchecked(images, saliency, top_percent, box, fill)
-    check_result(result)
-    return result.erased, result.mask
+    return checked(erase_reference_unchecked(images, saliency, top_percent, box, fill))
 
 
 def erase_from_gradient_reference(
@@ -37,9 +35,7 @@ def erase_from_gradient_reference(
     fill: Sequence[float] | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`erase_reference` with saliency = max over channels of |gradient|, gradient [N, C', H, W]."""
-    result = erase_reference_unchecked(images, gradient, top_percent, box, fill, from_gradient=True)
-    check_result(result)
-    return result.erased, result.mask
+    return checked(erase_reference_unchecked(images, gradient, top_percent, box, fill, from_gradient=True))
 
 
 def erase_reference_unchecked(

@@ -23,7 +23,7 @@ import torch
 import triton
 from triton.runtime.interpreter import InterpretedFunction
 
-from miscause.kernels.erase_spec import EraseArgs, EraseResult, check_erase_args, check_result, ranking_name
+from miscause.kernels.erase_spec import EraseArgs, EraseResult, check_erase_args, checked, ranking_name
 from miscause.kernels.triton_bands import bands_config, bands_kernel
 from miscause.kernels.triton_keys import KEY_BITS
 from miscause.kernels.triton_packed import MAX_SIDE, packed_config, packed_kernel
@@ -46,9 +46,7 @@ def erase_triton(
     `out` = (erased, mask) preallocated outputs, written in full. Needs CUDA tensors, or CPU tensors with
     TRITON_INTERPRET=1 set before triton was first imported.
     """
-    result = erase_triton_unchecked(images, saliency, top_percent, box, fill, out=out)
-    check_result(result)
-    return result.erased, result.mask
+    return checked(erase_triton_unchecked(images, saliency, top_percent, box, fill, out=out))
 
 
 def erase_from_gradient_triton(
@@ -61,9 +59,7 @@ def erase_from_gradient_triton(
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`erase_triton` on a raw gradient [N, C', H, W]: max over channels of |gradient| is taken in the kernel."""
-    result = erase_triton_unchecked(images, gradient, top_percent, box, fill, from_gradient=True, out=out)
-    check_result(result)
-    return result.erased, result.mask
+    return checked(erase_triton_unchecked(images, gradient, top_percent, box, fill, from_gradient=True, out=out))
 
 
 def erase_triton_unchecked(
