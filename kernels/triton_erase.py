@@ -25,6 +25,7 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from miscause.kernels.erase_spec import EraseArgs, check_erase_args, nonfinite_error
 from miscause.kernels.triton_bands import bands_config, bands_kernel
+from miscause.kernels.triton_keys import KEY_BITS
 from miscause.kernels.triton_packed import MAX_SIDE, packed_config, packed_kernel
 
 Variant = Literal["packed", "bands"]
@@ -155,13 +156,15 @@ def launch(
               nonfinite, anchors)
     c_sal, radius = ranking.shape[1] if from_gradient else 1, min(args.radius, max(h, w))
     options = {"FROM_GRADIENT": from_gradient, "DEBUG": debug, **({"debug": True} if debug else {})}
+    key_bits = KEY_BITS[ranking.dtype]
     with device_guard(images.device):
         if variant == "packed":
             config = packed_config(n, h, w)
             packed_kernel[(triton.cdiv(n, config["IMAGES"]),)](*common, n, c, c_sal, args.k, radius, H=h, W=w,
                                                                 **options, **config)
         else:
-            bands_kernel[(n,)](*common, c, c_sal, h, w, args.k, radius, **options, **bands_config(h, w))
+            bands_kernel[(n,)](*common, c, c_sal, h, w, args.k, radius, KEY_BITS=key_bits, **options,
+                               **bands_config(h, w))
     return EraseResult(erased, mask, nonfinite, anchors, args.k)
 
 

@@ -14,18 +14,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.interpreter import InterpretedFunction
 
 from miscause.kernels.triton_bands import bands_config, bands_kernel
+from miscause.kernels.triton_keys import KEY_BITS
 from miscause.kernels.triton_packed import packed_config, packed_kernel
 
 TOOLS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 POINTERS = {"images": "images", "fill": "images", "erased": "images", "saliency": "saliency", "mask": "u8",
             "nonfinite": "i32", "anchors": "i32"}
 INTEGERS = {"N", "C", "C_SAL", "H", "W", "k", "radius"}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def signature(kernel: triton.JITFunction, images: str, saliency: str, ones: tuple[str, ...],
@@ -71,7 +74,7 @@ def test_kernel_compiles_for_sm90_without_spills(variant: str, images: str, sali
     if variant == "packed":
         kernel, config = packed_kernel, {**packed_config(n, height, width), "H": height, "W": width}
     else:
-        kernel, config = bands_kernel, dict(bands_config(height, width))
+        kernel, config = bands_kernel, {**bands_config(height, width), "KEY_BITS": KEY_BITS[DTYPES[saliency]]}
     num_warps = config.pop("num_warps")
     constants = {name: 1 for name in ones} | {"FROM_GRADIENT": from_gradient, "DEBUG": False, **config}
     source = ASTSource(fn=kernel, signature=signature(kernel, images, saliency, ones, constants),
