@@ -5,7 +5,8 @@ Every case (N images of H x W, one images dtype) is first checked, then timed:
 - `triton`: `miscause.kernels.erase_triton` on a float32 saliency map [N, H, W] (the kernel chosen for the
   size, then its per-image status read back and checked: one host sync);
 - `triton_unchecked`: the same launch without reading the status back (`erase_triton_unchecked`);
-- `triton_packed`, `triton_bands`: each kernel forced, unchecked (the packed kernel only for sides up to 64);
+- `triton_packed`, `triton_bands`, `triton_split`: each kernel forced, unchecked (the packed kernel only for
+  sides up to 64, the split kernel only for images too big for it);
 - `triton_gradient`: `erase_from_gradient_triton` on the raw gradient [N, C, H, W] (images' dtype),
   the channel reduction fused into the kernel;
 - `eager`: `erase_reference`, the PyTorch reference;
@@ -49,11 +50,14 @@ from miscause.kernels.reference import erase_core
 from miscause.kernels.triton_bands import bands_kernel
 from miscause.kernels.triton_erase import erase_triton_unchecked
 from miscause.kernels.triton_packed import MAX_SIDE, packed_kernel
+from miscause.kernels.triton_split import split_fill_kernel, split_pass_kernel, split_resolve_kernel
 
 CASES = "4096x32x32,16384x32x32,256x224x224"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-IMPLS = ("triton", "triton_unchecked", "triton_packed", "triton_bands", "triton_gradient", "eager", "compile")
-GPU_ONLY = ("triton", "triton_unchecked", "triton_packed", "triton_bands", "triton_gradient")
+IMPLS = ("triton", "triton_unchecked", "triton_packed", "triton_bands", "triton_split", "triton_gradient", "eager",
+         "compile")
+GPU_ONLY = ("triton", "triton_unchecked", "triton_packed", "triton_bands", "triton_split", "triton_gradient")
+KERNELS = (packed_kernel, bands_kernel, split_pass_kernel, split_resolve_kernel, split_fill_kernel)
 
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, saliency, gradient
 
@@ -123,6 +127,7 @@ def implementations(top_percent: float, box: int, first: Inputs) -> dict[str, Ca
         "triton_unchecked": unchecked(None),
         "triton_packed": unchecked("packed"),
         "triton_bands": unchecked("bands"),
+        "triton_split": unchecked("split"),
         "triton_gradient": lambda x: erase_from_gradient_triton(x[0], x[2], top_percent, box),
         "eager": lambda x: erase_reference(x[0], x[1], top_percent, box),
         "compile": lambda x: compiled(x[0], x[1], args)[:2],
@@ -130,14 +135,15 @@ def implementations(top_percent: float, box: int, first: Inputs) -> dict[str, Ca
 
 
 def applies(name: str, height: int, width: int) -> bool:
-    """Whether an implementation takes images of this size (the packed kernel: sides up to MAX_SIDE)."""
-    return name != "triton_packed" or max(height, width) <= MAX_SIDE
+    """Whether an implementation takes this size: the packed kernel sides up to MAX_SIDE, the split kernel the rest."""
+    small = max(height, width) <= MAX_SIDE
+    return {"triton_packed": small, "triton_split": not small}.get(name, True)
 
 
 def kernel_resources() -> list[dict]:
     """Registers and spills of every Triton erasure kernel compiled and launched in this process (GPU only)."""
     rows = []
-    for kernel in (packed_kernel, bands_kernel):
+    for kernel in KERNELS:
         for cache in getattr(kernel, "device_caches", {}).values():
             for compiled in cache[0].values():
                 metadata = compiled.metadata
@@ -267,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
     resources = kernel_resources() if device.type == "cuda" else []
     if "triton_packed" in impls and any(max(h, w) > MAX_SIDE for _, h, w in cases):
         notes.append(f"triton_packed is timed only where both sides are at most {MAX_SIDE}")
+    if "triton_split" in impls and any(max(h, w) <= MAX_SIDE for _, h, w in cases):
+        notes.append(f"triton_split is timed only where a side is over {MAX_SIDE}")
     data = {"points": points, "copy_bandwidth_bytes_per_s": bandwidth, "kernel_resources": resources}
     tables = [table(points, bandwidth)]
     if resources:

@@ -1,10 +1,12 @@
 """The erasure op as a fused Triton kernel: exact top-k selection, box dilation and fill in one launch.
 
-Two kernels implement it, both exact and equal to the reference bit for bit:
+Three kernels implement it, all exact and equal to the reference bit for bit:
 
 - `packed` (`triton_packed.py`), for sides up to 64: several images per program held in registers, the k-th
   largest key found by bisection, the box dilated on bit-packed rows and columns;
-- `bands` (`triton_bands.py`), for any size: one program per image, radix selection, bands of rows.
+- `bands` (`triton_bands.py`), for any size: one program per image, radix selection, bands of rows;
+- `split` (`triton_split.py`), for large images: the same selection and bands spread over many programs per
+  image, in a few launches.
 
 Saliency values become uint32 keys whose unsigned order is their float order (`triton_keys.py`); anchors are
 the k largest keys, ties to the smaller row-major index. Each launch writes, per image, the count of NaN/Inf
@@ -27,9 +29,15 @@ from miscause.kernels.erase_spec import EraseArgs, EraseResult, check_erase_args
 from miscause.kernels.triton_bands import bands_config, bands_kernel
 from miscause.kernels.triton_keys import KEY_BITS
 from miscause.kernels.triton_packed import MAX_SIDE, packed_config, packed_kernel
+from miscause.kernels.triton_split import split_config, split_erase
 
-Variant = Literal["packed", "bands"]
-VARIANTS: tuple[Variant, ...] = ("packed", "bands")
+Variant = Literal["packed", "bands", "split"]
+VARIANTS: tuple[Variant, ...] = ("packed", "bands", "split")
+
+# Pixels from which an image takes the split kernel: from 128x128 an image spans eight or more band tiles, so
+# one program per image is a long serial walk, and spreading it over programs outweighs the split's few extra
+# launches and its recomputed selection state; below it the band kernel's single launch is cheaper.
+SPLIT_PIXELS = 128 * 128
 
 
 def erase_triton(
@@ -86,13 +94,10 @@ def erase_triton_unchecked(
 
 
 def variant_for(height: int, width: int) -> Variant:
-    """The kernel for an image size: packed when both sides fit a 64-bit word, else bands."""
-    return "packed" if max(height, width) <= MAX_SIDE else "bands"
-
-
-def launch_config(height: int, width: int) -> dict[str, int]:
-    """Block sizes and warps of the bands kernel for an image size (the packed kernel's: `packed_config`)."""
-    return bands_config(height, width)
+    """The kernel for an image size: packed when both sides fit a 64-bit word, split from SPLIT_PIXELS, else bands."""
+    if max(height, width) <= MAX_SIDE:
+        return "packed"
+    return "split" if height * width >= SPLIT_PIXELS else "bands"
 
 
 def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
@@ -128,14 +133,17 @@ def launch(
               nonfinite, anchors)
     c_sal, radius = ranking.shape[1] if from_gradient else 1, min(args.radius, max(h, w))
     options = {"FROM_GRADIENT": from_gradient, "DEBUG": debug, **({"debug": True} if debug else {})}
+    key_bits = KEY_BITS[ranking.dtype]
     with device_guard(images.device):
         if variant == "packed":
             config = packed_config(n, h, w)
             packed_kernel[(triton.cdiv(n, config["IMAGES"]),)](*common, n, c, c_sal, args.k, radius, H=h, W=w,
-                                                                KEY_BITS=KEY_BITS[ranking.dtype], **options,
-                                                                **config)
+                                                                KEY_BITS=key_bits, **options, **config)
+        elif variant == "split":
+            split_erase(*common, c, c_sal, h, w, args.k, radius, KEY_BITS=key_bits, **options, **split_config(h, w))
         else:
-            bands_kernel[(n,)](*common, c, c_sal, h, w, args.k, radius, **options, **bands_config(h, w))
+            bands_kernel[(n,)](*common, c, c_sal, h, w, args.k, radius, KEY_BITS=key_bits, **options,
+                               **bands_config(h, w))
     return EraseResult(erased, mask, nonfinite, anchors, args.k, ranking_name(from_gradient))
 
 

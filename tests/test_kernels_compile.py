@@ -20,13 +20,14 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.interpreter import InterpretedFunction
 
-from miscause.kernels.triton_bands import bands_config, bands_kernel
+from miscause.kernels.triton_bands import bands_config, bands_kernel, radix_passes
 from miscause.kernels.triton_keys import KEY_BITS
 from miscause.kernels.triton_packed import packed_config, packed_kernel
+from miscause.kernels.triton_split import split_config, split_fill_kernel, split_pass_kernel, split_resolve_kernel
 
 TOOLS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 POINTERS = {"images": "images", "fill": "images", "erased": "images", "saliency": "saliency", "mask": "u8",
-            "nonfinite": "i32", "anchors": "i32"}
+            "nonfinite": "i32", "anchors": "i32", "counters": "i32", "slices": "i32", "state": "i32"}
 INTEGERS = {"N", "C", "C_SAL", "H", "W", "k", "radius"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -44,6 +45,19 @@ def signature(kernel: triton.JITFunction, images: str, saliency: str, ones: tupl
             assert name in INTEGERS, f"the kernel's argument {name} is new: update this test"
             types[name] = "i32"
     return types
+
+
+def launches(variant: str, shape: tuple[int, int, int], saliency: str) -> list[tuple[triton.JITFunction, dict]]:
+    """Each kernel a variant launches for a shape, with its block constants and warps."""
+    n, height, width = shape
+    key_bits = KEY_BITS[DTYPES[saliency]]
+    if variant == "packed":
+        return [(packed_kernel, {**packed_config(n, height, width), "H": height, "W": width, "KEY_BITS": key_bits})]
+    if variant == "bands":
+        return [(bands_kernel, {**bands_config(height, width), "KEY_BITS": key_bits})]
+    config = {**split_config(height, width), "KEY_BITS": key_bits}
+    return ([(split_pass_kernel, {**config, "BYTE": byte}) for byte in range(radix_passes(key_bits))]
+            + [(split_resolve_kernel, config), (split_fill_kernel, config)])
 
 
 def resource_usage(cubin: bytes, tmp_path: Path) -> dict[str, int]:
@@ -65,24 +79,25 @@ def resource_usage(cubin: bytes, tmp_path: Path) -> dict[str, int]:
     ("bands", "fp32", "fp32", False, (256, 32, 32), (), 255),
     ("bands", "bf16", "bf16", True, (256, 224, 224), (), 255),
     ("bands", "fp16", "fp32", False, (1, 1, 1), ("C", "C_SAL", "H", "W", "k", "radius"), 255),
+    ("split", "fp32", "fp32", False, (256, 224, 224), (), 255),
+    ("split", "bf16", "bf16", True, (256, 224, 224), (), 255),
+    ("split", "fp16", "fp16", False, (3, 128, 200), (), 255),
+    ("split", "fp16", "fp32", False, (1, 1, 1), ("C", "C_SAL", "H", "W", "k", "radius"), 255),
 ], ids=["packed-fp32-32x32", "packed-bf16-gradient-odd-N", "packed-fp16-1x1-constants", "packed-fp32-64x64",
-        "bands-fp32-32x32", "bands-bf16-gradient-224x224", "bands-fp16-1x1-constants"])
+        "bands-fp32-32x32", "bands-bf16-gradient-224x224", "bands-fp16-1x1-constants", "split-fp32-224x224",
+        "split-bf16-gradient-224x224", "split-fp16-128x200", "split-fp16-1x1-constants"])
 def test_kernel_compiles_for_sm90_without_spills(variant: str, images: str, saliency: str, from_gradient: bool,
                                                  shape: tuple[int, int, int], ones: tuple[str, ...],
                                                  max_registers: int, tmp_path: Path) -> None:
-    n, height, width = shape
-    if variant == "packed":
-        kernel, config = packed_kernel, {**packed_config(n, height, width), "H": height, "W": width}
-    else:
-        kernel, config = bands_kernel, dict(bands_config(height, width))
-    num_warps = config.pop("num_warps")
-    constants = {name: 1 for name in ones} | {"FROM_GRADIENT": from_gradient, "DEBUG": False, **config}
-    if "KEY_BITS" in kernel.arg_names:
-        constants["KEY_BITS"] = KEY_BITS[DTYPES[saliency]]
-    source = ASTSource(fn=kernel, signature=signature(kernel, images, saliency, ones, constants),
-                       constexprs=constants)
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
-    assert compiled.asm["cubin"] and compiled.metadata.num_warps == num_warps
-    usage = resource_usage(compiled.asm["cubin"], tmp_path)
-    assert usage["LOCAL"] == 0 and usage["STACK"] == 0, f"spills: {usage}"
-    assert usage["REG"] <= max_registers, f"registers: {usage}"
+    for kernel, config in launches(variant, shape, saliency):
+        num_warps = config["num_warps"]
+        every = {name: 1 for name in ones} | {"FROM_GRADIENT": from_gradient, "DEBUG": False, **config}
+        constants = {name: value for name, value in every.items() if name in kernel.arg_names}
+        source = ASTSource(fn=kernel, signature=signature(kernel, images, saliency, ones, constants),
+                           constexprs=constants)
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+        name = kernel.fn.__name__
+        assert compiled.asm["cubin"] and compiled.metadata.num_warps == num_warps, name
+        usage = resource_usage(compiled.asm["cubin"], tmp_path)
+        assert usage["LOCAL"] == 0 and usage["STACK"] == 0, f"spills in {name}: {usage}"
+        assert usage["REG"] <= max_registers, f"registers of {name}: {usage}"

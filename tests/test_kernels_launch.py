@@ -10,6 +10,7 @@ import torch
 from miscause.kernels.erase_spec import check_erase_args
 from miscause.kernels.triton_erase import device_guard, variant_for
 from miscause.kernels.triton_packed import packed_config
+from miscause.kernels.triton_split import split_config
 
 
 def test_launch_makes_the_tensors_device_current() -> None:
@@ -39,10 +40,19 @@ def test_fill_tensor_on_a_device_is_not_read_back() -> None:
 
 @pytest.mark.parametrize(("height", "width", "variant"), [
     (1, 1, "packed"), (32, 32, "packed"), (64, 64, "packed"), (40, 9, "packed"), (65, 8, "bands"), (8, 65, "bands"),
-    (224, 224, "bands"),
+    (96, 96, "bands"), (127, 128, "bands"), (128, 128, "split"), (224, 224, "split"), (16384, 1, "split"),
+    (64, 256, "split"),
 ])
-def test_small_images_take_the_packed_kernel(height: int, width: int, variant: str) -> None:
+def test_small_images_take_the_packed_kernel_and_large_ones_the_split(height: int, width: int, variant: str) -> None:
     assert variant_for(height, width) == variant
+
+
+def test_split_slices_are_whole_rows_of_a_few_thousand_pixels() -> None:
+    assert split_config(224, 224) == {"BLOCK": 2048, "BAND": 8, "BLOCK_W": 256, "num_warps": 8, "SLICE": 18,
+                                      "SLICES": 16}
+    assert (split_config(128, 128)["SLICE"], split_config(128, 128)["SLICES"]) == (32, 4)
+    assert (split_config(3, 10000)["SLICE"], split_config(3, 10000)["SLICES"]) == (1, 4)
+    assert (split_config(16384, 1)["SLICE"], split_config(16384, 1)["BLOCK"]) == (4096, 2048)
 
 
 def test_packed_blocks_hold_whole_images_and_drop_masks_when_they_can() -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import importlib.util
 import os
 import random
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,8 @@ import torch
 from miscause import kernels
 from miscause.kernels.erase_spec import EraseArgs, check_result
 from miscause.kernels.triton_erase import erase_triton_unchecked, launch, variant_for
+from miscause.kernels.triton_keys import KEY_BITS
+from miscause.kernels.triton_split import split_config, split_select
 
 if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
     pytest.skip("no GPU: runs under the Triton interpreter from test_kernels_interpreter.py "
@@ -103,29 +106,35 @@ def test_matches_reference_on_every_setting(shape: tuple[int, int, int, int], dt
                                      f"seed {seed}, p={top_percent}, box={box}")
 
 
+@pytest.mark.parametrize("variant", ["bands", "split"])
 @pytest.mark.parametrize(("dtype", "top_percent", "box"), [
     (torch.float32, 5, 3), (torch.bfloat16, 0.1, 5), (torch.float16, 50, 1), (torch.float32, 100, 5),
 ], ids=str)
-def test_matches_reference_at_224(dtype: torch.dtype, top_percent: float, box: int) -> None:
+def test_matches_reference_at_224(dtype: torch.dtype, top_percent: float, box: int, variant: str) -> None:
     generator, seed = fresh_generator()
     images = torch.randn((2, 3, 224, 224), generator=generator).to(dtype)
     saliency = torch.randn((2, 224, 224), generator=generator).to(dtype)
-    assert_matches_reference(images, saliency, top_percent, box, None, f"seed {seed}")
+    assert_matches_reference(images, saliency, top_percent, box, None, f"seed {seed}", variant=variant)
 
 
-@pytest.mark.parametrize("kind", ["constant", "three_values", "signed_zeros"])
+@pytest.mark.parametrize("kind", ["constant", "three_values", "signed_zeros", "subnormals"])
 @pytest.mark.parametrize(("shape", "variant"), [((2, 3, 32, 32), "packed"), ((2, 3, 32, 32), "bands"),
-                                                ((1, 3, 64, 80), "bands")], ids=str)
+                                                ((1, 3, 64, 80), "bands"), ((2, 3, 32, 32), "split"),
+                                                ((1, 3, 64, 80), "split")], ids=str)
 def test_ties_go_to_the_smaller_index(kind: str, shape: tuple[int, int, int, int], variant: str) -> None:
+    """Subnormals: keys that differ only in their low bits, tied at the smallest ones and at +-0."""
     generator, seed = fresh_generator()
     n, _, h, w = shape
     if kind == "constant":
         saliency = torch.full((n, h, w), -1.5)
     elif kind == "three_values":
         saliency = torch.randint(0, 3, (n, h, w), generator=generator).float()
-    else:
+    elif kind == "signed_zeros":
         signs = torch.randint(0, 2, (n, h, w), generator=generator).bool()
         saliency = torch.where(signs, torch.tensor(-0.0), torch.tensor(0.0))
+    else:
+        values = torch.tensor([0.0, -0.0, 1e-45, -1e-45, 3e-45, 1e-40, -1e-40])
+        saliency = values[torch.randint(0, len(values), (n, h, w), generator=generator)]
     images = torch.randn(shape, generator=generator)
     for top_percent, box in ((5, 3), (50, 1), (0.1, 5)):
         assert_matches_reference(images, saliency, top_percent, box, None,
@@ -138,7 +147,7 @@ ONE_BITS = {torch.float32: (torch.int32, 0x3F800000), torch.float16: (torch.int1
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("variant", ["packed", "bands"])
+@pytest.mark.parametrize("variant", ["packed", "bands", "split"])
 def test_selection_exits_early_exactly(dtype: torch.dtype, variant: str) -> None:
     """Shortened searches stay exact: negative keys (whose unsearched low bits are ones), keys one representable
     step apart (the search cannot stop before its last bit), and blocks where only some images can stop early."""
@@ -156,41 +165,110 @@ def test_selection_exits_early_exactly(dtype: torch.dtype, variant: str) -> None
                                      f"seed {seed}, {name}, p={top_percent}", variant=variant)
 
 
-def test_ties_at_224_cut_inside_a_later_block() -> None:
+def order_key(value: float) -> int:
+    """The kernels' uint32 key of a float32 value."""
+    bits = struct.unpack("<I", struct.pack("<f", value))[0]
+    return bits ^ 0xFFFFFFFF if bits >> 31 else bits | 0x80000000
+
+
+def early_exit_saliency(case: str, n: int, h: int, w: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Saliency whose radix selection stops early: at a bin holding exactly k, or at the dtype's last key bit.
+
+    first_byte: k values in [2, 7.5), one bin of the first key byte, the rest in [0, 1). second_byte: k values
+    in [7, 7.03), one bin of the second byte, the rest in [2, 6.5), all in that first-byte bin. bfloat16 and
+    float16: 1 + j / 2^m for j the index modulo 2^m (m mantissa bits), so every level holds many ties.
+    """
+    plane = h * w
+    if case in ("bfloat16", "float16"):
+        bits = 7 if case == "bfloat16" else 10
+        levels = 1 + (torch.arange(plane) % 2**bits) / 2**bits
+        return levels.to(getattr(torch, case)).repeat(n, 1).view(n, h, w)
+    (low, high), (rest_low, rest_high) = ((2.0, 7.5), (0.0, 1.0)) if case == "first_byte" else ((7.0, 7.03), (2.0, 6.5))
+    values = rest_low + (rest_high - rest_low) * torch.rand((n, plane), generator=generator)
+    top = low + (high - low) * torch.rand((n, k), generator=generator)
+    values.scatter_(1, torch.rand((n, plane), generator=generator).argsort(dim=1)[:, :k], top)
+    return values.view(n, h, w)
+
+
+@pytest.mark.parametrize(("case", "passes", "threshold", "cut"), [
+    ("first_byte", 1, 0xC0000000, None), ("second_byte", 2, 0xC0E00000, None),
+    ("bfloat16", 2, order_key(1 + 121 / 128), 121 + 23 * 128 + 1), ("float16", 3, order_key(1 + 969 / 1024),
+                                                                     969 + 5 * 1024 + 1),
+], ids=str)
+def test_radix_selection_stops_early(case: str, passes: int, threshold: int, cut: int | None) -> None:
+    """The split kernel's pass histograms show which passes ran; both band kernels match the reference.
+
+    A bin with exactly the anchors still needed ends selection with its prefix as threshold and no cut (cut =
+    the plane); bfloat16 and float16 keys are searched over two and three bytes, then ties are cut (at 96x80
+    and p=5, k=384: the 24th of 60 ties at level 121 of 128, and the 6th of 7 at level 969 of 1024).
+    """
+    generator, seed = fresh_generator()
+    n, h, w = 2, 96, 80
+    k = kernels.anchor_count(5, h * w)
+    saliency = early_exit_saliency(case, n, h, w, k, generator).to(DEVICE)
+    config = split_config(h, w)
+    nonfinite, anchors = torch.empty((2, n), dtype=torch.int32, device=DEVICE)
+    counters, state = split_select(saliency, nonfinite, anchors, 1, h, w, k, FROM_GRADIENT=False,
+                                   KEY_BITS=KEY_BITS[saliency.dtype], DEBUG=True, SLICE=config["SLICE"],
+                                   SLICES=config["SLICES"], BLOCK=config["BLOCK"], num_warps=config["num_warps"])
+    ran = (counters[:, :4 * 256].view(n, 4, 256).sum(dim=2) > 0).tolist()
+    assert ran == [[byte < passes for byte in range(4)]] * n, f"seed {seed}: passes run {ran}"
+    assert [key & 0xFFFFFFFF for key in state[:, 0].tolist()] == [threshold] * n, f"seed {seed}: thresholds"
+    assert state[:, 1].tolist() == [cut or h * w] * n and nonfinite.tolist() == [0] * n, f"seed {seed}"
+    images = torch.randn((n, 3, h, w), generator=generator)
+    for variant in ("bands", "split"):
+        assert_matches_reference(images, saliency, 5, 3, None, f"seed {seed}", variant=variant)
+
+
+@pytest.mark.parametrize("variant", ["bands", "split"])
+def test_ties_at_224_cut_inside_a_later_block(variant: str) -> None:
+    """About 60% into the ties: a later selection tile, and for the split kernel a later slice."""
     generator, seed = fresh_generator()
     saliency = torch.randint(0, 2, (2, 224, 224), generator=generator).float()
     images = torch.randn((2, 3, 224, 224), generator=generator).to(torch.bfloat16)
-    assert_matches_reference(images, saliency, 30, 3, None, f"seed {seed}")
+    assert_matches_reference(images, saliency, 30, 3, None, f"seed {seed}", variant=variant)
 
 
-def test_anchors_on_every_border() -> None:
-    saliency = torch.zeros(1, 9, 11)
-    for y, x in [(0, 0), (0, 10), (8, 0), (8, 10), (0, 5), (4, 0), (8, 5), (4, 10)]:
+@pytest.mark.parametrize(("variant", "height", "width"), [("packed", 9, 11), ("bands", 9, 11), ("split", 9, 11),
+                                                        ("split", 70, 66)], ids=str)
+def test_anchors_on_every_border(variant: str, height: int, width: int) -> None:
+    """At 70x66 the split kernel's border anchors lie in different slices and bands."""
+    saliency = torch.zeros(1, height, width)
+    bottom, right, middle_y, middle_x = height - 1, width - 1, height // 2, width // 2
+    for y, x in [(0, 0), (0, right), (bottom, 0), (bottom, right), (0, middle_x), (middle_y, 0), (bottom, middle_x),
+                 (middle_y, right)]:
         saliency[0, y, x] = 1.0
-    images = torch.randn(1, 3, 9, 11)
+    images = torch.randn(1, 3, height, width)
     for box in (1, 3, 5, 7):
-        assert_matches_reference(images, saliency, 8, box, torch.tensor([1.0, 2.0, 3.0]), f"box={box}")
+        assert_matches_reference(images, saliency, 799 / (height * width), box, torch.tensor([1.0, 2.0, 3.0]),
+                                 f"box={box}", variant=variant)
 
 
-def test_boxes_wider_than_the_image() -> None:
+@pytest.mark.parametrize(("variant", "shape"), [("packed", (2, 3, 6, 5)), ("bands", (2, 3, 6, 5)),
+                                                ("split", (2, 3, 6, 5)), ("bands", (1, 3, 40, 70)),
+                                                ("split", (1, 3, 40, 70))], ids=str)
+def test_boxes_wider_than_the_image(variant: str, shape: tuple[int, int, int, int]) -> None:
+    """At 40x70 a box reaches over several bands, above and below."""
     generator, seed = fresh_generator()
-    images = torch.randn((2, 3, 6, 5), generator=generator)
-    saliency = torch.randn((2, 6, 5), generator=generator)
+    n, _, h, w = shape
+    images = torch.randn(shape, generator=generator)
+    saliency = torch.randn((n, h, w), generator=generator)
     for box in (7, 13, 1001):
-        assert_matches_reference(images, saliency, 0.1, box, None, f"seed {seed}, box={box}")
+        assert_matches_reference(images, saliency, 0.1, box, None, f"seed {seed}, box={box}", variant=variant)
 
 
+@pytest.mark.parametrize("variant", ["packed", "bands", "split"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_from_gradient_reduces_channels_inside(dtype: torch.dtype) -> None:
+def test_from_gradient_reduces_channels_inside(dtype: torch.dtype, variant: str) -> None:
     generator, seed = fresh_generator()
     for gradient_channels, (h, w) in ((1, (32, 32)), (4, (45, 33))):
         images = torch.randn((2, 3, h, w), generator=generator).to(dtype)
         gradient = torch.randn((2, gradient_channels, h, w), generator=generator).to(dtype)
         assert_matches_reference(images, gradient, 5, 3, None, f"seed {seed}, C'={gradient_channels}",
-                                 from_gradient=True)
+                                 from_gradient=True, variant=variant)
 
 
-@pytest.mark.parametrize("variant", ["packed", "bands"])
+@pytest.mark.parametrize("variant", ["packed", "bands", "split"])
 def test_nonfinite_values_are_flagged_per_image(variant: str) -> None:
     images = torch.zeros(3, 3, 8, 8, device=DEVICE)
     saliency = torch.zeros(3, 8, 8, device=DEVICE)
@@ -230,17 +308,18 @@ def test_non_contiguous_inputs_and_bad_outputs() -> None:
 
 
 
+@pytest.mark.parametrize("variant", ["bands", "split"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(3, 3, 32, 32), (2, 3, 5, 7), (2, 1, 1, 1), (1, 2, 40, 9)],
                          ids=lambda s: "x".join(map(str, s)))
-def test_bands_kernel_on_small_images(shape: tuple[int, int, int, int], dtype: torch.dtype) -> None:
+def test_band_kernels_on_small_images(shape: tuple[int, int, int, int], dtype: torch.dtype, variant: str) -> None:
     generator, seed = fresh_generator()
     n, c, h, w = shape
     for top_percent, box in ((5, 3), (50, 5)):
         images = torch.randn(shape, generator=generator).to(dtype)
         saliency = torch.randn((n, h, w), generator=generator).to(dtype)
         assert_matches_reference(images, saliency, top_percent, box, torch.randn(c, generator=generator),
-                                 f"seed {seed}, p={top_percent}, box={box}", variant="bands")
+                                 f"seed {seed}, p={top_percent}, box={box}", variant=variant)
 
 
 @pytest.mark.parametrize("shape", [(5, 3, 32, 32), (2, 2, 64, 64), (3, 3, 33, 64), (9, 1, 3, 64), (2, 3, 64, 5)],
@@ -263,12 +342,13 @@ def test_packed_kernel_refuses_sides_over_64() -> None:
     images, saliency = torch.zeros(1, 1, 65, 8, device=DEVICE), torch.zeros(1, 65, 8, device=DEVICE)
     with pytest.raises(ValueError, match="sides up to 64"):
         erase_triton_unchecked(images, saliency, 5, 3, variant="packed")
-    with pytest.raises(ValueError, match="variant must be one of packed, bands"):
+    with pytest.raises(ValueError, match="variant must be one of packed, bands, split"):
         erase_triton_unchecked(images, saliency, 5, 3, variant="sorted")
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="a failed device assertion ends the CUDA context of the test process")
-@pytest.mark.parametrize(("variant", "message"), [("packed", "bisection"), ("bands", "radix select")])
+@pytest.mark.parametrize(("variant", "message"), [("packed", "bisection"), ("bands", "radix select"),
+                                                  ("split", "radix select")])
 def test_debug_assertions_catch_a_broken_invariant(variant: str, message: str) -> None:
     """With more anchors asked for than there are pixels, no k-th largest key exists: the assertion says so."""
     images, saliency = torch.randn(2, 3, 8, 8), torch.randn(2, 8, 8)

@@ -3,10 +3,11 @@
     python benchmarks/gpu/exactness.py [--divide D] [--device cuda:N]
 
 Cases: 70,000 images of 32x32 (random, heavily tied, constant), bf16 saliency with fp16 images, subnormal
-and signed-zero saliency, the raw-gradient form, and 224x224 images; each kernel that takes the size. A case
-passes when the erased images and the mask equal the reference's and every image reports exactly k anchors
-and no NaN/Inf. Prints one line per case and exits 1 if any failed. `--divide D` runs each case with 1/D of
-its images (on a CPU, under TRITON_INTERPRET=1, a large D makes it a smoke test).
+and signed-zero saliency, the raw-gradient form, and 224x224 images; each kernel that takes the size (the band
+and split kernels take any size, the packed kernel sides up to 64). A case passes when the erased images and
+the mask equal the reference's and every image reports exactly k anchors and no NaN/Inf. Prints one line per
+case and exits 1 if any failed. `--divide D` runs each case with 1/D of its images (on a CPU, under
+TRITON_INTERPRET=1, a large D makes it a smoke test).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def tiny(n: int, h: int, w: int) -> Maker:
 
 def cases(divide: int = 1) -> list[tuple[str, Maker, float, int]]:
     """(name, inputs, p, box) for every case, with image counts divided by `divide`."""
-    n, big = 70000 // divide, max(4, 512 // divide)
+    n, big = 70000 // divide, max(2, 512 // divide)
     return [
         (f"{n}x32x32 fp32", normal(n, 32, 32, torch.float32, torch.float32), 5, 3),
         (f"{n}x32x32 bf16 images, fp32 saliency, p=0.1 box=5", normal(n, 32, 32, torch.bfloat16, torch.float32),
@@ -74,7 +75,7 @@ def run_case(name: str, make: Maker, top_percent: float, box: int, device: torch
     from_gradient = ranking.dim() == 4
     reference = erase_from_gradient_reference if from_gradient else erase_reference
     want_erased, want_mask = reference(images, ranking, top_percent, box)
-    variants = ["packed", "bands"] if variant_for(*images.shape[2:]) == "packed" else ["bands"]
+    variants = ["packed", "bands", "split"] if variant_for(*images.shape[2:]) == "packed" else ["bands", "split"]
     failures = []
     for variant in variants:
         started = time.perf_counter()
