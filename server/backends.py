@@ -1,8 +1,9 @@
 """The compute behind one model: ONNX Runtime for forward passes, the torch.export program for gradients,
 `miscause.kernels` for saliency and erasure. Tensors in, tensors out; all on the model's device.
 
-Erasure takes either a saliency map (`erase`) or, for the `gradient` method, the raw input gradient
-(`erase_from_gradient`), which the kernel reduces over channels as it reads it, so no map is built for it.
+Erasure (`erase`) ranks pixels by a saliency map or, for the `gradient` method, by the raw input gradient,
+which the kernel reduces over channels as it reads it, so no map is built for it. It returns the status
+unread, for the pipeline to check once per batch.
 
 On CUDA, images travel as uint8 through a pinned staging buffer (a quarter of the float bytes) and are
 normalised on the device; ONNX Runtime reads and writes torch's device memory through IO binding on the
@@ -123,7 +124,7 @@ class Backend:
 
     def gradient(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(float32 [N,C,H,W] raw input gradient of `target` classes (-1: the predicted one), the logits [N,K] of
-        that pass): the `gradient` method before its channel reduction, which `erase_from_gradient` reads."""
+        that pass): the `gradient` method before its channel reduction, which `erase` reads `from_gradient`."""
         gradient, logits = kernels.input_gradient(self.program, images, target)
         return gradient.detach(), logits
 

@@ -193,14 +193,14 @@ def test_bad_request_is_refused_with_a_reason(stub, case):
 def test_failing_request_does_not_poison_its_batch(server, client, stub, monkeypatch):
     """A request that passes validation but breaks a stage fails alone; the rest of its batch succeeds."""
     backend = server.engine.models["alpha"].backend
-    original = backend.erase_from_gradient  # the default saliency method's erasure
+    original = backend.erase
 
-    def erase(images, gradient, top_percent, box, fill):
+    def erase(images, ranking, top_percent, box, fill, from_gradient):
         if top_percent == 42:
             raise ValueError("erasure refused this request")
-        return original(images, gradient, top_percent, box, fill)
+        return original(images, ranking, top_percent, box, fill, from_gradient)
 
-    monkeypatch.setattr(backend, "erase_from_gradient", erase)
+    monkeypatch.setattr(backend, "erase", erase)
     good = [random_images(1, seed=10 + i) for i in range(3)]
     with Gate(server, "alpha") as gate, ThreadPoolExecutor(8) as pool:
         blocker = pool.submit(client.infer, "alpha", random_images(1), ["LABEL"])
