@@ -123,7 +123,7 @@ class EraseResult(NamedTuple):
     nonfinite: torch.Tensor
     anchors: torch.Tensor
     k: int
-    name: str = "saliency"
+    name: str
 
 
 def checked(result: EraseResult) -> tuple[torch.Tensor, torch.Tensor]:

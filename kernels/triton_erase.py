@@ -127,8 +127,9 @@ def launch(
     if mask.shape != (n, h, w) or mask.dtype != torch.bool or not mask.is_contiguous():
         raise ValueError("out[1] must be a contiguous bool tensor of shape (N, H, W)")
     nonfinite, anchors = torch.empty((2, n), dtype=torch.int32, device=images.device)
+    result = EraseResult(erased, mask, nonfinite, anchors, args.k, ranking_name(from_gradient))
     if n == 0:
-        return EraseResult(erased, mask, nonfinite, anchors, args.k, ranking_name(from_gradient))
+        return result
     common = (images.contiguous(), ranking.contiguous(), args.fill_as(images.dtype), erased, mask.view(torch.uint8),
               nonfinite, anchors)
     c_sal, radius = ranking.shape[1] if from_gradient else 1, min(args.radius, max(h, w))
@@ -144,7 +145,7 @@ def launch(
         else:
             bands_kernel[(n,)](*common, c, c_sal, h, w, args.k, radius, KEY_BITS=key_bits, **options,
                                **bands_config(h, w))
-    return EraseResult(erased, mask, nonfinite, anchors, args.k, ranking_name(from_gradient))
+    return result
 
 
 def _outputs(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
