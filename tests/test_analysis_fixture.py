@@ -1,0 +1,159 @@
+"""metrics.json of three fixed toy analyses, one per input path, against the copies kept in tests/fixtures/:
+every key and every value (floats to 1e-6 relative) must be what it was when the copies were made.
+
+What varies between runs and machines is left out: the creation time, package versions and the temporary
+folder (written `<root>`). The command line is compared as its options, whatever their order. Set
+MISCAUSE_WRITE_FIXTURES=1 to write the copies afresh (only when a change of the numbers is intended).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_analysis_erasure import write_images, write_model
+from test_analysis_inputs import write as write_predictions
+
+from miscause.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+VOLATILE = ("created", "versions")
+CLASSES = ("cat", "dog", "ship")
+N = 300
+
+
+def scrubbed(value: object, root: str) -> object:
+    """`value` without the volatile keys, the temporary folder written `<root>`."""
+    if isinstance(value, dict):
+        return {key: scrubbed(item, root) for key, item in value.items() if key not in VOLATILE}
+    if isinstance(value, list):
+        return [scrubbed(item, root) for item in value]
+    if isinstance(value, str):
+        return value.replace(root, "<root>")
+    return value
+
+
+def options(command: str) -> dict[str, list[str]]:
+    """A command line as {option: its values}: the same rerun whatever the options' order."""
+    spelt: dict[str, list[str]] = {}
+    key = ""
+    for word in shlex.split(command):
+        if word.startswith("--"):
+            key = word
+            spelt.setdefault(key, [])
+        else:
+            spelt.setdefault(key, []).append(word)
+    return spelt
+
+
+def assert_same(actual: object, expected: object, where: str = "metrics") -> None:
+    """Key for key and value for value; floats to 1e-6 relative (or 1e-12 absolute)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), where
+        assert list(actual) == list(expected), f"{where}: keys {list(actual)} != {list(expected)}"
+        for key in expected:
+            assert_same(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), where
+        for n, (mine, theirs) in enumerate(zip(actual, expected, strict=True)):
+            assert_same(mine, theirs, f"{where}[{n}]")
+    elif isinstance(expected, float) and not isinstance(actual, bool):
+        assert actual == pytest.approx(expected, rel=1e-6, abs=1e-12), where
+    else:
+        assert actual == expected and type(actual) is type(expected), f"{where}: {actual!r} != {expected!r}"
+
+
+def check(out: Path, root: Path, name: str) -> None:
+    """Compare `out/metrics.json` with the kept copy `name` (or write it, when asked to)."""
+    metrics = scrubbed(json.loads((out / "metrics.json").read_text()), str(root))
+    kept = FIXTURES / name
+    if os.environ.get("MISCAUSE_WRITE_FIXTURES"):
+        kept.parent.mkdir(exist_ok=True)
+        kept.write_text(json.dumps(metrics, indent=1, sort_keys=False) + "\n")
+    expected = json.loads(kept.read_text())
+    assert options(metrics.pop("command")) == options(expected.pop("command"))
+    assert_same(metrics, expected)
+
+
+def test_repository_analysis_with_erasure_is_unchanged(tmp_path: Path) -> None:
+    """Two seeded toy models (one cross-fitted: it trained on trainval) on seeded images, every part on."""
+    write_images(tmp_path / "data", {"train": 12, "test": 10}, seed=3)
+    for name, seed, tta in (("tiny_a", 0, "none"), ("tiny_b", 1, "flip")):
+        write_model(tmp_path / "repo", name, seed, tta)
+    out = tmp_path / "report"
+    assert main(["analyze", "--repository", str(tmp_path / "repo"), "--data", str(tmp_path / "data"), "--erasure",
+                 "--out", str(out), "--sweep-top-percent", "5", "20", "--sweep-box", "1", "3",
+                 "--sweep-fill", "mean", "blur", "--curve-images", "6", "--curve-steps", "4", "--curve-methods",
+                 "gradient", "--randomisation-images", "4", "--examples", "2", "--batch-size", "16",
+                 "--min-count", "2", "--policy-min-gain", "1", "--device", "cpu", "--no-progress",
+                 "--no-policy"]) == 0
+    check(out, tmp_path, "metrics-repository.json")
+
+
+def write_result_file(path: Path, arch: str, seed: int) -> None:
+    """A study result file (format version 3) of planted runs: three anchors, a fill sweep, curves and the
+    randomisation check, written from its documented layout."""
+    rng = np.random.default_rng(seed)
+    settings = [(5.0, 3), (20.0, 3)]
+    arrays: dict[str, np.ndarray] = {"settings": np.asarray(settings, dtype=np.float64)}
+    for split in ("val", "test"):
+        labels = np.arange(N) % len(CLASSES)
+        # mostly i -> i+1; net_c alone confuses cat with ship (i -> i+2) instead
+        step = np.where((labels == 0) & (arch == "net_c"), 2, 1)
+        predicted = np.where(rng.random(N) < 0.35, (labels + step + (rng.random(N) < 0.15)) % 3, labels)
+        logits = rng.normal(0, 0.5, (N, len(CLASSES))).astype(np.float32)
+        logits[np.arange(N), predicted] += rng.uniform(0.2, 3, N).astype(np.float32)
+        arrays.update({f"{split}/positions": np.arange(N, dtype=np.int64), f"{split}/labels": labels,
+                       f"{split}/logits": logits})
+        for anchor, fix in (("saliency", 0.5), ("random", 0.3), ("shifted", 0.35)):
+            after = np.where(rng.random((2, N)) < fix, labels, predicted)
+            after = np.where(rng.random((2, N)) < 0.1, (after + 1) % 3, after)
+            arrays[f"{split}/predicted/{anchor}"] = after.astype(np.int16)
+            arrays[f"{split}/pixels/{anchor}"] = rng.integers(40, 300, (2, N)).astype(np.int32)
+            for fill in ("mean", "blur"):
+                arrays[f"{split}/fill/{fill}/{anchor}"] = np.where(rng.random(N) < fix, labels,
+                                                                   predicted).astype(np.int16)
+    arrays["curves/rows"] = np.arange(0, N, 30, dtype=np.int64)
+    for order in ("gradient", "random"):
+        for mode in ("deletion", "insertion"):
+            arrays[f"curves/{order}/{mode}"] = rng.random((10, 5)).astype(np.float32)
+    arrays["randomisation/rows"] = np.arange(6, dtype=np.int64)
+    arrays["randomisation/gradient"] = rng.uniform(-0.2, 0.6, 6)
+    arrays.update({"examples/rows": np.zeros(0, np.int64), "examples/after": np.zeros(0, np.int64),
+                   "examples/image": np.zeros((0, 32, 32, 3), np.uint8),
+                   "examples/saliency": np.zeros((0, 32, 32), np.float32),
+                   "examples/erased": np.zeros((0, 32, 32, 3), np.uint8),
+                   "examples/mask": np.zeros((0, 32, 32), bool)})
+    erasure = {"top_percent": 5.0, "box": 3, "sweep_top_percent": [5.0, 20.0], "sweep_box": [3], "fill": None,
+               "saliency_method": "gradient", "batch_size": 256, "seed": 0, "sweep_fill": ["mean", "blur"],
+               "curve_methods": ["gradient"], "curve_steps": 4, "curve_images": 10, "insertion_canvas": "blur"}
+    meta = {"format_version": 3, "arch": arch, "classes": list(CLASSES), "mean": [0.5] * 3, "std": [0.25] * 3,
+            "training": {"split": "train"}, "erasure": erasure,
+            "anchors": {"saliency": {}, "random": {}, "shifted": {}}, "data": {"path": "data", "test_size": N,
+                                                                               "val_size": N},
+            "device": "cpu", "fill_sweep": {"setting": [5.0, 3], "fills": ["mean", "blur"]},
+            "curves": {"orders": ["gradient", "random"], "steps": 4},
+            "randomisation": {"methods": ["gradient"], "seed": 0}}
+    np.savez_compressed(path, meta=np.asarray(json.dumps(meta)), **arrays)
+
+
+def test_result_file_analysis_is_unchanged(tmp_path: Path) -> None:
+    for seed, arch in enumerate(("net_a", "net_b", "net_c")):
+        write_result_file(tmp_path / f"{arch}.npz", arch, seed)
+    out = tmp_path / "report"
+    assert main(["analyze", "--results", *(str(tmp_path / f"{a}.npz") for a in ("net_a", "net_b", "net_c")),
+                 "--out", str(out), "--min-count", "2", "--policy-min-gain", "1", "--control", "shifted",
+                 "--replicates", "net=net_a,net_b"]) == 0
+    check(out, tmp_path, "metrics-results.json")
+
+
+def test_predictions_analysis_is_unchanged(tmp_path: Path) -> None:
+    paths = [str(write_predictions(tmp_path / f"m{seed}.npz", n=240, seed=seed)) for seed in range(3)]
+    out = tmp_path / "report"
+    assert main(["analyze", "--predictions", *paths, "--out", str(out), "--min-count", "3",
+                 "--correction", "bh"]) == 0
+    check(out, tmp_path, "metrics-predictions.json")
