@@ -36,11 +36,10 @@ from tqdm import tqdm
 
 from miscause import __version__
 from miscause.atomic import atomic_path
-from miscause.defaults import BOX, RANDOMISATION_IMAGES, TOP_PERCENT
+from miscause.defaults import RANDOMISATION_IMAGES
 from miscause.device import describe, pick_device
 from miscause.errors import MiscauseError
-from miscause.jobs.analysis.erasure import ErasureOptions
-from miscause.jobs.analysis.fills import FILLS
+from miscause.jobs.analysis.options import add_erasure_arguments, erasure_options, erasure_words
 from miscause.jobs.study_plan import plan_stage, plan_table, split_sizes
 from miscause.jobs.study_stage import StageRequest, invoke, result_path, run_stage, train_job
 from miscause.jobs.training import zoo
@@ -54,28 +53,6 @@ def invoke_all(steps: list[tuple[str, list]], share: float | None) -> None:
     """A stage of the whole study: its jobs in order, as their command lines would run them."""
     for command, argv in steps:
         invoke(command, argv)
-
-
-SWEEPS = ("sweep_top_percent", "sweep_box", "sweep_fill", "curve_methods")  # options shared with analyze
-
-
-def given_sweeps(args: argparse.Namespace) -> dict:
-    """The erasure options the study was given (the sweeps, the curves' methods and images), by field name."""
-    given = {key: tuple(getattr(args, key)) for key in SWEEPS if getattr(args, key)}
-    return given | ({"curve_images": args.curve_images} if args.curve_images is not None else {})
-
-
-def sweep_options(args: argparse.Namespace) -> list:
-    """The erasure sweep as `analyze` takes it, where the study was given one."""
-    options = []
-    for key, value in given_sweeps(args).items():
-        options += ["--" + key.replace("_", "-"), *(value if isinstance(value, tuple) else (value,))]
-    return options
-
-
-def erasure_options(args: argparse.Namespace) -> ErasureOptions:
-    """The erasure study's settings: analyze's defaults, with the study's sweep where given."""
-    return ErasureOptions(TOP_PERCENT, BOX, seed=args.seed, **given_sweeps(args))
 
 
 def whole_study(args: argparse.Namespace) -> list[Stage]:
@@ -97,7 +74,7 @@ def whole_study(args: argparse.Namespace) -> list[Stage]:
         source = ["--predictions", *(out / "predictions" / f"{arch}-test.npz" for arch in args.archs)]
     else:
         source = ["--repository", out / "repository", "--models", *args.archs, "--data", data, "--erasure",
-                  "--device", args.device, *sweep_options(args),
+                  "--device", args.device, *erasure_words(args),
                   *(["--max-images", args.limit] if args.limit else []),
                   "--randomisation-images", args.randomisation_images]
     stages.append(("analyze", partial(invoke_all, [("analyze", [*source, "--out", out / "report"])])))
@@ -107,8 +84,8 @@ def whole_study(args: argparse.Namespace) -> list[Stage]:
 def plan_for(args: argparse.Namespace, arch: str, budget_seconds: float | None) -> dict:
     """One architecture's stage plan: measured on the chosen device, epochs fitted to the budget if any."""
     recipe = recipe_for(arch, {"epochs": args.epochs, "batch_size": args.batch_size})
-    return plan_stage(arch, recipe, split_sizes(args.data and str(args.data), args.limit), erasure_options(args),
-                      pick_device(args.device), budget_seconds)
+    return plan_stage(arch, recipe, split_sizes(args.data and str(args.data), args.limit),
+                      erasure_options(args, seed=args.seed), pick_device(args.device), budget_seconds)
 
 
 def device_stage(args: argparse.Namespace, state: dict, arch: str, share: float | None) -> None:
@@ -118,9 +95,10 @@ def device_stage(args: argparse.Namespace, state: dict, arch: str, share: float 
         state["plans"][arch] = plan_for(args, arch, share).record()
         write_state(args.out / "study.json", state)
     plan = state["plans"][arch]
-    run_stage(StageRequest(arch, str(args.data), args.out, plan["epochs"], args.batch_size, args.limit, args.seed,
-                           erasure_options(args), args.examples, args.device, not args.no_progress, plan,
-                           args.randomisation_images))
+    run_stage(StageRequest(arch=arch, data=str(args.data), out=args.out, epochs=plan["epochs"],
+                           batch_size=args.batch_size, limit=args.limit, seed=args.seed,
+                           erasure=erasure_options(args, seed=args.seed), examples=args.examples, device=args.device,
+                           progress=not args.no_progress, plan=plan, randomisation_images=args.randomisation_images))
 
 
 def stage_only(args: argparse.Namespace, state: dict) -> list[Stage]:
@@ -188,17 +166,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="override every recipe's epoch count")
     parser.add_argument("--batch-size", type=int, help="override every recipe's batch size")
     parser.add_argument("--limit", type=int, help="train on N images and analyze N images per split (toy runs)")
-    parser.add_argument("--sweep-top-percent", type=float, nargs="+", metavar="P",
-                        help="the erasure sweep's p values (default: analyze's, 1 2 5 10 20)")
-    parser.add_argument("--sweep-box", type=int, nargs="+", metavar="B",
-                        help="the erasure sweep's b values (default: analyze's, 1 3 5)")
-    parser.add_argument("--sweep-fill", nargs="+", choices=FILLS, metavar="FILL",
-                        help=f"fills compared at the default setting (default: analyze's, {' '.join(FILLS)})")
-    parser.add_argument("--curve-methods", nargs="+", metavar="METHOD",
-                        help="saliency methods of the deletion and insertion curves (default: analyze's, all but "
-                             "grad_cam)")
-    parser.add_argument("--curve-images", type=int, metavar="N",
-                        help="test images of the curves (default: analyze's, 256; 0: no curves)")
     parser.add_argument("--randomisation-images", type=int, default=RANDOMISATION_IMAGES, metavar="N",
                         help=f"test images of the model-randomisation check (default: analyze's, "
                              f"{RANDOMISATION_IMAGES}; 0: none)")
@@ -211,6 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "trains only the epochs that fit its share of what is left")
     parser.add_argument("--no-erasure", action="store_true", help="analyze predictions only")
     parser.add_argument("--no-progress", action="store_true")
+    add_erasure_arguments(parser, "erasure settings (as `miscause analyze` takes them)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -223,7 +191,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise MiscauseError(f"--budget-minutes must be positive, got {args.budget_minutes}")
     if args.randomisation_images < 0:
         raise MiscauseError(f"--randomisation-images must be at least 0, got {args.randomisation_images}")
-    erasure_options(args).check()
+    erasure_options(args, seed=args.seed).check()
 
 
 def dry_run(args: argparse.Namespace) -> int:

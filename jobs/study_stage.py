@@ -42,7 +42,7 @@ def invoke(command: str, argv: list) -> None:
         raise MiscauseError(f"miscause {command} exited with status {status}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageRequest:
     """What one stage does: the architecture, its data and planned epochs, the erasure study's settings, the test
     images of the model-randomisation check."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
 
 import torch
+
+from miscause.erasure import ErasureSettings
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -67,7 +68,8 @@ def check_erase_args(
     saliency_name: str = "saliency",
     per_channel: bool = False,
 ) -> EraseArgs:
-    """Validate shapes, dtypes, devices, p, the box and the fill; raise ValueError saying what is wrong.
+    """Validate shapes, dtypes, devices, p and the box (`ErasureSettings.check`) and the fill; raise ValueError
+    saying what is wrong.
 
     `per_channel` means `saliency` is a raw gradient [N, C', H, W] reduced inside the op, not a map [N, H, W].
     Finiteness is not checked here: each implementation checks it where it reads the values anyway.
@@ -95,13 +97,7 @@ def check_erase_args(
         raise ValueError(f"{saliency_name} must be float32, float16 or bfloat16, got {saliency.dtype}")
     if saliency.device != images.device:
         raise ValueError(f"{saliency_name} is on {saliency.device} but images are on {images.device}")
-    if isinstance(top_percent, bool) or not isinstance(top_percent, numbers.Real):
-        raise ValueError(f"top_percent must be a number in (0, 100], got {top_percent!r}")
-    if not 0 < top_percent <= 100:
-        raise ValueError(f"top_percent must be in (0, 100], got {top_percent!r}")
-    if isinstance(box, bool) or not isinstance(box, int) or box < 1 or box % 2 == 0:
-        raise ValueError(f"box must be an odd integer >= 1 (the side of the square erased around each anchor), "
-                         f"got {box!r}")
+    ErasureSettings(top_percent=top_percent, box=box).check()
     fill_tensor, fill_values = _fill_values(fill, c, images)
     return EraseArgs(k=anchor_count(top_percent, h * w), radius=(box - 1) // 2, fill=fill_tensor,
                      fill_values=fill_values)

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from miscause.atomic import atomic_path
+from miscause.erasure import SETTING_NAMES
 from miscause.errors import MiscauseError
 from miscause.repository import POLICY
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
-DEFAULT_KEYS = ("top_percent", "box", "fill", "saliency_method")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def parse_policy(raw: object, classes: list[str], source: str) -> Policy | None:
         if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 <= limit <= 1:
             raise MiscauseError(f"{source}: rule {number} max_confidence must be a number in [0, 1]")
         thresholds[index] = float(limit) if np.isnan(thresholds[index]) else max(thresholds[index], limit)
-    return Policy(thresholds=thresholds, defaults={key: raw[key] for key in DEFAULT_KEYS if key in raw})
+    return Policy(thresholds=thresholds, defaults={key: raw[key] for key in SETTING_NAMES if key in raw})
 
 
 def read_policy(model_dir: str | os.PathLike, classes: list[str]) -> Policy | None:

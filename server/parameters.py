@@ -1,7 +1,8 @@
 """Request parameters of the explanation and erasure stages: names, defaults, validation.
 
-Defaults come from the model's policy.json where it sets them, else from the study (erase in boxes anchored at
-the top 5% saliency pixels); a request overrides any of them for its own images.
+Defaults come from the model's policy.json where it sets them, else from the study (`miscause.erasure.ErasureSettings`:
+boxes anchored at the top 5% saliency pixels); a request overrides any of them for its own images. p, b and the
+method are checked by `ErasureSettings.check`; the service adds only that a box fits the image.
 
 `fill` is the value erased pixels take, in normalised units, one per channel (None: 0 on every channel, the
 dataset mean). A request sends one number (every channel) or a string of comma-separated numbers.
@@ -12,11 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
+from miscause.erasure import ErasureSettings
 from miscause.kernels.saliency import METHODS
 
-BUILTIN_DEFAULTS = {"top_percent": TOP_PERCENT, "box": BOX, "fill": None, "saliency_method": SALIENCY_METHOD,
-                    "target": None}
+BUILTIN_DEFAULTS = {**asdict(ErasureSettings()), "target": None}
 NAMES = tuple(BUILTIN_DEFAULTS)
 
 
@@ -75,17 +75,15 @@ def resolve(values: dict, defaults: dict, classes: list[str], height: int, width
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
     merged = {**BUILTIN_DEFAULTS, **defaults, **values}
-    top_percent = _number("top_percent", merged["top_percent"])
-    if not 0 < top_percent <= 100:
-        raise ValueError(f"parameter top_percent must lie in (0, 100], got {top_percent:g}")
-    box = _integer("box", merged["box"])
-    if not 1 <= box <= min(height, width) or box % 2 == 0:
-        raise ValueError(f"parameter box must be an odd integer in 1..{min(height, width)}, got {box}")
-    fill = _fill(merged["fill"], channels)
-    method = merged["saliency_method"]
-    if method not in methods:
-        known = ", ".join(methods)
-        raise ValueError(f"parameter saliency_method must be one of {known}, got {method!r}")
+    settings = ErasureSettings(top_percent=_number("top_percent", merged["top_percent"]),
+                               box=_integer("box", merged["box"]), fill=_fill(merged["fill"], channels),
+                               saliency_method=merged["saliency_method"])
+    try:
+        settings.check(methods)
+    except ValueError as error:
+        raise ValueError(f"parameter {error}") from None
+    if settings.box > min(height, width):
+        raise ValueError(f"parameter box must be an odd integer in 1..{min(height, width)}, got {settings.box}")
     target = merged["target"]
     if isinstance(target, str):
         if target not in classes:
@@ -95,4 +93,4 @@ def resolve(values: dict, defaults: dict, classes: list[str], height: int, width
         target = _integer("target", target)
         if not 0 <= target < len(classes):
             raise ValueError(f"parameter target must lie in 0..{len(classes) - 1}, got {target}")
-    return Explain(top_percent=top_percent, box=box, fill=fill, saliency_method=method, target=target)
+    return Explain(**asdict(settings), target=target)

@@ -51,10 +51,11 @@ def options(command: str) -> dict[str, list[str]]:
 
 
 def assert_same(actual: object, expected: object, where: str = "metrics") -> None:
-    """Key for key and value for value; floats to 1e-6 relative (or 1e-12 absolute)."""
+    """Key for key (a JSON object's order means nothing) and value for value; floats to 1e-6 relative (or 1e-12
+    absolute)."""
     if isinstance(expected, dict):
         assert isinstance(actual, dict), where
-        assert list(actual) == list(expected), f"{where}: keys {list(actual)} != {list(expected)}"
+        assert sorted(actual) == sorted(expected), f"{where}: keys {sorted(actual)} != {sorted(expected)}"
         for key in expected:
             assert_same(actual[key], expected[key], f"{where}.{key}")
     elif isinstance(expected, list):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from miscause.cli import main
+from miscause.cli import COMMANDS, main, subcommand_parser
 
 CLASSES = ("cat", "dog", "ship", "truck")
 
@@ -50,6 +50,22 @@ def test_mismatched_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     fails(capsys, ["analyze", "--predictions", str(a), str(write(other / "a.npz")), "--out", out],
           "model names repeat")
     assert not Path(out).exists()
+
+
+def erasure_flags(command: str) -> dict[str, tuple]:
+    """The erasure-settings flags of a subcommand's parser: flag -> (default, nargs, type, choices)."""
+    parser, _ = subcommand_parser(f"miscause {command}", COMMANDS[command][0])
+    group = next(g for g in parser._action_groups if g.title.startswith("erasure settings"))
+    return {action.option_strings[0]: (action.default, action.nargs, action.type, action.choices)
+            for action in group._group_actions}
+
+
+def test_analyze_and_study_offer_the_same_erasure_options() -> None:
+    analyze, study = erasure_flags("analyze"), erasure_flags("study")
+    assert analyze == study
+    assert {"--top-percent", "--box", "--fill", "--saliency-method", "--sweep-top-percent", "--sweep-box",
+            "--sweep-fill", "--curve-methods", "--curve-steps", "--curve-images", "--insertion-canvas"} == set(analyze)
+    assert (analyze["--top-percent"][0], analyze["--box"][0], analyze["--saliency-method"][0]) == (5.0, 3, "gradient")
 
 
 def test_broken_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -130,8 +146,8 @@ def test_repository_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     fails(capsys, base + ["absent"], "model 'absent' not found")
     fails(capsys, base + ["broken"], "config.json is not valid JSON")
     fails(capsys, base + ["bare"], "no model.pt2 in")
-    fails(capsys, base + ["bare", "--erasure", "--saliency-method", "magic"], "unknown saliency method 'magic'")
-    fails(capsys, base + ["bare", "--erasure", "--sweep-box", "1", "4"], "box must be an odd size >= 1, got 4")
+    fails(capsys, base + ["bare", "--erasure", "--saliency-method", "magic"], "saliency_method must be one of gradient")
+    fails(capsys, base + ["bare", "--erasure", "--sweep-box", "1", "4"], "box must be an odd integer >= 1")
     # checked before any model is loaded or run
     fails(capsys, base + ["broken", "--replicates", "g=broken,absent"], "--replicates g: unknown model(s) absent")
     assert not Path(out).exists()

@@ -25,11 +25,12 @@ import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 
-from miscause.defaults import BOX, RANDOMISATION_IMAGES, SALIENCY_METHOD, TOP_PERCENT
+from miscause.defaults import RANDOMISATION_IMAGES
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure import ANCHORS
-from miscause.jobs.analysis.fills import FILLS, parse_fill
+from miscause.jobs.analysis.fills import parse_fill
 from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
+from miscause.jobs.analysis.options import RUN_TIME, add_erasure_arguments, erasure_options
 from miscause.jobs.analysis.predictions import load_predictions
 from miscause.jobs.analysis.replicates import check_replicates, parse_replicates
 from miscause.jobs.analysis.report import write_report
@@ -38,8 +39,6 @@ from miscause.jobs.analysis.versions import versions
 
 REPEATED = ("replicates",)  # options given once per value
 CONTROLS = ANCHORS[1:]
-RUN_TIME_FLAGS = ("--sweep-fill", "--curve-methods", "--curve-steps", "--curve-images", "--insertion-canvas",
-                  "--randomisation-images")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,34 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test images of the model-randomisation check (Adebayo et al. 2018), drawn with the "
                              "seed: every saliency method of every model, trained against seeded random weights; "
                              f"0: no check (default {RANDOMISATION_IMAGES})")
-    erasure_group = parser.add_argument_group("erasure study (with --repository; with --results only the default "
-                                              "setting, method, policy gain and seed apply)")
+    erasure_group = parser.add_argument_group("erasure study (with --repository; with --results only the control, "
+                                              "policy gain and seed apply)")
     erasure_group.add_argument("--erasure", action="store_true", help="run the erasure study and fit the policy")
-    erasure_group.add_argument("--top-percent", type=float, default=TOP_PERCENT,
-                               help="default anchor share p (default %(default)g)")
-    erasure_group.add_argument("--box", type=int, default=BOX, help="default box size b, odd (default %(default)s)")
-    erasure_group.add_argument("--sweep-top-percent", type=float, nargs="+", metavar="P",
-                               help="p values of the sweep (default 1 2 5 10 20)")
-    erasure_group.add_argument("--sweep-box", type=int, nargs="+", metavar="B",
-                               help="b values of the sweep (default 1 3 5)")
-    erasure_group.add_argument("--fill", nargs="+", metavar="FILL",
-                               help=f"what erased pixels become: one of {', '.join(FILLS)}, or three values in "
-                                    "normalised units (default mean: the dataset mean, 0)")
-    erasure_group.add_argument("--sweep-fill", nargs="+", choices=FILLS, metavar="FILL",
-                               help=f"fills compared at the default setting (default all: {' '.join(FILLS)})")
-    erasure_group.add_argument("--curve-methods", nargs="+", metavar="METHOD",
-                               help="saliency methods of the deletion and insertion curves (default: all but grad_cam, "
-                                    "which needs a layer in every model)")
-    erasure_group.add_argument("--curve-steps", type=int, metavar="T", help="steps of each curve (default 16)")
-    erasure_group.add_argument("--curve-images", type=int, metavar="N",
-                               help="test images the curves use, drawn with the seed; 0: no curves (default 256)")
-    erasure_group.add_argument("--insertion-canvas", choices=FILLS,
-                               help="what the insertion curves start from (default blur)")
     erasure_group.add_argument("--control", choices=CONTROLS, default="random",
                                help="the control erasure a pair must beat to be verified (default %(default)s; "
                                     "shifted: the saliency mask at a random offset, the same pixel count)")
-    erasure_group.add_argument("--saliency-method", default=SALIENCY_METHOD,
-                               help="one of miscause.kernels.METHODS, of the predicted class (default %(default)s)")
     erasure_group.add_argument("--max-images", type=int, help="analyse a random subset of this many images per split")
     erasure_group.add_argument("--examples", type=int, default=8, help="example images per model in the report")
     erasure_group.add_argument("--policy-min-gain", type=int, default=3,
@@ -105,6 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     erasure_group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     erasure_group.add_argument("--seed", type=int, default=0, help="random anchors, subsets and bootstrap")
     erasure_group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_erasure_arguments(parser, "erasure settings (with --results only --top-percent, --box and "
+                                  "--saliency-method apply: the files hold finished runs)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -113,9 +92,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise MiscauseError("give exactly one of --predictions, --repository or --results")
     if args.predictions and (args.erasure or args.models):
         raise MiscauseError("--erasure and --models need --repository (predictions files hold no images)")
-    computed = {"--models": args.models, "--data": args.data, "--max-images": args.max_images,
-                "--sweep-top-percent": args.sweep_top_percent, "--sweep-box": args.sweep_box, "--fill": args.fill,
-                **{flag: getattr(args, flag[2:].replace("-", "_")) for flag in RUN_TIME_FLAGS}}
+    computed = {"--models": args.models, "--data": args.data, "--max-images": args.max_images, "--fill": args.fill,
+                **{"--" + key.replace("_", "-"): getattr(args, key) for key in RUN_TIME},
+                "--randomisation-images": args.randomisation_images}
     given = [flag for flag, value in computed.items() if value is not None]
     if args.results and given:
         raise MiscauseError(f"{', '.join(given)}: result files hold finished runs; these options apply when the "
@@ -191,22 +170,12 @@ def run_results(args: argparse.Namespace, options: AnalysisOptions, context: dic
 def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: dict) -> int:
     """The model-repository path; torch and the kernels are imported only here."""
     from miscause.device import pick_device
-    from miscause.jobs.analysis.erasure import ErasureOptions
     from miscause.jobs.analysis.repository_analysis import RepositoryRequest, analyze_repository
     from miscause.jobs.analysis.repository_model import model_names
     from miscause.policy import write_policy
     from miscause.repository import POLICY
 
-    erasure = None
-    if args.erasure:
-        sweeps = {"sweep_top_percent": args.sweep_top_percent, "sweep_box": args.sweep_box,
-                  "sweep_fill": args.sweep_fill, "curve_methods": args.curve_methods}
-        given = {"curve_steps": args.curve_steps, "curve_images": args.curve_images,
-                 "insertion_canvas": args.insertion_canvas}
-        erasure = ErasureOptions(args.top_percent, args.box, fill=parse_fill(args.fill) if args.fill else None,
-                                 saliency_method=args.saliency_method, batch_size=args.batch_size, seed=args.seed,
-                                 **{key: tuple(value) for key, value in sweeps.items() if value},
-                                 **{key: value for key, value in given.items() if value is not None})
+    erasure = erasure_options(args, batch_size=args.batch_size, seed=args.seed) if args.erasure else None
     names = tuple(args.models or model_names(args.repository))
     check_replicates(options.groups, {name: () for name in names})
     checked = RANDOMISATION_IMAGES if args.randomisation_images is None else args.randomisation_images

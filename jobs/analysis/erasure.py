@@ -15,6 +15,7 @@ corrections only hand the answer to the model's second choice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,12 +23,12 @@ import torch
 from tqdm import tqdm
 
 from miscause import kernels
-from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
+from miscause.erasure import ErasureSettings
 from miscause.errors import MiscauseError
 from miscause.grad_cam_layers import GRAD_CAM
 from miscause.jobs.analysis import runner_up
 from miscause.jobs.analysis.controls import SHIFTED, draw_offsets, shift_masks
-from miscause.jobs.analysis.fills import FILLS, Fill, canvas, check_fill, fill_masked, fill_name
+from miscause.jobs.analysis.fills import FILLS, canvas, check_fill, fill_masked, fill_name
 from miscause.jobs.analysis.predictions import Predictions, make_predictions
 from miscause.jobs.analysis.repository_model import RepositoryModel
 from miscause.jobs.analysis.significance import adjust, mcnemar_greater
@@ -40,16 +41,13 @@ SHIFT_STREAM = 1  # the shifted control's offsets come from their own random str
 CURVE_METHODS = tuple(method for method in kernels.METHODS if method != GRAD_CAM)
 
 
-@dataclass(frozen=True)
-class ErasureOptions:
-    """Settings of the study; the default setting is always part of the sweep."""
+@dataclass(frozen=True, kw_only=True)
+class ErasureOptions(ErasureSettings):
+    """The study's erasure settings (`fill` may also name a fill of `fills`) and its sweeps, curves and batches;
+    the default setting is always part of the sweep."""
 
-    top_percent: float = TOP_PERCENT
-    box: int = BOX
     sweep_top_percent: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)
     sweep_box: tuple[int, ...] = (1, 3, 5)
-    fill: Fill = None
-    saliency_method: str = SALIENCY_METHOD
     batch_size: int = 256
     seed: int = 0
     sweep_fill: tuple[str, ...] = FILLS
@@ -75,16 +73,13 @@ class ErasureOptions:
         """Classifications of an image's erasures: every anchor kind at every setting and every further fill."""
         return len(ANCHORS) * (len(self.settings()) + len(self.extra_fills()))
 
-    def check(self) -> None:
-        """A `MiscauseError` for a setting the erase op would refuse."""
-        for p, b in self.settings():
-            if not 0 < p <= 100:
-                raise MiscauseError(f"top percent must lie in (0, 100], got {p}")
-            if b < 1 or b % 2 == 0:
-                raise MiscauseError(f"box must be an odd size >= 1, got {b}")
-        if self.saliency_method not in kernels.METHODS:
-            raise MiscauseError(f"unknown saliency method {self.saliency_method!r}: choose one of "
-                                f"{', '.join(kernels.METHODS)}")
+    def check(self, methods: Sequence[str] = kernels.METHODS) -> None:
+        """A `MiscauseError` for a setting the erase op would refuse (every setting of the sweep checked)."""
+        try:
+            for p, b in self.settings():
+                ErasureSettings(top_percent=p, box=b, saliency_method=self.saliency_method).check(methods)
+        except ValueError as error:
+            raise MiscauseError(str(error)) from None
         if self.batch_size < 1:
             raise MiscauseError(f"--batch-size must be at least 1, got {self.batch_size}")
         check_fill(self.fill)

@@ -9,9 +9,12 @@ trained on `train`, else cross-fitting over folds of the test split.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import torch
 
+from miscause.erasure import ErasureSettings
 from miscause.jobs.analysis.erasure import SplitRun
 from miscause.jobs.analysis.significance import bootstrap_mean_interval
 from miscause.policy import FORMAT_VERSION, Policy
@@ -140,10 +143,7 @@ def policy_document(model: str, fit: dict, test: dict, classes: tuple[str, ...],
     return {
         "version": FORMAT_VERSION,
         "model": model,
-        "saliency_method": saliency_method,
-        "top_percent": top_percent,
-        "box": box,
-        "fill": fill,
+        **asdict(ErasureSettings(top_percent=top_percent, box=box, fill=fill, saliency_method=saliency_method)),
         "rules": [{"pred": classes[c], "max_confidence": threshold}
                   for c, (threshold, _) in sorted(fit["rules"].items())],
         "fitted_on": {**fitted_on, "n": fit["n"], "net_gain": fit["gain"],
