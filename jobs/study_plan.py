@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miscause.jobs.analysis.erasure import ErasureOptions, run_split
-from miscause.jobs.analysis.repository_model import live_model
+from miscause.jobs.analysis.erasure.run import ErasureOptions, run_split
+from miscause.jobs.analysis.inputs.repository_model import live_model
 from miscause.jobs.training import zoo
 from miscause.jobs.training.data import CIFAR10_MEAN, CIFAR10_STD, VALIDATION_SIZE
 from miscause.jobs.training.train import Recipe, measure_step_seconds

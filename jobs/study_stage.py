@@ -1,7 +1,7 @@
 """One architecture's self-contained study stage: train, then from the trained model the erasure study's
 validation and test runs, the test images' deletion and insertion curves and the model-randomisation check of
 the saliency maps, written as one result file
-(`miscause.jobs.analysis.results`) and no weights.
+(`miscause.jobs.analysis.inputs.results`) and no weights.
 
 Made for a lent device whose files cannot outlive the call: the stage runs start to finish in one process,
 its training resumes from the last epoch if the call is restarted, and only the result file is kept.
@@ -14,19 +14,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from miscause.cli import COMMANDS, run_subcommand
 from miscause.defaults import RANDOMISATION_IMAGES
 from miscause.device import describe, pick_device
 from miscause.errors import MiscauseError
-from miscause.jobs.analysis.curves import compute_curves
-from miscause.jobs.analysis.erasure import ErasureOptions, SplitRun, examples, run_split
-from miscause.jobs.analysis.randomisation import randomisation_study
-from miscause.jobs.analysis.repository_analysis import subset
-from miscause.jobs.analysis.repository_model import RepositoryModel, live_model
-from miscause.jobs.analysis.results import anchor_descriptions, write_results
+from miscause.jobs.analysis.erasure.collect import collect_runs
+from miscause.jobs.analysis.erasure.run import ErasureOptions
+from miscause.jobs.analysis.inputs.images import Images, subset
+from miscause.jobs.analysis.inputs.repository_model import RepositoryModel, live_model
+from miscause.jobs.analysis.inputs.results import anchor_descriptions, write_results
 from miscause.jobs.analysis.versions import versions
 from miscause.jobs.training.checkpoint import load_model
 from miscause.jobs.training.data import load_split
@@ -102,21 +100,19 @@ def trained_model(request: StageRequest, device: torch.device) -> tuple[Reposito
     return live_model(request.arch, served_model(network, tta), config, request.run_dir, device), state
 
 
-def erasure_runs(request: StageRequest, model: RepositoryModel, device: torch.device,
-                 seconds: dict) -> tuple[dict[str, SplitRun], dict[str, np.ndarray], dict[str, int]]:
-    """The erasure study's runs on the validation and test images (with a limit, that many drawn with the seed,
-    as the analysis draws them), their images, and the splits' sizes; each split's wall time into `seconds`."""
-    runs, images, sizes = {}, {}, {}
+def stage_images(request: StageRequest, model: RepositoryModel,
+                 seconds: dict) -> tuple[dict[str, Images], dict[str, int]]:
+    """The validation and test images of the erasure study (with a limit, that many drawn with the seed, as the
+    analysis draws them) and the splits' sizes; each split's loading time into `seconds`."""
+    images, sizes = {}, {}
     for split in ("val", "test"):
         started = time.perf_counter()
         data = load_split(request.data, split)
         check_classes(model.classes, data)
-        images[split], labels, positions = subset(data, request.limit, request.seed)
-        runs[split] = run_split(model, images[split], labels, positions, split, request.erasure, device,
-                                request.progress)
+        images[split] = subset(data, request.limit, request.seed)
         sizes[f"{split}_size"] = len(data)
         seconds[f"erasure_{split}"] = time.perf_counter() - started
-    return runs, images, sizes
+    return images, sizes
 
 
 def run_stage(request: StageRequest) -> Path:
@@ -127,17 +123,11 @@ def run_stage(request: StageRequest) -> Path:
     records = train(request)
     seconds = {"train": time.perf_counter() - started, "train_epochs": sum(r["seconds"] for r in records)}
     model, state = trained_model(request, device)
-    runs, images, sizes = erasure_runs(request, model, device, seconds)
-    began = time.perf_counter()
-    pictures = examples(model, images["test"], runs["test"], request.erasure, request.examples, device)
-    seconds["examples"] = time.perf_counter() - began
-    began = time.perf_counter()
-    curves = compute_curves(model, images["test"], request.erasure, device)
-    seconds["curves"] = time.perf_counter() - began
-    began = time.perf_counter()
-    check = randomisation_study(model, images["test"], request.randomisation_images, request.erasure.batch_size,
-                                request.seed, device)
-    seconds["randomisation"] = time.perf_counter() - began
+    images, sizes = stage_images(request, model, seconds)
+    collected = collect_runs(model, images, request.erasure, examples_count=request.examples,
+                             randomisation_images=request.randomisation_images, device=device,
+                             progress=request.progress, seconds=seconds)
+    runs = {"val": collected.val, "test": collected.test}
     seconds["total"] = time.perf_counter() - started
     accuracy = {split: float((run.predicted == run.labels).mean()) for split, run in runs.items()}
     trained_images = sum(r["images_per_s"] * r["seconds"] for r in records)
@@ -155,7 +145,7 @@ def run_stage(request: StageRequest) -> Path:
                             for split, run in runs.items()}},
         "plan": request.plan,
     }
-    path = write_results(request.result_path, meta, runs, pictures, curves, check)
+    path = write_results(request.result_path, meta, collected)
     print(f"{request.arch}: {state['epoch']} epochs, val accuracy {accuracy['val']:.4f}, test accuracy "
           f"{accuracy['test']:.4f}, {seconds['total']:.0f} s on {meta['device']} -> {path} "
           f"({path.stat().st_size / 1e6:.1f} MB)")

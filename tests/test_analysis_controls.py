@@ -15,16 +15,18 @@ from test_analysis_erasure import CLASSES, MEAN, STD, Tiny, planted_run, workspa
 from torch import nn
 
 from miscause.cli import main
-from miscause.jobs.analysis.controls import shift_masks
-from miscause.jobs.analysis.curves import Curves, area, compute_curves, ranks, step_counts
-from miscause.jobs.analysis.erasure import ErasureOptions, run_split, summarize
-from miscause.jobs.analysis.fills import BLUR_SIGMA, canvas, fill_masked
-from miscause.jobs.analysis.misclassification import AnalysisOptions
-from miscause.jobs.analysis.randomisation import Randomisation, summarize_randomisation
-from miscause.jobs.analysis.repository_model import live_model
-from miscause.jobs.analysis.results import combine_results, load_results, write_results
-from miscause.jobs.analysis.run_analysis import analyze_runs
-from miscause.jobs.analysis.runner_up import oracle, runner_up, runner_up_outcomes
+from miscause.jobs.analysis.erasure.collect import ModelRuns
+from miscause.jobs.analysis.erasure.controls import shift_masks
+from miscause.jobs.analysis.erasure.curves import Curves, area, compute_curves, ranks, step_counts
+from miscause.jobs.analysis.erasure.fills import BLUR_SIGMA, canvas, fill_masked
+from miscause.jobs.analysis.erasure.randomisation import Randomisation, summarize_randomisation
+from miscause.jobs.analysis.erasure.run import ErasureOptions, run_split
+from miscause.jobs.analysis.erasure.runner_up import oracle, runner_up, runner_up_outcomes
+from miscause.jobs.analysis.erasure.summaries import summarize
+from miscause.jobs.analysis.inputs.repository_model import live_model
+from miscause.jobs.analysis.inputs.results import combine_results, load_results, write_results
+from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions
+from miscause.jobs.analysis.pipeline import Context, Study, analyze_runs
 from miscause.repository import ModelConfig
 
 CPU = torch.device("cpu")
@@ -186,7 +188,9 @@ def test_result_files_round_trip_with_the_new_anchors_fills_curves_and_randomisa
     anchors = {"saliency": {}, "random": {}, "shifted": {}}
     check = Randomisation(np.array([1, 4, 9]), 7, {"gradient": np.array([0.1, np.nan, 0.3]),
                                                    "smoothgrad": np.array([0.9, 0.8, 0.7])})
-    write_results(tmp_path / "m.npz", result_meta(options, anchors), runs, [], curves, check)
+    write_results(tmp_path / "m.npz", result_meta(options, anchors),
+                  ModelRuns(name="m", source="m", training_split="train", test=runs["test"], val=runs["val"],
+                            curves=curves, randomisation=check))
     meta, loaded = load_results(tmp_path / "m.npz")
     np.testing.assert_array_equal(loaded.randomisation.rows, check.rows)
     for method, values in check.correlations.items():
@@ -208,7 +212,8 @@ def test_result_files_round_trip_with_the_new_anchors_fills_curves_and_randomisa
     assert loaded.normalization == (MEAN, STD)
     erasure, data = combine_results([(meta, loaded)], 5.0, 3, "gradient")
     assert erasure.sweep_fill == ("mean", "blur")
-    result = analyze_runs([loaded], erasure, AnalysisOptions(min_count=2), data, 1, 0, "now", {}, "shifted")
+    result = analyze_runs([loaded], Study(erasure=erasure, control="shifted", policy_min_gain=1),
+                          AnalysisOptions(min_count=2), Context(created="now", command="", versions={}), data)
     summary = result.erasure.summaries["m"]
     assert [f["fill"] for f in summary["fills"]["fills"]] == ["mean", "blur"]
     assert summary["curves"]["orders"]["gradient"]["deletion"]["auc"] == pytest.approx(

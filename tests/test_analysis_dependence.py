@@ -11,19 +11,19 @@ import pytest
 
 from miscause.cli import main
 from miscause.errors import MiscauseError
-from miscause.jobs.analysis.cause_interaction import cause_interaction
-from miscause.jobs.analysis.causes import MORPHOLOGICAL, NON_ESSENTIAL
-from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
-from miscause.jobs.analysis.predictions import make_predictions
-from miscause.jobs.analysis.replicates import parse_replicates
-from miscause.jobs.analysis.significance import (
+from miscause.jobs.analysis.erasure.cause_interaction import cause_interaction
+from miscause.jobs.analysis.erasure.verification_power import verification_power
+from miscause.jobs.analysis.inputs.predictions import make_predictions
+from miscause.jobs.analysis.patterns.causes import MORPHOLOGICAL, NON_ESSENTIAL
+from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions, analyze_predictions
+from miscause.jobs.analysis.patterns.replicates import parse_replicates
+from miscause.jobs.analysis.patterns.significance import (
     between_within_f,
     cochran_q,
     mcnemar_greater,
     mcnemar_min_detectable,
     min_detectable_difference,
 )
-from miscause.jobs.analysis.verification_power import verification_power
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PER_CLASS = 2000

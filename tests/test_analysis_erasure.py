@@ -12,10 +12,12 @@ from PIL import Image
 from torch import nn
 
 from miscause.cli import main
-from miscause.jobs.analysis import policy_fit
-from miscause.jobs.analysis.causes import CAUSES
-from miscause.jobs.analysis.erasure import SplitRun, round_robin, summarize, verified_pairs
-from miscause.jobs.analysis.policy_fit import apply_rules, evaluate_policy, fit_policy, policy_document
+from miscause.jobs.analysis.erasure import policy_fit
+from miscause.jobs.analysis.erasure.examples import round_robin
+from miscause.jobs.analysis.erasure.policy_fit import apply_rules, evaluate_policy, fit_policy, policy_document
+from miscause.jobs.analysis.erasure.run import SplitRun
+from miscause.jobs.analysis.erasure.summaries import summarize, verified_pairs
+from miscause.jobs.analysis.patterns.causes import CAUSES
 from miscause.jobs.training.zoo import FlipTTA
 from miscause.kernels import anchor_count
 
@@ -184,9 +186,11 @@ def planted_run(settings: list[tuple[float, int]]) -> SplitRun:
     saliency = np.r_[np.zeros(30), np.r_[np.full(15, 2), np.full(15, 1)], np.zeros(40)].astype(int)
     random = np.r_[np.ones(30), np.r_[np.full(15, 2), np.full(15, 1)], np.ones(40)].astype(int)
     pixels = np.full((len(settings), 100), 9)
-    return SplitRun("m", "test", CLASSES, np.arange(100), labels, logits, settings,
-                    np.stack([saliency] * len(settings)), np.stack([random] * len(settings)), pixels, pixels,
-                    np.flatnonzero(labels != predicted), np.zeros((60, 4, 4), np.float32))
+    return SplitRun(model="m", split="test", classes=CLASSES, positions=np.arange(100), labels=labels, logits=logits,
+                    settings=settings, saliency_predicted=np.stack([saliency] * len(settings)),
+                    random_predicted=np.stack([random] * len(settings)), saliency_pixels=pixels,
+                    random_pixels=pixels, error_rows=np.flatnonzero(labels != predicted),
+                    error_maps=np.zeros((60, 4, 4), np.float32))
 
 
 def test_pair_verification_against_random_control() -> None:

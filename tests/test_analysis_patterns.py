@@ -6,11 +6,11 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from miscause.jobs.analysis.causes import MORPHOLOGICAL, NON_ESSENTIAL, NOT_SIGNIFICANT, quorum
-from miscause.jobs.analysis.confusion import conditional_confusion, confusion_matrix, row_normalized
-from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions, apply_erasure_check
-from miscause.jobs.analysis.predictions import make_predictions
-from miscause.jobs.analysis.significance import adjust, bootstrap_mean_interval, mcnemar_greater
+from miscause.jobs.analysis.inputs.predictions import make_predictions
+from miscause.jobs.analysis.patterns.causes import MORPHOLOGICAL, NON_ESSENTIAL, NOT_SIGNIFICANT, quorum
+from miscause.jobs.analysis.patterns.confusion import conditional_confusion, confusion_matrix, row_normalized
+from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions, analyze_predictions, apply_erasure_check
+from miscause.jobs.analysis.patterns.significance import adjust, bootstrap_mean_interval, mcnemar_greater
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SHARED = [("cat", "dog"), ("automobile", "truck"), ("deer", "horse")]

@@ -15,10 +15,10 @@ from test_server_support import source_model
 
 from miscause import kernels, repository
 from miscause.cli import main
-from miscause.jobs.analysis.curves import curve_rows
-from miscause.jobs.analysis.randomisation import randomisation_check, randomised, rank_correlations
-from miscause.jobs.analysis.repository_analysis import subset
-from miscause.jobs.analysis.repository_model import load_model
+from miscause.jobs.analysis.erasure.curves import curve_rows
+from miscause.jobs.analysis.erasure.randomisation import randomisation_check, randomised, rank_correlations
+from miscause.jobs.analysis.inputs.images import subset
+from miscause.jobs.analysis.inputs.repository_model import load_model
 from miscause.jobs.training.data import load_split
 
 

@@ -17,9 +17,9 @@ import torch
 
 from miscause import kernels
 from miscause.cli import main
-from miscause.jobs.analysis.erasure import outcomes
-from miscause.jobs.analysis.fills import canvas, fill_masked
-from miscause.jobs.analysis.results import load_results
+from miscause.jobs.analysis.erasure.fills import canvas, fill_masked
+from miscause.jobs.analysis.erasure.summaries import outcomes
+from miscause.jobs.analysis.inputs.results import load_results
 from miscause.jobs.study_plan import StagePlan, fit_epochs
 from miscause.jobs.training.checkpoint import load_model
 from miscause.jobs.training.data import load_split

@@ -27,14 +27,22 @@ from pathlib import Path
 
 from miscause.defaults import RANDOMISATION_IMAGES
 from miscause.errors import MiscauseError
-from miscause.jobs.analysis.erasure import ANCHORS
-from miscause.jobs.analysis.fills import parse_fill
-from miscause.jobs.analysis.misclassification import AnalysisOptions, analyze_predictions
+from miscause.jobs.analysis.erasure.fills import parse_fill
+from miscause.jobs.analysis.erasure.run import ANCHORS, ErasureOptions
+from miscause.jobs.analysis.inputs.predictions import load_predictions
 from miscause.jobs.analysis.options import RUN_TIME, add_erasure_arguments, erasure_options
-from miscause.jobs.analysis.predictions import load_predictions
-from miscause.jobs.analysis.replicates import check_replicates, parse_replicates
-from miscause.jobs.analysis.report import write_report
-from miscause.jobs.analysis.significance import CORRECTIONS
+from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions, analyze_predictions
+from miscause.jobs.analysis.patterns.replicates import check_replicates, parse_replicates
+from miscause.jobs.analysis.patterns.significance import CORRECTIONS
+from miscause.jobs.analysis.pipeline import (
+    Context,
+    RepositoryRequest,
+    Results,
+    Study,
+    analyze_repository,
+    analyze_runs,
+)
+from miscause.jobs.analysis.report.write import write_report
 from miscause.jobs.analysis.versions import versions
 
 REPEATED = ("replicates",)  # options given once per value
@@ -130,67 +138,65 @@ def command_line(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Analyse, write the report directory, then (with --erasure) the policies."""
     check_arguments(args)
-    options = AnalysisOptions(args.alpha, args.correction, args.min_count, args.tolerance,
-                              tuple(parse_replicates(args.replicates).items()))
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    context = {"created": created, "command": command_line(args), "versions": versions()}
-    if args.predictions:
-        analysis = analyze_predictions([load_predictions(p) for p in args.predictions], options)
-        n = next(iter(analysis.models.values())).n
-        context["data"] = {"predictions": list(args.predictions), "n": n,
-                           "description": f"Predictions files of {len(analysis.models)} model(s), {n} samples "
-                                          "each, on the same split."}
-        write_report(args.out, analysis, context)
-        print(f"wrote {args.out}")
-        return 0
+    options = AnalysisOptions(alpha=args.alpha, correction=args.correction, min_count=args.min_count,
+                              tolerance=args.tolerance, replicates=tuple(parse_replicates(args.replicates).items()))
+    options.check()
+    context = Context(created=datetime.now(UTC).isoformat(timespec="seconds"), command=command_line(args),
+                      versions=versions())
     if args.results:
         return run_results(args, options, context)
-    return run_repository(args, options, context)
-
-
-def run_results(args: argparse.Namespace, options: AnalysisOptions, context: dict) -> int:
-    """The result-file path: the runs come from the files, the default setting and method from the options."""
-    from miscause.jobs.analysis.results import combine_results, load_results
-    from miscause.jobs.analysis.run_analysis import analyze_runs
-
-    options.check()
-    loaded = [load_results(path) for path in args.results]
-    erasure, data = combine_results(loaded, args.top_percent, args.box, args.saliency_method)
-    result = analyze_runs([runs for _, runs in loaded], erasure, options, data, args.policy_min_gain, args.seed,
-                          context["created"], context["versions"], args.control)
-    uncarried = [f"{runs.name}: its result file (format version {meta['format_version']}) does not carry the "
-                 "model-randomisation check, so the report has no saliency sanity check for it"
-                 for meta, runs in loaded if runs.randomisation is None]
-    context.update(data=result.data, warnings=result.warnings + uncarried)
-    write_report(args.out, result.analysis, context, result.erasure, result.randomisation)
+    if args.repository:
+        return run_repository(args, options, context)
+    analysis = analyze_predictions([load_predictions(p) for p in args.predictions], options)
+    n = next(iter(analysis.models.values())).n
+    data = {"predictions": list(args.predictions), "n": n,
+            "description": f"Predictions files of {len(analysis.models)} model(s), {n} samples each, on the same "
+                           "split."}
+    write_report(args.out, Results(analysis=analysis, context=context, data=data))
     print(f"wrote {args.out}")
     return 0
 
 
-def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: dict) -> int:
-    """The model-repository path; torch and the kernels are imported only here."""
+def study(args: argparse.Namespace, erasure: ErasureOptions) -> Study:
+    """How the erasure study's runs are judged, from the options."""
+    return Study(erasure=erasure, control=args.control, policy_min_gain=args.policy_min_gain, seed=args.seed)
+
+
+def run_results(args: argparse.Namespace, options: AnalysisOptions, context: Context) -> int:
+    """The result-file path: the runs come from the files, the default setting and method from the options."""
+    from miscause.jobs.analysis.inputs.results import combine_results, load_results
+    loaded = [load_results(path) for path in args.results]
+    erasure, data = combine_results(loaded, args.top_percent, args.box, args.saliency_method)
+    results = analyze_runs([runs for _, runs in loaded], study(args, erasure), options, context, data)
+    results.warnings += [f"{runs.name}: its result file (format version {meta['format_version']}) does not carry "
+                         "the model-randomisation check, so the report has no saliency sanity check for it"
+                         for meta, runs in loaded if runs.randomisation is None]
+    write_report(args.out, results)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_repository(args: argparse.Namespace, options: AnalysisOptions, context: Context) -> int:
+    """The model-repository path: the models run here, and their policies are written beside them."""
     from miscause.device import pick_device
-    from miscause.jobs.analysis.repository_analysis import RepositoryRequest, analyze_repository
-    from miscause.jobs.analysis.repository_model import model_names
+    from miscause.jobs.analysis.inputs.repository_model import model_names
     from miscause.policy import write_policy
     from miscause.repository import POLICY
 
-    erasure = erasure_options(args, batch_size=args.batch_size, seed=args.seed) if args.erasure else None
     names = tuple(args.models or model_names(args.repository))
     check_replicates(options.groups, {name: () for name in names})
-    checked = RANDOMISATION_IMAGES if args.randomisation_images is None else args.randomisation_images
-    request = RepositoryRequest(args.repository, names, args.data, erasure, args.max_images, args.examples,
-                                args.policy_min_gain, args.seed, args.batch_size, not args.no_progress, args.control,
-                                checked)
-    result = analyze_repository(request, options, pick_device(args.device), context["created"],
-                                context["versions"])
+    request = RepositoryRequest(
+        repository=args.repository, models=names, data=args.data, max_images=args.max_images,
+        study=study(args, erasure_options(args, batch_size=args.batch_size, seed=args.seed)) if args.erasure else None,
+        examples=args.examples, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
+        randomisation_images=RANDOMISATION_IMAGES if args.randomisation_images is None else args.randomisation_images)
+    results = analyze_repository(request, options, pick_device(args.device), context)
     policy_paths = {} if args.no_policy else {name: Path(args.repository) / name / POLICY
-                                              for name in result.policies}
-    context.update(data=result.data, warnings=result.warnings,
-                   policy_paths={name: str(path) for name, path in policy_paths.items()})
-    write_report(args.out, result.analysis, context, result.erasure, result.randomisation)
+                                              for name in results.policies}
+    results.policy_paths = {name: str(path) for name, path in policy_paths.items()}
+    write_report(args.out, results)
     for name, path in policy_paths.items():
-        write_policy(path, result.policies[name])
+        write_policy(path, results.policies[name])
         print(f"wrote {path}")
     print(f"wrote {args.out}")
     return 0

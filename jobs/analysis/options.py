@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 
 from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
-from miscause.jobs.analysis.erasure import ErasureOptions
-from miscause.jobs.analysis.fills import FILLS, parse_fill
+from miscause.jobs.analysis.erasure.fills import FILLS, parse_fill
+from miscause.jobs.analysis.erasure.run import ErasureOptions
 
 DEFAULTS = ErasureOptions()
 # the options that shape the runs, by field name; each is None unless given

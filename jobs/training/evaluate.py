@@ -72,10 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def check_classes(model_classes: tuple[str, ...], split: Split) -> None:
+def check_classes(model_classes: tuple[str, ...], split: Split, name: str = "the model") -> None:
     """The model's classes must be the data's, in the same order, or every label would be misread."""
     if tuple(model_classes) != split.classes:
-        raise MiscauseError(f"the model has {len(model_classes)} classes {list(model_classes)[:3]}..., the data "
+        raise MiscauseError(f"{name} has {len(model_classes)} classes {list(model_classes)[:3]}..., the data "
                             f"{len(split.classes)} {list(split.classes)[:3]}...: they must match")
 
 

@@ -40,12 +40,13 @@ import numpy as np
 
 from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
-from miscause.jobs.analysis.controls import SHIFTED
-from miscause.jobs.analysis.curves import MODES, Curves
-from miscause.jobs.analysis.erasure import ANCHORS, ErasureOptions, SplitRun
-from miscause.jobs.analysis.predictions import make_predictions
-from miscause.jobs.analysis.randomisation import Randomisation
-from miscause.jobs.analysis.run_analysis import ModelRuns
+from miscause.jobs.analysis.erasure.collect import ModelRuns
+from miscause.jobs.analysis.erasure.controls import SHIFTED
+from miscause.jobs.analysis.erasure.curves import MODES, Curves
+from miscause.jobs.analysis.erasure.examples import Example
+from miscause.jobs.analysis.erasure.randomisation import Randomisation
+from miscause.jobs.analysis.erasure.run import ANCHORS, ErasureOptions, SplitRun
+from miscause.jobs.analysis.inputs.predictions import make_predictions
 
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
@@ -109,26 +110,25 @@ def optional_meta(test: SplitRun, curves: Curves | None, check: Randomisation | 
     return meta
 
 
-def example_arrays(run: SplitRun, examples: list[dict]) -> dict[str, np.ndarray]:
+def example_arrays(run: SplitRun, examples: list[Example]) -> dict[str, np.ndarray]:
     """The report examples as arrays (empty arrays when there are none)."""
     rows = {int(p): row for row, p in enumerate(run.positions)}
-    records = [{**e, "rows": rows[e["position"]], "after": run.classes.index(e["after"])} for e in examples]
-    return {f"examples/{key}": np.asarray([r[key] for r in records], dtype=dtype)
+    values = {"rows": lambda e: rows[e.position], "after": lambda e: run.classes.index(e.after)}
+    return {f"examples/{key}": np.asarray([values[key](e) if key in values else getattr(e, key) for e in examples],
+                                          dtype=dtype)
             for key, dtype in EXAMPLE_ARRAYS.items()}
 
 
-def write_results(path: str | os.PathLike, meta: dict, runs: dict[str, SplitRun], examples: list[dict],
-                  curves: Curves | None = None, check: Randomisation | None = None) -> Path:
+def write_results(path: str | os.PathLike, meta: dict, runs: ModelRuns) -> Path:
     """Write one architecture's result file atomically: `meta`, the val and test runs, the test examples, the
     test curves and the model-randomisation check."""
-    document = {**meta, **optional_meta(runs["test"], curves, check), "format_version": FORMAT_VERSION}
-    arrays = {"meta": np.asarray(json.dumps(document)),
-              "settings": np.asarray(runs["test"].settings, dtype=np.float64)}
+    document = {**meta, **optional_meta(runs.test, runs.curves, runs.randomisation), "format_version": FORMAT_VERSION}
+    arrays = {"meta": np.asarray(json.dumps(document)), "settings": np.asarray(runs.test.settings, dtype=np.float64)}
     for split in SPLITS:
-        arrays.update(run_arrays(runs[split]))
-    arrays.update(curve_arrays(curves))
-    arrays.update(randomisation_arrays(check))
-    arrays.update(example_arrays(runs["test"], examples))
+        arrays.update(run_arrays(getattr(runs, split)))
+    arrays.update(curve_arrays(runs.curves))
+    arrays.update(randomisation_arrays(runs.randomisation))
+    arrays.update(example_arrays(runs.test, runs.examples))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **arrays)
     return Path(path)
@@ -164,9 +164,10 @@ def read_run(arrays: dict[str, np.ndarray], meta: dict, split: str, settings: li
     filled = {fill: {anchor: classes_of(arrays, f"{split}/fill/{fill}/{anchor}", shape[1:], k, source)
                      for anchor in file_anchors(meta)} for fill in sweep["fills"]}
     wrong = np.flatnonzero(predictions.predicted != predictions.labels)
-    return SplitRun(meta["arch"], split, predictions.classes, predictions.indices, predictions.labels,
-                    predictions.logits, settings, after.pop("saliency"), after.pop("random"),
-                    pixels.pop("saliency"), pixels.pop("random"), error_rows=wrong,
+    return SplitRun(model=meta["arch"], split=split, classes=predictions.classes, positions=predictions.indices,
+                    labels=predictions.labels, logits=predictions.logits, settings=settings,
+                    saliency_predicted=after.pop("saliency"), random_predicted=after.pop("random"),
+                    saliency_pixels=pixels.pop("saliency"), random_pixels=pixels.pop("random"), error_rows=wrong,
                     error_maps=np.zeros((0, 0, 0), np.float32),
                     controls={anchor: (after[anchor], pixels[anchor]) for anchor in after}, fill_predicted=filled,
                     fill_setting=(float(sweep["setting"][0]), int(sweep["setting"][1])) if filled else None)
@@ -223,12 +224,11 @@ def needed_arrays(meta: dict) -> list[str]:
             + [f"examples/{key}" for key in EXAMPLE_ARRAYS])
 
 
-def read_examples(arrays: dict[str, np.ndarray], test: SplitRun) -> list[dict]:
+def read_examples(arrays: dict[str, np.ndarray], test: SplitRun) -> list[Example]:
     """The report examples, as `erasure.examples` returns them."""
     fields = {key: arrays[f"examples/{key}"] for key in EXAMPLE_ARRAYS}
-    return [{"position": int(test.positions[row]), "image": fields["image"][n], "saliency": fields["saliency"][n],
-             "erased": fields["erased"][n], "mask": fields["mask"][n], "true": test.classes[test.labels[row]],
-             "before": test.classes[test.predicted[row]], "after": test.classes[fields["after"][n]]}
+    return [Example.of(test, row, fields["after"][n], image=fields["image"][n], saliency=fields["saliency"][n],
+                       erased=fields["erased"][n], mask=fields["mask"][n])
             for n, row in enumerate(fields["rows"].tolist())]
 
 
@@ -259,9 +259,10 @@ def load_results(path: str | os.PathLike) -> tuple[dict, ModelRuns]:
     settings = [(float(p), int(b)) for p, b in arrays["settings"]]
     runs = {split: read_run(arrays, meta, split, settings, str(path)) for split in SPLITS}
     normalization = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta and "std" in meta else None
-    model = ModelRuns(meta["arch"], str(path), meta["training"].get("split"), runs["test"], runs["val"],
-                      read_examples(arrays, runs["test"]), read_curves(arrays, meta, runs["test"], str(path)),
-                      normalization, read_randomisation(arrays, meta, runs["test"], str(path)))
+    model = ModelRuns(name=meta["arch"], source=str(path), training_split=meta["training"].get("split"),
+                      test=runs["test"], val=runs["val"], examples=read_examples(arrays, runs["test"]),
+                      curves=read_curves(arrays, meta, runs["test"], str(path)), normalization=normalization,
+                      randomisation=read_randomisation(arrays, meta, runs["test"], str(path)))
     return meta, model
 
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from miscause import kernels
-from miscause.jobs.analysis.erasure import ErasureOptions
-from miscause.jobs.analysis.fills import canvas, fill_masked
-from miscause.jobs.analysis.repository_model import RepositoryModel
+from miscause.jobs.analysis.erasure.fills import canvas, fill_masked
+from miscause.jobs.analysis.erasure.run import ErasureOptions
+from miscause.jobs.analysis.inputs.repository_model import RepositoryModel
 
 RANDOM = "random"
 MODES = ("deletion", "insertion")

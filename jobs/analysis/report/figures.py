@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import io
+import re
 
 import networkx as nx
 import numpy as np
 from matplotlib.figure import Figure
+
+from miscause.jobs.analysis.erasure.examples import Example
+
+
+def file_stem(name: str) -> str:
+    """A model name made safe as a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def figure_file(kind: str, name: str) -> str:
+    """The file name of one model's figure of `kind` (confusion, network, erasure, curves, examples)."""
+    return f"{kind}-{file_stem(name)}.png"
 
 
 def png(figure: Figure) -> bytes:
@@ -122,19 +135,19 @@ def curves_figure(name: str, curves: dict) -> bytes:
     return png(figure)
 
 
-def examples_figure(examples: list[dict]) -> bytes:
+def examples_figure(examples: list[Example]) -> bytes:
     """One row per image: original, saliency overlay, erased; labels before and after erasure."""
     rows = len(examples)
     figure = Figure(figsize=(6, 2 * rows))
     axes = np.asarray(figure.subplots(rows, 3, squeeze=False))
     for row, example in zip(axes, examples, strict=True):
-        row[0].imshow(example["image"])
-        row[0].set_title(f"true {example['true']}", fontsize=7)
-        row[1].imshow(example["image"])
-        row[1].imshow(example["saliency"], cmap="inferno", alpha=0.6)
-        row[1].set_title(f"saliency of {example['before']}", fontsize=7)
-        row[2].imshow(example["erased"])
-        row[2].set_title(f"erased: {example['before']} -> {example['after']}", fontsize=7)
+        row[0].imshow(example.image)
+        row[0].set_title(f"true {example.true}", fontsize=7)
+        row[1].imshow(example.image)
+        row[1].imshow(example.saliency, cmap="inferno", alpha=0.6)
+        row[1].set_title(f"saliency of {example.before}", fontsize=7)
+        row[2].imshow(example.erased)
+        row[2].set_title(f"erased: {example.before} -> {example.after}", fontsize=7)
     for ax in axes.reshape(-1):
         ax.set_axis_off()
     return png(figure)

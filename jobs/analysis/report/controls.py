@@ -4,12 +4,15 @@ sanity check, all models in one table."""
 
 from __future__ import annotations
 
-from miscause.jobs.analysis.erasure import test_key
-from miscause.jobs.analysis.randomisation import SANITY_THRESHOLD, WEIGHTS
-from miscause.jobs.analysis.report_document import Block
+from miscause.jobs.analysis.erasure.controls import SHIFTED
+from miscause.jobs.analysis.erasure.randomisation import SANITY_THRESHOLD, WEIGHTS
+from miscause.jobs.analysis.erasure.run import ANCHORS
+from miscause.jobs.analysis.erasure.summaries import test_key
+from miscause.jobs.analysis.report.document import Block
+from miscause.jobs.analysis.report.figures import figure_file
 
 ANCHOR_LABELS = {"saliency": "saliency", "random": "random (as many anchors)",
-                 "shifted": "shifted (the same pixel count)"}
+                 SHIFTED: "shifted (the same pixel count)"}
 
 
 def _percent(x: float) -> str:
@@ -26,7 +29,7 @@ def _number(x: float | None, fmt: str = ".3f") -> str:
 
 def anchors_of(setting: dict) -> list[str]:
     """The anchor kinds a setting's summary holds, saliency first."""
-    return [a for a in ("saliency", "random", "shifted") if a in setting]
+    return [a for a in ANCHORS if a in setting]
 
 
 def outcome_rows(setting: dict) -> list[list]:
@@ -99,7 +102,7 @@ def fill_blocks(fills: dict | None) -> list[Block]:
             ("table", headers, rows)]
 
 
-def curve_blocks(name: str, stem: str, curves: dict | None) -> list[Block]:
+def curve_blocks(name: str, curves: dict | None) -> list[Block]:
     """The deletion and insertion curves: their figure and the areas under them."""
     if not curves:
         return []
@@ -112,13 +115,14 @@ def curve_blocks(name: str, stem: str, curves: dict | None) -> list[Block]:
                   "and higher insertion areas mean a more faithful ranking."),
             ("table", ["order", "deletion AUC", "deletion AUC (errors)", "insertion AUC", "insertion AUC (errors)"],
              rows),
-            ("figure", f"curves-{stem}.png", f"{name}: deletion and insertion curves, per saliency method and random")]
+            ("figure", figure_file("curves", name),
+             f"{name}: deletion and insertion curves, per saliency method and random")]
 
 
-def control_blocks(name: str, stem: str, summary: dict, setting: dict) -> list[Block]:
+def control_blocks(name: str, summary: dict, setting: dict) -> list[Block]:
     """Every control block of one model, after its default-setting outcomes."""
     return (runner_up_blocks(summary, setting) + fill_blocks(summary.get("fills"))
-            + curve_blocks(name, stem, summary.get("curves")))
+            + curve_blocks(name, summary.get("curves")))
 
 
 def randomisation_blocks(summaries: dict[str, dict] | None) -> list[Block]:

@@ -1,114 +1,25 @@
-"""The analysis output directory: metrics.json, report.md, report.html, figures/ and networks/, all or nothing.
-
-Layouts are documented in docs/analysis.md.
-"""
+"""The report's text: its sections in order, as blocks (`document`), rendered from `pipeline.Results`."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import re
-from pathlib import Path
-
-import networkx as nx
 import numpy as np
 
-from miscause.atomic import atomic_directory
-from miscause.jobs.analysis import causes, figures, policy_fit, report_controls
-from miscause.jobs.analysis.cause_interaction import cause_interaction
-from miscause.jobs.analysis.deviations import deviations
-from miscause.jobs.analysis.erasure import ErasureResults
-from miscause.jobs.analysis.misclassification import Analysis
-from miscause.jobs.analysis.networks import network_json
-from miscause.jobs.analysis.report_document import Block, to_html, to_markdown
-from miscause.jobs.analysis.report_statistics import (
+from miscause.jobs.analysis.erasure import policy_fit
+from miscause.jobs.analysis.patterns import causes
+from miscause.jobs.analysis.patterns.misclassification import Analysis
+from miscause.jobs.analysis.pipeline import ErasureResults, Results
+from miscause.jobs.analysis.report import controls as report_controls
+from miscause.jobs.analysis.report.deviations import deviations
+from miscause.jobs.analysis.report.document import Block
+from miscause.jobs.analysis.report.figures import figure_file
+from miscause.jobs.analysis.report.statistics import (
     correction_text,
-    dependence_settings,
     dependence_text,
     detectable,
     fitted_text,
     interaction_blocks,
 )
-from miscause.jobs.analysis.report_statistics import percent as _percent
-from miscause.jobs.analysis.verification_power import verification_power
-
-METRICS_VERSION = 1
-
-
-def plain(value: object) -> object:
-    """JSON-ready copy: numpy values to Python, tuples to lists, NaN and Inf to null."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return plain(value.tolist())
-    if isinstance(value, np.generic):
-        return plain(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def file_stem(name: str) -> str:
-    """A model name made safe as a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
-
-
-def metrics(analysis: Analysis, context: dict, erasure: ErasureResults | None,
-            randomisation: dict[str, dict] | None = None) -> dict:
-    """Every number of the run (the metrics.json layout)."""
-    names = list(analysis.models)
-    options = analysis.options
-    return plain({
-        "format_version": METRICS_VERSION,
-        "created": context.get("created"),
-        "command": context.get("command"),
-        "data": context.get("data", {}),
-        "versions": context.get("versions", {}),
-        "settings": {"alpha": options.alpha, "correction": options.correction, "min_count": options.min_count,
-                     "tolerance": options.tolerance, "quorum": analysis.quorum,
-                     "replicates": options.groups, "model_dependence": dependence_settings(analysis),
-                     "erasure": erasure.settings if erasure else None},
-        "classes": list(analysis.classes),
-        "models": {name: {"accuracy": m.accuracy, "errors": m.errors, "n": m.n,
-                          "source": analysis.sources.get(name, ""),
-                          "significant_edges": int(m.significant.sum()), "confusion": m.counts,
-                          "conditional": m.conditional} for name, m in analysis.models.items()},
-        "similarity": {"models": names, "spearman": analysis.spearman, "jaccard": analysis.jaccard},
-        "consensus": network_json(analysis.consensus),
-        "pairs": analysis.pairs,
-        "erasure": erasure.summaries if erasure else None,
-        "cause_interaction": cause_interaction(analysis, erasure.summaries) if erasure else None,
-        "verification_power": (verification_power(erasure.summaries, options.alpha, options.correction)
-                               if erasure else None),
-        "policies": erasure.policies if erasure else None,
-        "randomisation": randomisation,
-        "warnings": context.get("warnings", []),
-    })
-
-
-def figure_set(analysis: Analysis, erasure: ErasureResults | None) -> dict[str, bytes]:
-    """Every figure of the report, by file name."""
-    out = {}
-    for name, m in analysis.models.items():
-        stem = file_stem(name)
-        out[f"confusion-{stem}.png"] = figures.confusion_figure(name, analysis.classes, m.rates, m.conditional)
-        out[f"network-{stem}.png"] = figures.network_figure(
-            m.network, f"{name}: misclassification network", "weight", "weight", ".2f")
-    out["network-consensus.png"] = figures.network_figure(
-        analysis.consensus, f"consensus of {len(analysis.models)} models (edge label: models)", "n_models",
-        "n_models", "d")
-    out["similarity.png"] = figures.similarity_figure(list(analysis.models), analysis.spearman, analysis.jaccard)
-    if erasure:
-        for name, summary in erasure.summaries.items():
-            out[f"erasure-{file_stem(name)}.png"] = figures.erasure_figure(name, summary["settings"])
-            if summary.get("curves"):
-                out[f"curves-{file_stem(name)}.png"] = figures.curves_figure(name, summary["curves"])
-            if erasure.examples.get(name):
-                out[f"examples-{file_stem(name)}.png"] = figures.examples_figure(erasure.examples[name])
-    return out
+from miscause.jobs.analysis.report.statistics import percent as _percent
 
 
 def rule_text(analysis: Analysis) -> list[str]:
@@ -181,7 +92,7 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
                   + report_controls.test_text(default)),
             ("table", report_controls.OUTCOME_HEADERS, report_controls.outcome_rows(default)),
             report_controls.sweep_table(summary["settings"]),
-            ("figure", f"erasure-{file_stem(name)}.png", f"{name}: erasure sweep, saliency against the controls"),
+            ("figure", figure_file("erasure", name), f"{name}: erasure sweep, saliency against the controls"),
         ]
         candidates = [r for r in summary["pairs"] if r["candidate"]]
         if candidates:
@@ -190,14 +101,14 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
                            [[r["true"], r["pred"], r["errors"], r.get("runner_up_true", "-")]
                             + [r[a]["corrected"] for a in anchors]
                             + [f"{r['p_adjusted']:.3g}", "yes" if r["verified"] else "no"] for r in candidates]))
-        blocks += report_controls.control_blocks(name, file_stem(name), summary, default)
+        blocks += report_controls.control_blocks(name, summary, default)
         if erasure.examples.get(name):
-            blocks.append(("figure", f"examples-{file_stem(name)}.png",
+            blocks.append(("figure", figure_file("examples", name),
                            f"{name}: misclassified test images, saliency of the predicted class, erased image"))
     return blocks
 
 
-def _policy_blocks(erasure: ErasureResults, context: dict, accuracy: dict[str, float]) -> list[Block]:
+def _policy_blocks(erasure: ErasureResults, paths: dict[str, str], accuracy: dict[str, float]) -> list[Block]:
     blocks: list[Block] = [
         ("h2", "Correction policy"),
         ("p", "Fitted only on images the model never trained on: the validation split for a model trained on the "
@@ -227,22 +138,22 @@ def _policy_blocks(erasure: ErasureResults, context: dict, accuracy: dict[str, f
                       + (f"a gate gains only where more than {_percent(break_even)} of the images it selects are "
                          f"errors (the model errs on {_percent(1 - test['accuracy_before'])} of all images)"
                          if break_even is not None else "no gate can gain"),
-                      f"written to `{context.get('policy_paths', {}).get(name, 'not written')}`"]),
+                      f"written to `{paths.get(name, 'not written')}`"]),
         ]
     return blocks
 
 
-def document(analysis: Analysis, context: dict, erasure: ErasureResults | None,
-             randomisation: dict[str, dict] | None = None) -> list[Block]:
+def document(results: Results) -> list[Block]:
     """The report's blocks, in order."""
+    analysis, erasure, context = results.analysis, results.erasure, results.context
     names = list(analysis.models)
     counts = {c: sum(r["cause"] == c for r in analysis.pairs) for c in causes.CAUSES}
     blocks: list[Block] = [
         ("h1", "Misclassification analysis"),
-        ("p", f"Created {context.get('created', '')}. Command:"),
-        ("code", context.get("command", "")),
+        ("p", f"Created {context.created}. Command:"),
+        ("code", context.command),
         ("h2", "Data and models"),
-        ("p", context.get("data", {}).get("description", "")),
+        ("p", results.data.get("description", "")),
         ("table", ["model", "source", "samples", "accuracy", "errors", "significant edges"],
          [[n, f"`{analysis.sources.get(n, '')}`", m.n, _percent(m.accuracy), m.errors, int(m.significant.sum())]
           for n, m in analysis.models.items()]),
@@ -269,10 +180,10 @@ def document(analysis: Analysis, context: dict, erasure: ErasureResults | None,
                "erasure verified in"]
     blocks.append(("table", headers, rows) if rows else ("p", "No pair is significant in any model."))
     blocks += [("h2", "Confusion matrices")]
-    blocks += [("figure", f"confusion-{file_stem(n)}.png",
+    blocks += [("figure", figure_file("confusion", n),
                 f"{n}: row-normalised confusion and conditional confusion") for n in names]
     blocks.append(("h2", "Misclassification networks"))
-    blocks += [("figure", f"network-{file_stem(n)}.png", f"{n}: significant edges, labelled with P(j | i, error)")
+    blocks += [("figure", figure_file("network", n), f"{n}: significant edges, labelled with P(j | i, error)")
                for n in names]
     blocks += [
         ("figure", "network-consensus.png", "consensus network: each edge labelled with how many models have it"),
@@ -287,12 +198,13 @@ def document(analysis: Analysis, context: dict, erasure: ErasureResults | None,
         blocks += _erasure_blocks(erasure)
         blocks += interaction_blocks(analysis, erasure)
         if erasure.policies:
-            blocks += _policy_blocks(erasure, context, {n: m.accuracy for n, m in analysis.models.items()})
-    blocks += report_controls.randomisation_blocks(randomisation)
-    blocks += [("h2", "Deviations from the paper"), ("list", deviations(analysis, context, erasure))]
-    if context.get("warnings"):
-        blocks += [("h2", "Warnings"), ("list", context["warnings"])]
-    blocks += [("h2", "Versions"), ("table", ["component", "version"], sorted(context.get("versions", {}).items()))]
+            blocks += _policy_blocks(erasure, results.policy_paths,
+                                     {n: m.accuracy for n, m in analysis.models.items()})
+    blocks += report_controls.randomisation_blocks(results.randomisation)
+    blocks += [("h2", "Deviations from the paper"), ("list", deviations(results))]
+    if results.warnings:
+        blocks += [("h2", "Warnings"), ("list", results.warnings)]
+    blocks += [("h2", "Versions"), ("table", ["component", "version"], sorted(context.versions.items()))]
     return blocks
 
 
@@ -300,28 +212,3 @@ def _fmt(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{value:.2f}"
 
 
-def write_network(graph: nx.DiGraph, folder: Path, stem: str) -> None:
-    """GraphML and JSON of one network."""
-    nx.write_graphml(graph, folder / f"{stem}.graphml")
-    (folder / f"{stem}.json").write_text(json.dumps(plain(network_json(graph)), indent=1, allow_nan=False))
-
-
-def write_report(out: str | os.PathLike, analysis: Analysis, context: dict,
-                 erasure: ErasureResults | None = None, randomisation: dict[str, dict] | None = None) -> Path:
-    """Render everything first, then write the directory atomically: complete or untouched. `randomisation`:
-    per model the model-randomisation check's summary."""
-    figure_bytes = figure_set(analysis, erasure)
-    blocks = document(analysis, context, erasure, randomisation)
-    numbers = json.dumps(metrics(analysis, context, erasure, randomisation), indent=1, allow_nan=False)
-    with atomic_directory(out) as tmp:
-        (tmp / "figures").mkdir()
-        for name, data in figure_bytes.items():
-            (tmp / "figures" / name).write_bytes(data)
-        (tmp / "networks").mkdir()
-        for name, m in analysis.models.items():
-            write_network(m.network, tmp / "networks", f"model-{file_stem(name)}")
-        write_network(analysis.consensus, tmp / "networks", "consensus")
-        (tmp / "metrics.json").write_text(numbers + "\n")
-        (tmp / "report.md").write_text(to_markdown(blocks))
-        (tmp / "report.html").write_text(to_html(blocks, figure_bytes, "Misclassification analysis"))
-    return Path(out)

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from miscause.jobs.analysis.confusion import class_errors
-from miscause.jobs.analysis.significance import adjust, between_within_f, cochran_q, min_detectable_difference
+from miscause.jobs.analysis.patterns.confusion import class_errors
+from miscause.jobs.analysis.patterns.significance import adjust, between_within_f, cochran_q, min_detectable_difference
 
 POWER = 0.8
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelDependence:
     """Per-pair statistics [K,K] (diagonal unused) of the model-dependence test and its power."""
 
@@ -104,5 +104,7 @@ def model_dependence(labels: np.ndarray, predicted: list[np.ndarray], counts: li
             mdd[i, j] = np.nan if value is None else value
     error_rate = np.divide(np.mean([class_errors(c) for c in counts], axis=0), class_images,
                            out=np.zeros(k), where=class_images > 0)
-    return ModelDependence(q, q_p, q_adjusted, f, f_p, f_adjusted, df_between, df_within, calibrated, heterogeneous,
-                           mdd, level, class_images, error_rate)
+    return ModelDependence(q=q, q_p=q_p, q_adjusted=q_adjusted, f=f, f_p=f_p, f_adjusted=f_adjusted,
+                           df_between=df_between, df_within=df_within, calibrated=calibrated,
+                           heterogeneous=heterogeneous, mdd=mdd, mdd_level=level, class_images=class_images,
+                           class_error_rate=error_rate)

@@ -13,9 +13,9 @@ counts, so grouping by it would make the comparison circular.
 
 from __future__ import annotations
 
-from miscause.jobs.analysis.causes import MORPHOLOGICAL, NON_ESSENTIAL
-from miscause.jobs.analysis.misclassification import Analysis
-from miscause.jobs.analysis.significance import adjust, fisher_greater
+from miscause.jobs.analysis.patterns.causes import MORPHOLOGICAL, NON_ESSENTIAL
+from miscause.jobs.analysis.patterns.misclassification import Analysis
+from miscause.jobs.analysis.patterns.significance import adjust, fisher_greater
 
 
 def tally(pairs: list[dict]) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, stats
 
-from miscause.jobs.analysis.confusion import class_errors
+from miscause.jobs.analysis.patterns.confusion import class_errors
 
 CORRECTIONS = ("holm", "bh", "none")
 

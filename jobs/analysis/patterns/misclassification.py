@@ -11,14 +11,19 @@ import networkx as nx
 import numpy as np
 
 from miscause.errors import MiscauseError
-from miscause.jobs.analysis import causes
-from miscause.jobs.analysis.confusion import class_errors, conditional_confusion, confusion_matrix, row_normalized
-from miscause.jobs.analysis.model_dependence import ModelDependence, model_dependence
-from miscause.jobs.analysis.networks import consensus_network, misclassification_network
-from miscause.jobs.analysis.predictions import Predictions, align
-from miscause.jobs.analysis.replicates import Groups, architectures, check_replicates
-from miscause.jobs.analysis.significance import CORRECTIONS
-from miscause.jobs.analysis.similarity import jaccard_matrix, spearman_matrix
+from miscause.jobs.analysis.inputs.predictions import Predictions, align
+from miscause.jobs.analysis.patterns import causes
+from miscause.jobs.analysis.patterns.confusion import (
+    class_errors,
+    conditional_confusion,
+    confusion_matrix,
+    row_normalized,
+)
+from miscause.jobs.analysis.patterns.model_dependence import ModelDependence, model_dependence
+from miscause.jobs.analysis.patterns.networks import consensus_network, misclassification_network
+from miscause.jobs.analysis.patterns.replicates import Groups, architectures, check_replicates
+from miscause.jobs.analysis.patterns.significance import CORRECTIONS
+from miscause.jobs.analysis.patterns.similarity import jaccard_matrix, spearman_matrix
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,11 @@ from miscause import kernels
 from miscause.erasure import ErasureSettings
 from miscause.errors import MiscauseError
 from miscause.grad_cam_layers import GRAD_CAM
-from miscause.jobs.analysis import runner_up
-from miscause.jobs.analysis.controls import SHIFTED, draw_offsets, shift_masks
-from miscause.jobs.analysis.fills import FILLS, canvas, check_fill, fill_masked, fill_name
-from miscause.jobs.analysis.predictions import Predictions, make_predictions
-from miscause.jobs.analysis.repository_model import RepositoryModel
-from miscause.jobs.analysis.significance import adjust, mcnemar_greater
+from miscause.jobs.analysis.erasure import runner_up
+from miscause.jobs.analysis.erasure.controls import SHIFTED, draw_offsets, shift_masks
+from miscause.jobs.analysis.erasure.fills import FILLS, canvas, check_fill, fill_masked, fill_name
+from miscause.jobs.analysis.inputs.predictions import Predictions, make_predictions
+from miscause.jobs.analysis.inputs.repository_model import RepositoryModel
 
 SHIFT_STREAM = 1  # the shifted control's offsets come from their own random stream, beside the random maps'
 
@@ -97,7 +96,7 @@ class ErasureOptions(ErasureSettings):
 ANCHORS = ("saliency", "random", SHIFTED)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SplitRun:
     """One model on one split: original logits, and every image's class and erased pixel count after each
     erasure setting ([settings, N] each, saliency and random anchors, and in `controls` further anchor kinds as
@@ -226,169 +225,12 @@ def run_split(model: RepositoryModel, images: np.ndarray, labels: np.ndarray, po
         maps.append(saliency[wrong].cpu().numpy())
     after = {anchor: np.concatenate(arrays, axis=1) for anchor, arrays in after.items()}
     pixels = {anchor: np.concatenate(arrays, axis=1) for anchor, arrays in pixels.items()}
-    return SplitRun(model.name, split, model.classes, positions, labels, np.concatenate(logits), settings,
-                    after["saliency"], after["random"], pixels["saliency"], pixels["random"],
-                    error_rows=np.concatenate(wrong_rows), error_maps=np.concatenate(maps),
+    return SplitRun(model=model.name, split=split, classes=model.classes, positions=positions, labels=labels,
+                    logits=np.concatenate(logits), settings=settings, saliency_predicted=after["saliency"],
+                    random_predicted=after["random"], saliency_pixels=pixels["saliency"],
+                    random_pixels=pixels["random"], error_rows=np.concatenate(wrong_rows),
+                    error_maps=np.concatenate(maps),
                     controls={SHIFTED: (after[SHIFTED], pixels[SHIFTED])},
                     fill_predicted={f: {a: np.concatenate(v) for a, v in by_anchor.items()}
                                     for f, by_anchor in filled.items()},
                     fill_setting=options.default if swept else None)
-
-
-def outcomes(labels: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
-    """Counts of what an erasure did: to the errors (corrected, third class, unchanged) and to the correct."""
-    wrong = before != labels
-    n_errors, n_correct = int(wrong.sum()), int((~wrong).sum())
-    corrected = int((wrong & (after == labels)).sum())
-    unchanged = int((wrong & (after == before)).sum())
-    broken = int((~wrong & (after != labels)).sum())
-    return {"errors": n_errors, "corrected": corrected, "third_class": n_errors - corrected - unchanged,
-            "unchanged": unchanged, "corrected_rate": corrected / n_errors if n_errors else 0.0,
-            "correct": n_correct, "broken": broken, "broken_rate": broken / n_correct if n_correct else 0.0}
-
-
-def paired_test(labels: np.ndarray, saliency_after: np.ndarray, random_after: np.ndarray) -> dict:
-    """McNemar on the same images: corrected by saliency erasure only vs by the control's erasure only (the keys
-    say `random_only` whichever control it is)."""
-    saliency_fixed, random_fixed = saliency_after == labels, random_after == labels
-    only_saliency = int((saliency_fixed & ~random_fixed).sum())
-    only_random = int((random_fixed & ~saliency_fixed).sum())
-    return {"saliency_only": only_saliency, "random_only": only_random,
-            "p_value": mcnemar_greater(only_saliency, only_random)}
-
-
-def test_key(control: str) -> str:
-    """Where the paired test of saliency against `control` is kept: `test` for random anchors, else `test_NAME`."""
-    return "test" if control == "random" else f"test_{control}"
-
-
-def compared(labels: np.ndarray, before: np.ndarray, afters: dict[str, np.ndarray]) -> dict:
-    """Each anchor kind's outcomes, and the paired test of saliency against every control on the errors."""
-    wrong = before != labels
-    result = {anchor: outcomes(labels, before, after) for anchor, after in afters.items()}
-    for control in (a for a in afters if a != "saliency"):
-        result[test_key(control)] = paired_test(labels[wrong], afters["saliency"][wrong], afters[control][wrong])
-    return result
-
-
-def setting_summary(run: SplitRun, index: int) -> dict:
-    """One setting over the whole split: every anchor kind's outcomes and mean erased pixels per image, the
-    paired tests on the errors, and each erasure against the runner-up."""
-    top_percent, box = run.settings[index]
-    predicted, second = run.predicted, run.runner_up
-    afters = {anchor: run.after(anchor)[index] for anchor in run.anchors}
-    summary = {"top_percent": top_percent, "box": box, **compared(run.labels, predicted, afters)}
-    for anchor in run.anchors:
-        summary[anchor]["mean_erased_pixels"] = float(run.erased_pixels(anchor)[index].mean())
-    summary["runner_up"] = {anchor: runner_up.runner_up_outcomes(run.labels, predicted, second, after)
-                            for anchor, after in afters.items()}
-    return summary
-
-
-def fill_summary(run: SplitRun) -> dict | None:
-    """The fill sweep at its setting: per fill every anchor kind's outcomes and the paired tests; None without."""
-    if not run.fill_predicted:
-        return None
-    top_percent, box = run.fill_setting
-    return {"top_percent": top_percent, "box": box,
-            "fills": [{"fill": name, **compared(run.labels, run.predicted, by_anchor)}
-                      for name, by_anchor in run.fill_predicted.items()]}
-
-
-def pair_summaries(run: SplitRun, index: int, candidates: np.ndarray, alpha: float,
-                   correction: str, control: str = "random") -> list[dict]:
-    """Per class pair with errors: the erasure outcomes, the paired tests and the runner-up counts; the
-    candidates (the model's significant edges) are corrected for multiple testing among themselves and marked
-    `verified` or not by the test against `control`."""
-    predicted, labels, second = run.predicted, run.labels, run.runner_up
-    records = []
-    for i, j in sorted(set(zip(labels[predicted != labels].tolist(), predicted[predicted != labels].tolist(),
-                               strict=True))):
-        members = (labels == i) & (predicted == j)
-        afters = {anchor: run.after(anchor)[index][members] for anchor in run.anchors}
-        record = {"true": run.classes[i], "pred": run.classes[j], "errors": int(members.sum()),
-                  **compared(labels[members], predicted[members], afters),
-                  "runner_up_true": int((second[members] == i).sum()),
-                  "saliency_to_runner_up": int((afters["saliency"] == second[members]).sum()),
-                  "candidate": bool(candidates[i, j]), "p_adjusted": None, "verified": None}
-        for anchor in run.anchors:
-            for key in ("correct", "broken", "broken_rate", "errors"):
-                record[anchor].pop(key)
-        records.append(record)
-    tested = [r for r in records if r["candidate"]]
-    for record, p in zip(tested, adjust(np.array([r[test_key(control)]["p_value"] for r in tested]), correction),
-                         strict=True):
-        record["p_adjusted"] = float(p)
-        record["verified"] = bool(p <= alpha)
-    return records
-
-
-def summarize(run: SplitRun, default: tuple[float, int], candidates: np.ndarray, alpha: float,
-              correction: str, control: str = "random") -> dict:
-    """The study's numbers for one model on one split (the `erasure` entry of metrics.json); pairs are verified
-    against `control`, one of the run's control anchor kinds."""
-    if control not in run.anchors[1:]:
-        raise MiscauseError(f"{run.model}: no {control!r} control in these runs (they hold "
-                            f"{', '.join(run.anchors[1:])})")
-    index = run.settings.index(default)
-    return {"split": run.split, "n": len(run.labels), "errors": int((run.predicted != run.labels).sum()),
-            "default": {"top_percent": default[0], "box": default[1]}, "control": control,
-            "runner_up_oracle": runner_up.oracle(run.labels, run.predicted, run.runner_up),
-            "settings": [setting_summary(run, s) for s in range(len(run.settings))],
-            "fills": fill_summary(run),
-            "pairs": pair_summaries(run, index, candidates, alpha, correction, control)}
-
-
-def verified_pairs(summary: dict) -> list[tuple[str, str]]:
-    """(true, pred) pairs whose errors saliency erasure corrects significantly more than the control's erasure."""
-    return [(r["true"], r["pred"]) for r in summary["pairs"] if r["verified"]]
-
-
-def denormalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """Normalised float [N,3,H,W] back to uint8 [N,H,W,3] for pictures."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x * s + m).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-def round_robin(keys: np.ndarray) -> np.ndarray:
-    """An order of `keys`' positions that takes the first of every key, then the second of every key, ..."""
-    order = np.argsort(keys, kind="stable")
-    ranked = keys[order]
-    starts = np.r_[0, np.flatnonzero(ranked[1:] != ranked[:-1]) + 1]
-    occurrence = np.empty(len(keys), dtype=int)
-    occurrence[order] = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
-    return np.lexsort((np.arange(len(keys)), occurrence))
-
-
-def examples(model: RepositoryModel, images: np.ndarray, run: SplitRun, options: ErasureOptions,
-             count: int, device: torch.device) -> list[dict]:
-    """Up to `count` misclassified images for the report, those the default erasure corrects first, spread
-    over class pairs: the image, its saliency map, the erased image and the classes before and after."""
-    index = run.settings.index(options.default)
-    after = run.saliency_predicted[index][run.error_rows]
-    fixed = after == run.labels[run.error_rows]
-    pair = run.labels[run.error_rows] * len(run.classes) + run.predicted[run.error_rows]
-    groups = [np.flatnonzero(fixed), np.flatnonzero(~fixed)]
-    order = np.concatenate([g[round_robin(pair[g])] for g in groups])[:count]
-    if len(order) == 0:
-        return []
-    rows = run.error_rows[order]
-    x = model.prepare(images[rows], device)
-    maps = torch.from_numpy(run.error_maps[order]).to(device)
-    mask = kernels.erase(x, maps, options.top_percent, options.box)[1]
-    pictures = denormalize(fill_masked(x, mask, canvas(x, options.fill, model.mean, model.std)), model.mean, model.std)
-    return [{"position": int(run.positions[row]), "image": images[row], "saliency": run.error_maps[o],
-             "erased": pictures[n], "mask": mask[n].cpu().numpy(), "true": run.classes[run.labels[row]],
-             "before": run.classes[run.predicted[row]], "after": run.classes[after[o]]}
-            for n, (o, row) in enumerate(zip(order, rows, strict=True))]
-
-
-@dataclass
-class ErasureResults:
-    """The erasure study's outputs per model: test-split summary, policy document, example images."""
-
-    summaries: dict[str, dict]
-    policies: dict[str, dict] = field(default_factory=dict)
-    examples: dict[str, list[dict]] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)

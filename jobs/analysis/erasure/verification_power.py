@@ -10,7 +10,7 @@ for the test to succeed with 80% power (`significance.mcnemar_min_detectable`). 
 
 from __future__ import annotations
 
-from miscause.jobs.analysis.significance import mcnemar_min_detectable
+from miscause.jobs.analysis.patterns.significance import mcnemar_min_detectable
 
 POWER = 0.8
 

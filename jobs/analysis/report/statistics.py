@@ -3,14 +3,12 @@ the erasure verification, how the policy was fitted."""
 
 from __future__ import annotations
 
-from miscause.jobs.analysis import causes
-from miscause.jobs.analysis.cause_interaction import cause_interaction
-from miscause.jobs.analysis.erasure import ErasureResults
-from miscause.jobs.analysis.misclassification import Analysis
-from miscause.jobs.analysis.model_dependence import POWER
-from miscause.jobs.analysis.report_document import Block
-from miscause.jobs.analysis.verification_power import POWER as VERIFICATION_POWER
-from miscause.jobs.analysis.verification_power import verification_power
+from miscause.jobs.analysis.erasure.verification_power import POWER as VERIFICATION_POWER
+from miscause.jobs.analysis.patterns import causes
+from miscause.jobs.analysis.patterns.misclassification import Analysis
+from miscause.jobs.analysis.patterns.model_dependence import POWER
+from miscause.jobs.analysis.pipeline import ErasureResults
+from miscause.jobs.analysis.report.document import Block
 
 
 def percent(x: float) -> str:
@@ -81,7 +79,7 @@ def _rate(tally: dict, key: str) -> str:
 def interaction_blocks(analysis: Analysis, erasure: ErasureResults) -> list[Block]:
     """The erasure-by-cause section with the power of the erasure verification."""
     o = analysis.options
-    results = cause_interaction(analysis, erasure.summaries)
+    results = erasure.cause_interaction
     rows, pair_rows = [], []
     for name, result in results.items():
         ne, mo = result["causes"][causes.NON_ESSENTIAL], result["causes"][causes.MORPHOLOGICAL]
@@ -104,7 +102,7 @@ def interaction_blocks(analysis: Analysis, erasure: ErasureResults) -> list[Bloc
     ]
     if pair_rows:
         blocks.append(("table", ["model", "true", "pred", "corrected / errors", "rate", "Fisher adj. p"], pair_rows))
-    power = verification_power(erasure.summaries, o.alpha, o.correction)
+    power = erasure.verification_power
     power_rows = [[name, r["true"], r["pred"], r["errors"], f"{r['level']:.3g}", r["needed"],
                    "impossible" if r["min_detectable_rate"] is None else percent(r["min_detectable_rate"])]
                   for name, rows in power.items() for r in rows]

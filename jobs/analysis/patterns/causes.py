@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from miscause.jobs.analysis.significance import adjust, edge_p_values
+from miscause.jobs.analysis.patterns.significance import adjust, edge_p_values
 
 MORPHOLOGICAL = "morphological_similarity"
 NON_ESSENTIAL = "non_essential_interference"

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from miscause.erasure import ErasureSettings
-from miscause.jobs.analysis.erasure import SplitRun
-from miscause.jobs.analysis.significance import bootstrap_mean_interval
+from miscause.jobs.analysis.erasure.run import SplitRun
+from miscause.jobs.analysis.patterns.significance import bootstrap_mean_interval
 from miscause.policy import FORMAT_VERSION, Policy
 
 FOLDS = 5

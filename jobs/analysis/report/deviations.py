@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from miscause.jobs.analysis.erasure import ErasureResults
-from miscause.jobs.analysis.misclassification import Analysis
+from miscause.jobs.analysis.pipeline import Results
 
 
-def deviations(analysis: Analysis, context: dict, erasure: ErasureResults | None) -> list[str]:
+def deviations(results: Results) -> list[str]:
     """One item per departure: what the paper does, what this run did, and why."""
+    analysis, erasure, data = results.analysis, results.erasure, results.data
     o = analysis.options
-    data = context.get("data", {})
     items = [
         "Models: the paper compares six architectures (VGG16, ResNet50, GoogLeNet, DenseNet161, MobileNet V2, "
         f"Inception V3) trained on CIFAR-10; this report compares {', '.join(analysis.models)}."
