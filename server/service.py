@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from miscause import __version__, repository
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
-from miscause.proto.names import CLASSES_METADATA, PARAMETERS_METADATA
+from miscause.proto.names import CLASSES_METADATA, METHODS_METADATA, PARAMETERS_METADATA
 from miscause.server import protocol
 from miscause.server.batcher import Closed, DeadlineExpired, QueueFull
 from miscause.server.engine import Engine, ServedModel
@@ -121,9 +121,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return self.is_ready()
 
     def metadata_headers(self, model: ServedModel) -> tuple[tuple[str, str], ...]:
-        """What ModelMetadataResponse has no field for, as response headers: explanation defaults and classes."""
+        """What ModelMetadataResponse has no field for, as response headers: explanation defaults, classes and
+        saliency methods."""
         defaults = self.engine.explain(model, {}).as_dict()
-        return (PARAMETERS_METADATA, json.dumps(defaults)), (CLASSES_METADATA, json.dumps(model.classes))
+        return ((PARAMETERS_METADATA, json.dumps(defaults)), (CLASSES_METADATA, json.dumps(model.classes)),
+                (METHODS_METADATA, json.dumps(model.methods)))
 
     def statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
         """One model's statistics, or every model's when the name is empty; RequestError for one not served."""
