@@ -76,7 +76,7 @@ def _contents(tensor: pb.ModelInferRequest.InferInputTensor, data: object) -> No
         raise BodyError(f"input {tensor.name}: datatype {tensor.datatype!r} cannot travel as JSON data")
     try:
         array = np.asarray(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BodyError(f"input {tensor.name}: data must be a list of numbers (nested lists of equal length)") \
             from None
     kinds = "b" if tensor.datatype == "BOOL" else INTEGER_KINDS if tensor.datatype.startswith(("INT", "UINT")) \
@@ -106,6 +106,8 @@ def decode(model_name: str, model_version: str, body: bytes, header_length: str 
         document = _object(json.loads(header), "the request")
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BodyError(f"the request is not JSON: {error}") from None
+    except RecursionError:
+        raise BodyError("the request's JSON nests too deeply") from None
     request = pb.ModelInferRequest(model_name=model_name, model_version=model_version)
     request_id = document.get("id", "")
     if not isinstance(request_id, str):

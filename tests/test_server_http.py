@@ -170,6 +170,7 @@ BODY, HEADER = binary_request(IMAGES)
 MALFORMED = {
     "not JSON": (b"\x00\xffnot json", {}, 400, "not JSON"),
     "JSON not an object": (b"[1, 2]", {}, 400, "JSON object"),
+    "JSON nested too deeply": (b"[" * 100_000 + b"]" * 100_000, {}, 400, "nests too deeply"),
     "no inputs": (b"{}", {}, 400, "inputs"),
     "shape disagrees with data": (json_request([2, 32, 32, 3], [1, 2, 3]), {}, 400, "needs 6144 values"),
     "ragged data": (json_request([2, 1], [[1], [2, 3]]), {}, 400, "nested lists"),
