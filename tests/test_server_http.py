@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import http.client
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from test_server_support import loopback, make_repository, normalise, random_images, sample
+from test_server_support import WAIT, Gate, loopback, make_repository, normalise, random_images, sample
 
 from miscause import repository
 from miscause.client import InferenceClient
@@ -248,3 +249,15 @@ def test_drain_refuses_http_like_grpc(repo):
                              {"Inference-Header-Content-Length": str(HEADER)})
         assert got == 503 and "shutting down" in answer["error"]
         assert sample(server, "miscause_inference_request_total", model="alpha", status="UNAVAILABLE") == 1
+
+
+def test_requests_past_the_cap_get_429(repo):
+    with BackgroundServer(loopback(repo, max_concurrent_rpcs=1)) as server:
+        with Gate(server, "alpha") as gate, ThreadPoolExecutor(1) as pool:
+            held = pool.submit(raw, server, "POST", "/v2/models/alpha/infer", BODY,
+                               {"Inference-Header-Content-Length": str(HEADER)})
+            assert gate.entered.wait(WAIT)
+            got, answer, _ = raw(server, "GET", "/v2/models/alpha")
+            gate.opened.set()
+            assert held.result(WAIT)[0] == 200
+        assert got == 429 and "at most 1" in answer["error"]
