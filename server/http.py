@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 from aiohttp import web
 
-from miscause import __version__
+from miscause import __version__, repository
 from miscause.server import http_codec, protocol
 from miscause.server.protocol import RequestError
 from miscause.server.service import EXTENSIONS, READ_ONLY, SERVER_NAME, InferenceService, off_loop, token_refusal
@@ -58,6 +58,7 @@ class RestFrontEnd:
                   web.get("/v2", self.server_metadata), web.get("/v2/models/stats", self.statistics),
                   web.post("/v2/repository/index", self.repository_index),
                   web.post("/v2/repository/models/{name}/{action:load|unload}", self.read_only),
+                  web.get("/samples/{name}", self.samples), web.get("/samples/{name}/{file}", self.sample),
                   web.get("/", self.page), web.static("/inspector", STATIC)]
         for prefix in (MODEL, VERSIONED):
             routes += [web.get(prefix, self.model_metadata), web.get(f"{prefix}/ready", self.model_ready),
@@ -155,6 +156,22 @@ class RestFrontEnd:
             return web.Response(body=payload, content_type="application/json")
         return web.Response(body=payload, content_type="application/octet-stream",
                             headers={http_codec.HEADER_LENGTH: str(length)})
+
+    def sample_files(self, name: str) -> dict[str, Path]:
+        model = protocol.find_model(self.engine, name, "")
+        files = repository.sample_images(Path(self.engine.settings.model_repository) / model.name)
+        return {path.name: path for path in files}
+
+    async def samples(self, request: web.Request) -> web.Response:
+        """The names of the model's sample images (the repository's `NAME/samples/`), for the inspector."""
+        return web.json_response(list(self.sample_files(request.match_info["name"])))
+
+    async def sample(self, request: web.Request) -> web.StreamResponse:
+        """One sample image, by a name the listing gives (nothing else under the repository is served)."""
+        path = self.sample_files(request.match_info["name"]).get(request.match_info["file"])
+        if path is None:
+            return error_response(404, f"no sample image {request.match_info['file']!r} for this model")
+        return web.FileResponse(path)
 
     async def page(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")

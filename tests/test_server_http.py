@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_server_support import WAIT, Gate, loopback, make_repository, normalise, random_images, sample
 
 from miscause import repository
@@ -21,9 +22,17 @@ TOKEN = "http-token-51aa"
 LIMIT = 256 * 1024  # bytes a request may hold on the test server: room for 16 FP32 images, not for 64
 
 
+SAMPLES = {"a.png": 21, "b.png": 22}  # alpha's sample set: name -> seed of its image
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    return make_repository(tmp_path_factory.mktemp("repo"), ("alpha", "beta"))
+    root = make_repository(tmp_path_factory.mktemp("repo"), ("alpha", "beta"))
+    (root / "alpha" / "samples").mkdir()
+    for name, seed in SAMPLES.items():
+        Image.fromarray(random_images(1, seed=seed)[0]).save(root / "alpha" / "samples" / name)
+    (root / "alpha" / "samples" / "notes.txt").write_text("not an image")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +270,16 @@ def test_requests_past_the_cap_get_429(repo):
             gate.opened.set()
             assert held.result(WAIT)[0] == 200
         assert got == 429 and "at most 1" in answer["error"]
+
+
+def test_sample_set_is_listed_and_served_and_nothing_else(server, repo):
+    assert raw(server, "GET", "/samples/alpha")[1] == sorted(SAMPLES)
+    assert raw(server, "GET", "/samples/beta")[1] == []
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=300)
+    connection.request("GET", "/samples/alpha/a.png")
+    response = connection.getresponse()
+    assert response.status == 200 and response.read() == (repo / "alpha" / "samples" / "a.png").read_bytes()
+    connection.close()
+    for path in ("/samples/alpha/notes.txt", "/samples/alpha/..%2Fconfig.json", "/samples/missing"):
+        got, answer, _ = raw(server, "GET", path)
+        assert got == 404 and "error" in answer

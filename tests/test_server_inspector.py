@@ -59,17 +59,17 @@ def pictures(cifar10_root, tmp_path_factory) -> list[Path]:
     return paths
 
 
-def api_labels(port: int, paths: list[Path], parameters: dict) -> dict[str, tuple[str, str, str]]:
+def api_labels(port: int, paths: list[Path], parameters: dict, model: str = "beta") -> dict[str, tuple[str, str, str]]:
     """Per file name: (label, erased label, corrected label) from the REST API, for the same images and
     parameters (JSON tensors, where the page sends binary ones), ten images a request."""
     if len(paths) > 10:
-        return {**api_labels(port, paths[:10], parameters), **api_labels(port, paths[10:], parameters)}
+        return {**api_labels(port, paths[:10], parameters, model), **api_labels(port, paths[10:], parameters, model)}
     images = np.stack([np.asarray(Image.open(path)) for path in paths])
     outputs = ["LABEL", "ERASED_LABEL", "CORRECTED_LABEL"]
     header = json.dumps({"inputs": [{"name": "IMAGE", "datatype": "UINT8", "shape": list(images.shape),
                                      "data": images.ravel().tolist()}],
                          "outputs": [{"name": name} for name in outputs], "parameters": parameters}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/beta/infer", data=header,
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{model}/infer", data=header,
                                      headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(request, timeout=WAIT) as response:
         answer = {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
@@ -136,6 +136,29 @@ def test_inspector_shows_the_apis_labels_and_overlays(repo_server, browser, pict
     second = shown(browser)
     assert len(second) == len(pictures) - 12
     assert {**first, **second} == expected
+
+
+def test_inspector_offers_the_repositorys_sample_set(repo_server, browser, pictures):
+    server = repo_server
+    folder = Path(server.settings.model_repository) / "alpha" / "samples"
+    folder.mkdir(exist_ok=True)
+    chosen = pictures[::7]
+    for path in chosen:
+        shutil.copyfile(path, folder / path.name)
+    wait = WebDriverWait(browser, WAIT)
+    browser.get(f"http://127.0.0.1:{server.http_port}/")
+    token = browser.find_element(By.ID, "token")
+    if not token.get_attribute("value"):  # kept for the tab by the test before
+        token.send_keys(TOKEN + "\t")
+    status = browser.find_element(By.ID, "status")
+    wait.until(lambda _: status.text.startswith("alpha:"))
+    button = browser.find_element(By.ID, "samples")
+    assert button.is_displayed() and f"{len(chosen)} sample" in button.text
+    button.click()
+    wait.until(lambda _: "inspected" in status.text or "error" in status.get_attribute("class"))
+    assert status.text.startswith(f"{len(chosen)} image(s) inspected"), status.text
+    parameters = {"saliency_method": "gradient", "top_percent": 5.0, "box": 3}  # alpha has no policy
+    assert shown(browser) == api_labels(server.http_port, chosen, parameters, "alpha")
 
 
 @pytest.fixture(scope="module")

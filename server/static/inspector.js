@@ -4,7 +4,7 @@
 const OUTPUTS = ["LABEL", "PROBS", "SALIENCY", "MASK", "ERASED_LABEL", "CORRECTED_LABEL"];
 const TYPES = { INT64: BigInt64Array, FP32: Float32Array, BOOL: Uint8Array, UINT8: Uint8Array };
 const $ = (id) => document.getElementById(id);
-const state = { model: null, results: [], page: 0 };
+const state = { model: null, samples: [], results: [], page: 0 };
 
 function headers(extra = {}) {
   const token = $("token").value.trim();
@@ -46,6 +46,9 @@ async function loadModel() {
   $("method").value = defaults.saliency_method;
   $("top-percent").value = defaults.top_percent;
   $("box").value = defaults.box;
+  state.samples = await (await api(`/samples/${encodeURIComponent(name)}`)).json();
+  $("samples").hidden = !state.samples.length;
+  $("samples").textContent = `or inspect the model's ${state.samples.length} sample image(s)`;
   say(`${name}: ${width}x${height} images, ${state.model.classes.length} classes. Add images to inspect.`);
 }
 
@@ -182,6 +185,15 @@ function render() {
   $("page").textContent = `page ${state.page + 1} of ${pages} (${state.results.length} images)`;
 }
 
+// The model repository's sample images, fetched as files.
+async function samples() {
+  const name = encodeURIComponent(state.model.name);
+  return Promise.all(state.samples.map(async (sample) => {
+    const blob = await (await api(`/samples/${name}/${encodeURIComponent(sample)}`)).blob();
+    return new File([blob], sample, { type: blob.type });
+  }));
+}
+
 function turn(step) {
   state.page += step;
   state.page = Math.max(0, state.page);
@@ -189,6 +201,7 @@ function turn(step) {
 }
 
 $("files").addEventListener("change", (event) => inspect(event.target.files));
+$("samples").addEventListener("click", () => samples().then(inspect).catch((error) => say(error.message, true)));
 $("model").addEventListener("change", () => loadModel().catch((error) => say(error.message, true)));
 $("page-size").addEventListener("change", () => state.results.length && render());
 $("previous").addEventListener("click", () => turn(-1));
