@@ -128,6 +128,7 @@ class BackgroundServer:
         self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop: asyncio.Event | None = None
+        self.report: dict[str, int] | None = None  # how the drain ended
         self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="miscause-server",
                                        daemon=True)
 
@@ -143,7 +144,7 @@ class BackgroundServer:
             return
         self.started.set()
         await self.stop.wait()
-        await self.server.drain()
+        self.report = await self.server.drain()
 
     def __enter__(self) -> Server:
         self.thread.start()

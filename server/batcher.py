@@ -19,11 +19,16 @@ requests estimated to finish after the drain ends (`Refused`); `drop` fails what
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from miscause.server.metrics import Metrics
 from miscause.server.settings import Batching
@@ -56,7 +61,38 @@ class Dropped(Closed):
     """The drain time ran out before the request finished."""
 
 
-EWMA = 0.2  # weight of the latest batch in the compute time per image
+RECENT_BATCHES = 32  # batches the compute-time estimate is fitted to
+
+
+class BatchTimes:
+    """Recent batches' compute seconds fitted as `fixed + per_image x images` (least squares; both non-negative),
+    to estimate how long queued work takes. Until two batch sizes were seen, a batch of any size is taken to last
+    as long as those seen: the estimate then errs short, so it refuses less at once, never more."""
+
+    def __init__(self) -> None:
+        self.recent: deque[tuple[int, float]] = deque(maxlen=RECENT_BATCHES)
+        self.fixed: float | None = None
+        self.per_image = 0.0
+        self.lock = threading.Lock()  # instances add from their own worker threads
+
+    def add(self, images: int, seconds: float) -> None:
+        with self.lock:
+            self.recent.append((images, seconds))
+            sizes, times = np.array(self.recent, dtype=np.float64).T
+        slope, intercept = np.polyfit(sizes, times, 1) if np.ptp(sizes) > 0 else (0.0, times.mean())
+        if slope < 0:
+            slope, intercept = 0.0, times.mean()
+        elif intercept < 0:
+            slope, intercept = float(sizes @ times / (sizes @ sizes)), 0.0
+        self.fixed, self.per_image = float(intercept), float(slope)
+
+    def seconds(self, images: int, max_batch: int) -> float | None:
+        """Estimated seconds to compute `images` in batches of at most `max_batch` (None before any batch)."""
+        if self.fixed is None or images <= 0:
+            return None if self.fixed is None else 0.0
+        full, rest = divmod(images, max_batch)
+        batch = self.fixed + self.per_image * max_batch
+        return full * batch + (self.fixed + self.per_image * rest if rest else 0.0)
 
 
 @dataclass(eq=False)  # identity: a request's arrays have no truth value to compare
@@ -91,7 +127,7 @@ class Batcher:
         self.running: list[_Pending] = []
         self.batches: set[asyncio.Task] = set()
         self.target = max(batching.preferred_batch_sizes or (batching.max_batch_size,))
-        self.image_seconds: float | None = None  # recent compute seconds per image (EWMA), from the worker
+        self.times = BatchTimes()  # recent compute times, from the worker threads
         self.drain_ends: float | None = None
 
     def start(self) -> None:
@@ -121,12 +157,11 @@ class Batcher:
         return await pending.future
 
     def estimated_wait(self) -> float | None:
-        """Seconds until a request arriving now could start: the images running and queued at the recent compute
-        time per image, shared among the instances (None before any batch ran)."""
-        if self.image_seconds is None:
-            return None
-        images = sum(p.count for p in self.running) + sum(p.count for p in self.queue)
-        return images * self.image_seconds / self.instances
+        """Seconds until a request arriving now could start: the queued images' compute time shared among the
+        instances (None before any batch ran). The running batches are left out: the estimate errs short."""
+        queued = self.times.seconds(sum(p.count for p in self.queue if not p.future.done()),
+                                    self.batching.max_batch_size)
+        return None if queued is None else queued / self.instances
 
     def _reject(self, reason: str) -> None:
         self.metrics.rejected.labels(self.name, reason).inc()
@@ -171,14 +206,18 @@ class Batcher:
         self.wakeup.set()
 
     def _refuse_unfinishable(self, now: float) -> None:
-        if self.drain_ends is None or self.image_seconds is None:
+        """While draining: refuse the queued requests that, by the estimate, would finish after the drain ends
+        (the running batches counted as if just started)."""
+        if self.drain_ends is None or self.times.fixed is None:
             return
-        images = sum(p.count for p in self.running)
+        running = self.times.seconds(sum(p.count for p in self.running), self.batching.max_batch_size)
+        images = 0
         for pending in list(self.queue):
             if pending.future.done():
                 continue
             images += pending.count
-            if now + images * self.image_seconds / self.instances > self.drain_ends:
+            queued = self.times.seconds(images, self.batching.max_batch_size)
+            if now + (running + queued) / self.instances > self.drain_ends:
                 self._reject("drain")
                 pending.future.set_exception(Refused(
                     f"model {self.name}: the server is draining and this request would not finish before it "
@@ -232,10 +271,8 @@ class Batcher:
                     return
                 timeout = delay - waited if timeout is None else min(timeout, delay - waited)
             self.wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):  # woken, or a delay or an expiry is due: look again
                 await asyncio.wait_for(self.wakeup.wait(), timeout)
-            except TimeoutError:
-                return
 
     def _take(self) -> list[_Pending]:
         """The next batch from the head of the queue; expired requests are failed on the way."""
@@ -288,9 +325,7 @@ class Batcher:
         started = time.perf_counter()
         results = self.execute(works, instance)
         seconds = time.perf_counter() - started
-        per_image = seconds / max(images, 1)
-        last = self.image_seconds
-        self.image_seconds = per_image if last is None else (1 - EWMA) * last + EWMA * per_image
+        self.times.add(images, seconds)
         self.metrics.compute_seconds.labels(self.name).observe(seconds)
         self.metrics.executions.labels(self.name).inc()
         return results

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import grpc
 import numpy as np
 import pytest
-from test_server_support import WAIT, loopback, make_repository, random_images, sample, wait_until
+from test_server_support import WAIT, Gate, loopback, make_repository, random_images, sample, wait_until
 
 from miscause.client.api import infer_request
 from miscause.proto import grpc_service_pb2 as pb
@@ -127,3 +131,94 @@ def counted(server) -> float:
     """Requests the server counted for model alpha, whatever their status."""
     return sum(sample.value for family in server.metrics.registry.collect() for sample in family.samples
                if sample.name == "miscause_inference_request_total" and sample.labels.get("model") == "alpha")
+
+
+def test_a_drain_refuses_at_once_what_cannot_finish_and_reports_what_it_dropped(repo):
+    """One request running (held) and three queued, the estimate saying each image takes 10 s, a 2 s drain: the
+    queued three are refused with UNAVAILABLE at once, the running one is dropped when the drain time runs out,
+    and the drain's report says so."""
+    background = BackgroundServer(replace(loopback(repo), drain_seconds=2.0))
+    with background as server, grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = infer_request("alpha", random_images(1), ["LABEL"])
+        batcher = server.engine.models["alpha"].batcher
+        with Gate(server, "alpha") as gate, ThreadPoolExecutor(4) as pool:
+            calls = [pool.submit(timed_call, stub, request)]
+            gate.entered.wait(WAIT)
+            calls += [pool.submit(timed_call, stub, request) for _ in range(3)]
+            wait_until(lambda: len(batcher.queue) == 3)
+            batcher.times.add(1, 10.0)
+            signalled = time.monotonic()
+            background.loop.call_soon_threadsafe(background.stop.set)
+            outcomes = [call.result(WAIT) for call in calls]
+            wait_until(lambda: server.engine.admission.in_flight == 0)
+            gate.opened.set()
+    assert [code for code, _ in outcomes] == ["UNAVAILABLE"] * 4
+    refused_at = sorted(at - signalled for _, at in outcomes)
+    assert refused_at[2] < 2.0 <= refused_at[3], refused_at  # three at once, the running one at the deadline
+    assert background.report == {"accepted": 4, "answered": 0, "refused": 3, "dropped": 1, "cancelled": 0,
+                                 "unfinished": 0}
+
+
+def timed_call(stub, request) -> tuple[str, float]:
+    """(status name, when the answer came)."""
+    try:
+        stub.ModelInfer(request, timeout=WAIT)
+        code = "OK"
+    except grpc.RpcError as error:
+        code = error.code().name
+    return code, time.monotonic()
+
+
+def closed_loop(target: str, request: pb.ModelInferRequest, callers: int, seconds: float) -> list[tuple[str, float]]:
+    """`callers` threads each sending the next request once the last is answered, for `seconds`: every request's
+    (status, latency)."""
+    results: list[tuple[str, float]] = []
+    end = time.monotonic() + seconds
+
+    def caller(stub) -> None:
+        while (sent := time.monotonic()) < end:
+            code, answered = timed_call(stub, request)
+            results.append((code, answered - sent))
+
+    with grpc.insecure_channel(target) as channel, ThreadPoolExecutor(callers) as pool:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for future in [pool.submit(caller, stub) for _ in range(callers)]:
+            future.result(WAIT)
+    return results
+
+
+@pytest.mark.parametrize("timeout_s", [2.0, 0.0])
+def test_under_four_times_overload_no_accepted_request_waits_past_the_queue_timeout(repo, timeout_s):
+    """Batches of at most 8 images that take at least 0.5 s each (a sleep beside the model), one-image requests:
+    16 callers saturate the model (two batches in flight), 64 overload it four times. With a 2 s queue timeout
+    part of the load is refused with RESOURCE_EXHAUSTED and every accepted request is answered within the
+    timeout plus one batch (plus a generous second for this loaded machine), its queue wait under 2.5 s; without
+    one (the control) the same load waits longer than that."""
+    batching = Batching(max_batch_size=8, max_queue_size=256, default_timeout_us=int(timeout_s * 1e6))
+    with BackgroundServer(loopback(repo, batching=batching)) as server:
+        batcher = server.engine.models["alpha"].batcher
+        compute = batcher.execute
+        batches: list[float] = []
+
+        def slow(works: list, instance: int) -> list:
+            started = time.monotonic()
+            time.sleep(0.5)
+            results = compute(works, instance)
+            batches.append(time.monotonic() - started)
+            return results
+
+        batcher.execute = slow
+        results = closed_loop(f"127.0.0.1:{server.grpc_port}", infer_request("alpha", random_images(1), ["LABEL"]),
+                              callers=64, seconds=8.0)
+        queued = sample(server, "miscause_inference_queue_duration_seconds_count", model="alpha")
+        within = sample(server, "miscause_inference_queue_duration_seconds_bucket", model="alpha", le="2.5")
+    accepted = [latency for code, latency in results if code == "OK"]
+    assert accepted and {code for code, _ in results} <= {"OK", "RESOURCE_EXHAUSTED"}, Counter(c for c, _ in results)
+    bound = timeout_s + max(batches) + 1.0
+    if timeout_s:
+        assert any(code == "RESOURCE_EXHAUSTED" for code, _ in results)
+        assert max(accepted) <= bound, (max(accepted), bound)
+        assert within == queued > 0
+    else:
+        assert max(accepted) > 2.0 + max(batches) + 1.0 and within < queued
