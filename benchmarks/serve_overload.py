@@ -1,8 +1,9 @@
 """`miscause bench serve --overload`: the service loaded past saturation, with its queue timeout and without.
 
-Per output set: the closed-loop sweep of `bench serve` finds the saturating concurrency C (the point of best
-throughput); then 4 x C callers send closed-loop requests for `--overload-seconds`, first against a server with
-the queue timeout `--default-timeout-us`, then against a server without one (the control); a refused caller
+Per output set: on a server without a queue timeout (the control), the closed-loop sweep of `bench serve` finds
+the saturating concurrency C (the point of best throughput) and 4 x C callers send closed-loop requests for
+`--overload-seconds`; then the same overload runs against a server with the queue timeout
+`--default-timeout-us`. A refused caller
 waits `--refusal-pause` before its next request, as a client backing off would. Each run reports
 the accepted requests' images/s and latency (p50, p99, max, from each request's send), the share refused and
 the time from the first request sent to the first refusal. The timeout holds when no accepted request took
@@ -60,12 +61,12 @@ def run_overload(args: argparse.Namespace, engine, model_name: str, repo) -> int
 
     payloads = {name: infer_request(model_name, images, OUTPUT_SETS[name]).SerializeToString() for name in sets}
     timeout_s = args.default_timeout_us / 1e6
-    with ServerProcess(repo, server_options(args)) as server:
-        saturating, bounded = asyncio.run(overload(args, server, payloads, None))
-        server.stop()
     control_args = argparse.Namespace(**{**vars(args), "default_timeout_us": 0})
     with ServerProcess(repo, server_options(control_args)) as server:
-        _, control = asyncio.run(overload(args, server, payloads, {n: OVERLOAD * c for n, c in saturating.items()}))
+        saturating, control = asyncio.run(overload(args, server, payloads, None))
+        server.stop()
+    with ServerProcess(repo, server_options(args)) as server:
+        _, bounded = asyncio.run(overload(args, server, payloads, {n: OVERLOAD * c for n, c in saturating.items()}))
         server.stop()
     table = Table(f"Closed loop at {OVERLOAD}x the saturating concurrency, {args.batch}-image requests, "
                   f"{args.overload_seconds:g} s each (latency ms from each request's send)",
