@@ -154,7 +154,8 @@ class Point:
 
 
 def scrape(url: str | None) -> dict[str, float]:
-    """Sums and counts of the server's histograms (all models), from its Prometheus endpoint."""
+    """Sums, counts and bucket counts (`NAME_bucket:LE`) of the server's histograms (all models), from its
+    Prometheus endpoint."""
     from prometheus_client.parser import text_string_to_metric_families
 
     if not url:
@@ -164,9 +165,11 @@ def scrape(url: str | None) -> dict[str, float]:
     values: Counter = Counter()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name.removesuffix("_sum").removesuffix("_count") in SERVER_METRICS and \
-                    sample.name.endswith(("_sum", "_count")):
+            base = sample.name.removesuffix("_sum").removesuffix("_count").removesuffix("_bucket")
+            if base in SERVER_METRICS and sample.name.endswith(("_sum", "_count")):
                 values[sample.name] += sample.value
+            elif base in SERVER_METRICS and sample.name.endswith("_bucket"):
+                values[f"{sample.name}:{sample.labels['le']}"] += sample.value
     return dict(values)
 
 
@@ -188,7 +191,21 @@ def server_view(before: dict, after: dict, seconds: float) -> dict:
         if computing else None
     for key in ("compute_ms_per_batch", "queue_ms", "in_server_ms"):
         view[key] = None if view[key] is None else view[key] * 1000
+    view["longest_batch_s_at_most"] = longest(delta, "miscause_inference_compute_duration_seconds")
+    view["longest_queue_s_at_most"] = longest(delta, "miscause_inference_queue_duration_seconds")
     return view
+
+
+def longest(delta: dict, name: str) -> float | None:
+    """The smallest histogram bucket bound holding every observation of a point: an upper bound on the longest."""
+    count = delta.get(f"{name}_count", 0.0)
+    bounds = sorted(float(key.rsplit(":", 1)[1]) for key in delta if key.startswith(f"{name}_bucket:"))
+    return next((bound for bound in bounds if count and delta[f"{name}_bucket:{_le(bound)}"] >= count), None)
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as the exposition format writes it."""
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class Window:
