@@ -61,6 +61,16 @@ def run_overload(args: argparse.Namespace, engine, model_name: str, repo) -> int
 
     payloads = {name: infer_request(model_name, images, OUTPUT_SETS[name]).SerializeToString() for name in sets}
     timeout_s = args.default_timeout_us / 1e6
+    settings = {"model": model_name, "repository": str(repo), "sets": sets, "batch_per_request": args.batch,
+                "mode": args.mode, "overload_factor": OVERLOAD, "overload_seconds": args.overload_seconds,
+                "refusal_pause_s": args.refusal_pause,
+                "sweep": {"warmup_s": args.warmup, "duration_s": args.duration,
+                          "concurrency": [args.start_concurrency, args.max_concurrency], "growth": args.growth},
+                "max_batch_size": args.max_batch_size, "max_queue_delay_us": args.max_queue_delay_us,
+                "max_queue_size": args.max_queue_size, "default_timeout_us": args.default_timeout_us,
+                "request_deadline_s": args.timeout, "threads": args.threads or "server default",
+                "instances": args.instances, "channels": args.channels}
+    record = Run("serve-overload", settings, device=str(model.backend.device))
     control_args = argparse.Namespace(**{**vars(args), "default_timeout_us": 0})
     with ServerProcess(repo, server_options(control_args)) as server:
         saturating, control = asyncio.run(overload(args, server, payloads, None))
@@ -86,16 +96,6 @@ def run_overload(args: argparse.Namespace, engine, model_name: str, repo) -> int
                      + ("none" if with_timeout["first_refusal_s"] is None else
                         f"{with_timeout['first_refusal_s']:.2f} s")
                      + f"; without one p99 {without['p99_ms'] or 0:.0f} ms, max {without['max_ms'] or 0:.0f} ms")
-    settings = {"model": model_name, "repository": str(repo), "sets": sets, "batch_per_request": args.batch,
-                "mode": args.mode, "overload_factor": OVERLOAD, "overload_seconds": args.overload_seconds,
-                "refusal_pause_s": args.refusal_pause,
-                "sweep": {"warmup_s": args.warmup, "duration_s": args.duration,
-                          "concurrency": [args.start_concurrency, args.max_concurrency], "growth": args.growth},
-                "max_batch_size": args.max_batch_size, "max_queue_delay_us": args.max_queue_delay_us,
-                "max_queue_size": args.max_queue_size, "default_timeout_us": args.default_timeout_us,
-                "request_deadline_s": args.timeout, "threads": args.threads or "server default",
-                "instances": args.instances, "channels": args.channels}
-    record = Run("serve-overload", settings, device=str(model.backend.device))
     name = args.name or f"serve-overload-{device_tag(str(model.backend.device))}"
     record.finish([table], data, notes, None if args.no_write else args.out, name=name)
     return 0
