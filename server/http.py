@@ -19,8 +19,8 @@ from aiohttp import web
 
 from miscause import __version__, repository
 from miscause.server import http_codec, protocol
-from miscause.server.protocol import RequestError
 from miscause.server.service import EXTENSIONS, READ_ONLY, SERVER_NAME, InferenceService, off_loop, token_refusal
+from miscause.server.status import RequestError
 
 log = logging.getLogger("miscause.server")
 STATIC = Path(__file__).resolve().parent / "static"

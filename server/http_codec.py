@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import tensors
+from miscause.server.status import shown
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_DATA, BINARY_DATA_SIZE, BINARY_DATA_OUTPUT = "binary_data", "binary_data_size", "binary_data_output"
@@ -26,7 +27,8 @@ INTEGER_KINDS, NUMBER_KINDS = "biu", "biuf"
 
 
 class BodyError(ValueError):
-    """A request body that is not a well-formed inference request; the message says what is wrong."""
+    """A request body that is not a well-formed inference request; the message says what is wrong, quoting what
+    the client sent in `status.shown`'s bounded form."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ def _object(value: object, what: str) -> dict:
 def _flag(parameters: dict, name: str, what: str) -> bool:
     value = parameters.pop(name, False)
     if not isinstance(value, bool):
-        raise BodyError(f"{what}: parameter {name} must be true or false, got {value!r}")
+        raise BodyError(f"{what}: parameter {name} must be true or false, got {shown(value)}")
     return value
 
 
@@ -63,9 +65,9 @@ def _set_parameters(target, values: dict, what: str) -> None:
 
 def _shape(value: object, name: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
-        raise BodyError(f"input {name}: shape must be a list of integers, got {value!r}")
+        raise BodyError(f"input {shown(name)}: shape must be a list of integers, got {shown(value)}")
     if any(d < 0 or d >= 1 << 62 for d in value):
-        raise BodyError(f"input {name}: shape {value} has a dimension out of range")
+        raise BodyError(f"input {shown(name)}: shape {value} has a dimension out of range")
     return value
 
 
@@ -73,7 +75,7 @@ def _contents(tensor: pb.ModelInferRequest.InferInputTensor, data: object) -> No
     """JSON `data` (nested or flat lists, row-major) into the typed contents field of the tensor's datatype."""
     field = tensors.CONTENTS_FIELDS.get(tensor.datatype)
     if field is None:
-        raise BodyError(f"input {tensor.name}: datatype {tensor.datatype!r} cannot travel as JSON data")
+        raise BodyError(f"input {tensor.name}: datatype {shown(tensor.datatype)} cannot travel as JSON data")
     try:
         array = np.asarray(data)
     except (ValueError, RecursionError):
@@ -98,7 +100,7 @@ def decode(model_name: str, model_version: str, body: bytes, header_length: str 
         try:
             length = int(header_length)
         except ValueError:
-            raise BodyError(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+            raise BodyError(f"{HEADER_LENGTH} must be an integer, got {shown(header_length)}") from None
         if not 0 < length <= len(body):
             raise BodyError(f"{HEADER_LENGTH} is {length} but the body holds {len(body)} bytes")
         header, binary = body[:length], memoryview(body)[length:]
@@ -111,7 +113,7 @@ def decode(model_name: str, model_version: str, body: bytes, header_length: str 
     request = pb.ModelInferRequest(model_name=model_name, model_version=model_version)
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
-        raise BodyError(f"id must be a string, got {request_id!r}")
+        raise BodyError(f"id must be a string, got {shown(request_id)}")
     request.id = request_id
     parameters = dict(_object(document.get("parameters", {}), "parameters"))
     binary_default = _flag(parameters, BINARY_DATA_OUTPUT, "the request")
@@ -124,23 +126,22 @@ def decode(model_name: str, model_version: str, body: bytes, header_length: str 
         entry = _object(entry, "each input")
         name, datatype = entry.get("name"), entry.get("datatype")
         if not isinstance(name, str) or not isinstance(datatype, str):
-            raise BodyError(f"each input needs a string name and datatype, got {entry.get('name')!r}, "
-                            f"{entry.get('datatype')!r}")
+            raise BodyError(f"each input needs a string name and datatype, got {shown(name)}, {shown(datatype)}")
         tensor = request.inputs.add(name=name, datatype=datatype, shape=_shape(entry.get("shape"), name))
-        input_parameters = dict(_object(entry.get("parameters", {}), f"input {name}: parameters"))
+        input_parameters = dict(_object(entry.get("parameters", {}), f"input {shown(name)}: parameters"))
         size = input_parameters.pop(BINARY_DATA_SIZE, None)
-        _set_parameters(tensor.parameters, input_parameters, f"input {name}")
+        _set_parameters(tensor.parameters, input_parameters, f"input {shown(name)}")
         if size is None:
             if "data" not in entry:
-                raise BodyError(f"input {name}: needs data, or binary_data_size with the bytes after the JSON")
+                raise BodyError(f"input {shown(name)}: needs data, or binary_data_size with the bytes after the JSON")
             _contents(tensor, entry["data"])
             continue
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise BodyError(f"input {name}: binary_data_size must be a non-negative integer, got {size!r}")
+            raise BodyError(f"input {shown(name)}: binary_data_size must be a non-negative integer, got {shown(size)}")
         if "data" in entry:
-            raise BodyError(f"input {name}: has both data and binary_data_size")
+            raise BodyError(f"input {shown(name)}: has both data and binary_data_size")
         if offset + size > len(binary):
-            raise BodyError(f"input {name}: binary_data_size {size} runs past the {len(binary) - offset} binary "
+            raise BodyError(f"input {shown(name)}: binary_data_size {size} runs past the {len(binary) - offset} binary "
                             "bytes left in the body")
         request.raw_input_contents.append(bytes(binary[offset:offset + size]))
         offset += size
@@ -154,11 +155,11 @@ def decode(model_name: str, model_version: str, body: bytes, header_length: str 
         entry = _object(entry, "each output")
         name = entry.get("name")
         if not isinstance(name, str):
-            raise BodyError(f"each output needs a string name, got {name!r}")
-        output_parameters = dict(_object(entry.get("parameters", {}), f"output {name}: parameters"))
-        if _flag(output_parameters, BINARY_DATA, f"output {name}"):
+            raise BodyError(f"each output needs a string name, got {shown(name)}")
+        output_parameters = dict(_object(entry.get("parameters", {}), f"output {shown(name)}: parameters"))
+        if _flag(output_parameters, BINARY_DATA, f"output {shown(name)}"):
             binary_outputs.add(name)
-        _set_parameters(request.outputs.add(name=name).parameters, output_parameters, f"output {name}")
+        _set_parameters(request.outputs.add(name=name).parameters, output_parameters, f"output {shown(name)}")
     return Decoded(request, frozenset(binary_outputs), binary_default)
 
 

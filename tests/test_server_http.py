@@ -253,7 +253,7 @@ def test_drain_refuses_http_like_grpc(repo):
         server.service.announce_drain()
         assert raw(server, "GET", "/v2/health/ready")[0] == 503
         assert raw(server, "GET", "/v2/health/live")[0] == 200
-        server.service.accepting = False
+        server.engine.admission.close()
         got, answer, _ = raw(server, "POST", "/v2/models/alpha/infer", BODY,
                              {"Inference-Header-Content-Length": str(HEADER)})
         assert got == 503 and "shutting down" in answer["error"]
