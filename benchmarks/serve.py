@@ -13,8 +13,9 @@ For each output set (`label`: LABEL; `saliency`: LABEL+SALIENCY; `correction`: C
    scheduled send time;
 4. the RPC path alone (ServerLive, no model work) at the largest saturating N: the generator's own ceiling.
 With `--protocol http` every load goes over the REST API instead (binary tensors, as tritonclient.http sends them;
-unary only), and each set ends with the same load over gRPC and over HTTP, taking turns (`--compare-rounds`), at
-the HTTP sweep's saturating concurrency: their ratio compares the protocols within one run.
+unary only), and each set ends with the same load over gRPC and over HTTP, taking turns (`--compare-rounds`,
+in the order gRPC, HTTP, HTTP, gRPC, ...), at the HTTP sweep's saturating concurrency: their ratio compares
+the protocols within one run.
 Each point reports images/s, p50/p90/p99 latency, the CPU used by this load generator, by the server and by
 the whole machine, and, from the server's metrics, its mean batch size, compute time per batch and the share
 of the time its model worker was computing.
@@ -100,8 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, help="default: the server's default repository")
     parser.add_argument("--server", help="HOST:PORT of a running server (default: start one on loopback)")
     parser.add_argument("--metrics-url", help="with --server: its Prometheus endpoint")
-    parser.add_argument("--compare-rounds", type=int, default=3,
-                        help="with --protocol http: turns of gRPC then HTTP at the saturating load (default: 3)")
+    parser.add_argument("--compare-rounds", type=int, default=4,
+                        help="with --protocol http: turns of both protocols at the saturating load, in the order "
+                             "gRPC, HTTP, HTTP, gRPC, ... (default: 4)")
     parser.add_argument("--http-server", help="with --server and --protocol http: the server's HOST:PORT for HTTP")
     parser.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
                         help="server batching, also the in-process batch (default %(default)s)")
@@ -540,11 +542,12 @@ def notes_for(verdicts: dict) -> list[str]:
 
 async def compare_protocols(args: argparse.Namespace, name: str, targets: dict[str, str], payloads: dict,
                             concurrency: int, server_pid: int | None, metrics_url: str | None) -> dict:
-    """The same closed-loop load over gRPC and over HTTP/REST, taking turns `--compare-rounds` times so a burst of
-    other work on the machine weighs on both; HTTP images/s over gRPC's, from the answers of every turn."""
+    """The same closed-loop load over gRPC and over HTTP/REST, taking turns `--compare-rounds` times in the order
+    gRPC, HTTP, HTTP, gRPC, ... so other work on the machine that grows or fades over the run weighs on both
+    alike; HTTP images/s over gRPC's, from the answers of every turn."""
     points: dict[str, Point] = {}
-    for _ in range(args.compare_rounds):
-        for protocol in ("grpc", "http"):
+    for turn in range(args.compare_rounds):
+        for protocol in ("grpc", "http") if turn % 2 == 0 else ("http", "grpc"):
             point = Point(f"{name} {protocol}", concurrency, None, args.duration, args.batch)
             await closed_loop(targets[protocol], payloads[protocol], OUTPUT_SETS[name], point, concurrency,
                               args.warmup, "unary", args.timeout, args.channels, server_pid, metrics_url)
