@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test lint proto clean
+# The device image's Triton beside this one, for compile checks against both (tests/test_kernels_compile.py):
+# its own site-packages first, then .venv's for everything else (torch, the project).
+TRITON36 := .venv-triton36
+TRITON36_STAMP := $(TRITON36)/.installed
+
+.PHONY: setup serve test lint proto clean triton36
 
 setup: $(STAMP)
 
@@ -18,7 +23,7 @@ $(STAMP): requirements.lock pyproject.toml
 serve: $(STAMP)
 	$(BIN)/miscause serve
 
-test: $(STAMP)
+test: $(STAMP) triton36
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -26,7 +31,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TRITON36) build *.egg-info
+
+triton36: $(STAMP)
+	@$(MAKE) --no-print-directory $(TRITON36_STAMP) \
+		|| echo "triton 3.6 environment not made: its compile checks will be skipped"
+
+$(TRITON36_STAMP): $(STAMP)
+	test -x $(TRITON36)/bin/python || $(BIN)/python -m venv $(TRITON36)
+	$(TRITON36)/bin/python -m pip install -q triton==3.6.0
+	$(TRITON36)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > $(TRITON36)/.site
+	$(BIN)/python -c "import sysconfig; print('import site; site.addsitedir(%r)' % sysconfig.get_paths()['purelib'])" \
+		> "$$(cat $(TRITON36)/.site)/miscause-venv.pth"
+	$(TRITON36)/bin/python -c "import triton, torch, miscause.kernels; assert triton.__version__ == '3.6.0'"
+	touch $(TRITON36_STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python -m miscause.proto.generate
