@@ -9,7 +9,14 @@ STAMP := $(VENV)/.installed
 TRITON36 := .venv-triton36
 TRITON36_STAMP := $(TRITON36)/.installed
 
-.PHONY: setup serve test lint proto clean triton36
+# The GPU machines' package versions on Python 3.12 (benchmarks/gpu/device-image.txt), the wheels a call carries,
+# and the rehearsal of the device scripts with them (docs/device.md).
+DEVICE_ENV := .venv-device
+PYTHON312 ?= $(firstword $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python))
+WHEELS := carry/wheels
+WHEEL_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64,--platform $(p))
+
+.PHONY: setup serve test lint proto clean triton36 device-env wheelhouse carry-data device-rehearsal
 
 setup: $(STAMP)
 
@@ -48,3 +55,21 @@ $(TRITON36_STAMP): $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python -m miscause.proto.generate
+
+device-env:
+	test -x $(DEVICE_ENV)/bin/python || $(PYTHON312) -m venv $(DEVICE_ENV)
+	$(DEVICE_ENV)/bin/python -m pip uninstall -q -y miscause grpcio-health-checking grpcio-reflection
+	$(DEVICE_ENV)/bin/python -m pip install -q -r benchmarks/gpu/device-image.txt
+
+wheelhouse:
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(WHEEL_PLATFORMS) -d $(WHEELS) \
+		$$(grep -E '^(grpcio|grpcio-health-checking|grpcio-reflection|protobuf)==' requirements.lock)
+
+carry-data:
+	mkdir -p carry
+	cp ../shared/data/cifar10.pack.npz ../shared/tools/cifar10_pack.py carry/
+
+device-rehearsal: device-env wheelhouse carry-data
+	benchmarks/gpu/rehearsal.sh

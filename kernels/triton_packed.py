@@ -9,7 +9,7 @@ Layout, as Triton 3.6 and 3.8 build it for 32x32 images (4 per program, 4 warps)
 pixels of one row, a warp 8 rows of all 4 images, and the warps split the rows. A per-image count
 (`_count`) therefore sums each row in-thread and with one shuffle, then the rows within the warp by
 shuffles, and combines the 4 warps' partial counts through shared memory: two barriers per count. Summing the
-other axis first would leave 32 columns to combine across warps (5x the shuffles, 4x the barriers).
+other axis first would leave 32 columns to combine across warps (10x the shuffles, 4x the barriers).
 `benchmarks/kernel_binaries.py --sass` counts what the binary does per image; docs/kernels.md keeps the figures.
 
 Selection. Each image's k-th largest key is found by bisection on the uint32 key, most significant bit first:

@@ -21,6 +21,7 @@
 #                        "kernel-tests nsight" for a second call
 #   CHECK_LIMITS         per-step limits in seconds, replacing the defaults, e.g. "bench-kernels=30 exactness=60"
 #   CHECK_SCALE          "full" (default) or "toy": small cases on the CPU, for the rehearsal (docs/device.md)
+#   CHECK_BENCH_CASES    the cases of bench-kernels, replacing the scale's (NxHxW,...)
 #   CARRY                the carried folder (default carry)
 #   PYTHON               the interpreter (default python3)
 set -uo pipefail
@@ -68,7 +69,7 @@ if [[ $SCALE == toy ]]; then
     DEVICE=cpu
     MAIN_CASES=64x32x32
     BENCH_CASES=64x32x32,2x224x224
-    BENCH_OPTIONS="--impls eager,compile --sets 1 --calls 2"
+    BENCH_OPTIONS="--impls eager --sets 1 --calls 2"
     EXACTNESS_OPTIONS="--divide 35000 --device cpu"
     TEST_SELECTION="nonfinite_values_are"
     MODEL_OPTIONS="--archs cifarnet --batch-sizes 8 --backends eager --seconds 0.2"
@@ -83,6 +84,7 @@ else
     MODEL_OPTIONS="--archs cifarnet,resnet50 --batch-sizes 256 --backends eager,compile,gradient --seconds 0.5"
     SERVE_OPTIONS="--duration 3 --warmup 1 --in-process-seconds 2"
 fi
+BENCH_CASES=${CHECK_BENCH_CASES:-$BENCH_CASES}
 # Options are plain words, split where used, so that they reach the steps' child shells.
 export DEVICE MAIN_CASES BENCH_CASES BENCH_OPTIONS EXACTNESS_OPTIONS TEST_SELECTION MODEL_OPTIONS SERVE_OPTIONS
 
@@ -160,8 +162,11 @@ install() {
     if ! "$PYTHON" -c "import importlib.metadata as m; m.distribution('miscause')" 2> /dev/null; then
         "$PYTHON" -m pip install -q --no-deps --no-build-isolation --no-index -e . || return 1
     fi
-    "$PYTHON" -c "import miscause.kernels, miscause.server.main, miscause.benchmarks.kernels; print('miscause imports')" \
-        || return 1
+    "$PYTHON" -c "
+import importlib.metadata as m
+import miscause.kernels, miscause.server.main, miscause.benchmarks.kernels
+print('miscause imports with', ', '.join(f'{n} {m.version(n)}' for n in ('grpcio', 'protobuf',
+      'grpcio-health-checking', 'grpcio-reflection')))" || return 1
     "$PYTHON" -m pytest --version
 }
 
