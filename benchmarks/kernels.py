@@ -10,7 +10,8 @@ Every case (N images of H x W, one images dtype) is first checked, then timed:
 - `triton_gradient`: `erase_from_gradient_triton` on the raw gradient [N, C, H, W] (images' dtype),
   the channel reduction fused into the kernel;
 - `eager`: `erase_reference`, the PyTorch reference;
-- `compile`: `torch.compile` of the reference's core (its argument checks stay outside the compiled graph);
+- `compile`: `torch.compile` of the reference's core (its argument checks stay outside the compiled graph), timed
+  on the first case only: it recompiles for every shape and dtype;
 - `roofline`: the bytes the op must move (images read, erased images written, saliency read, mask written)
   divided by the device-to-device copy bandwidth measured here.
 
@@ -20,7 +21,8 @@ of `triton.testing.do_bench` (warm-up calls excluded, L2 flushed between calls),
 the PyTorch paths (the Triton kernel needs a GPU, and a CPU copy roofline says little about a compute-bound
 op). The eager path and `triton`/`triton_gradient` include their NaN/Inf check and its host sync; the compiled
 core and the unchecked Triton paths do not. On a GPU the registers and spills of every compiled Triton kernel
-are listed too (from the launched binaries).
+are listed too (from the launched binaries). The result file is written after every case (`"complete": false`
+until the last), so a run stopped midway keeps what it measured; a case that fails is recorded and the rest run.
 """
 
 from __future__ import annotations

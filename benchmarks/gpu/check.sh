@@ -204,11 +204,13 @@ nsight() {
     return $status
 }
 
-# The packed binary of the main case as this machine's Triton builds it: SASS counts per image, and every
-# launch's registers and spills (compile only: no GPU needed, and never the interpreter).
+# The packed binary of the main case as this machine's Triton builds it: SASS counts per image (compile only: no
+# GPU needed, and never the interpreter). Every launch's registers: bench-kernels lists those it ran.
 binaries() {
-    env -u TRITON_INTERPRET "$PYTHON" benchmarks/kernel_binaries.py --sass | tee "$OUT/binaries.txt" \
-        && env -u TRITON_INTERPRET "$PYTHON" benchmarks/kernel_binaries.py | tee -a "$OUT/binaries.txt"
+    env -u TRITON_INTERPRET "$PYTHON" benchmarks/kernel_binaries.py --sass > "$OUT/binaries.txt"
+    local status=$?
+    cat "$OUT/binaries.txt"
+    return $status
 }
 
 bench_kernels() {

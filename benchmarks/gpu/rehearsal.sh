@@ -69,8 +69,9 @@ EOF
 
 # study.sh, toy scale, on the CPU, from the carried CIFAR-10 pack.
 started=$SECONDS
-offline env OUT="$WORK/study" STUDY_WORK="$WORK/study-work" STUDY_BUDGET_MINUTES=4 \
-    STUDY_OPTIONS="--epochs 1 --limit 64 --batch-size 32 --sweep-top-percent 5 --sweep-box 3 --device cpu" \
+offline env OUT="$WORK/study" STUDY_WORK="$WORK/study-work" STUDY_BUDGET_MINUTES=8 \
+    STUDY_OPTIONS="--epochs 1 --limit 64 --batch-size 32 --sweep-top-percent 5 --sweep-box 3 --sweep-fill mean \
+--curve-methods gradient --curve-images 16 --randomisation-images 8 --device cpu" \
     benchmarks/gpu/study.sh cifarnet > "$WORK/study.out" 2>&1 || problem "study.sh failed (see $WORK/study.out)"
 echo "study.sh: done after $((SECONDS - started)) s"
 for file in study.log cifarnet.npz; do
