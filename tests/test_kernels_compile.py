@@ -73,3 +73,12 @@ def test_launches_are_recorded_with_the_launchers_values() -> None:
     # N, C, C_SAL, k, radius as the launcher passes them: C_SAL and radius equal 1 and become constants.
     assert launch.args[7:] == (16384, 3, 1, 52, 1)
     assert launch.kwargs["EVEN"] and not launch.kwargs["DEBUG"]
+
+
+def test_sass_counts_find_the_bisection_round_and_the_fill(capsys: pytest.CaptureFixture[str]) -> None:
+    assert kernel_binaries.main(["--sass"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    parts = {row[0].strip(): [cell.strip() for cell in row[1:]] for row in rows[1:]}
+    assert [name.split()[0] for name in parts] == ["whole", "bisection", "fill,"], parts
+    whole, round_, fill = (list(map(int, cells[:3])) for cells in parts.values())
+    assert whole[0] > round_[0] > 0 and round_[1] > 0 and fill[0] > 0 and fill[1] == 0
