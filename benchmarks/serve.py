@@ -1,5 +1,5 @@
-"""`miscause bench serve`: the service's throughput and latency over gRPC on loopback, against the in-process
-throughput of the same computation.
+"""`miscause bench serve`: the service's throughput and latency over gRPC (or HTTP/REST) on loopback, against the
+in-process throughput of the same computation.
 
 For each output set (`label`: LABEL; `saliency`: LABEL+SALIENCY; `correction`: CORRECTED_LABEL+ERASED_LABEL):
 1. in-process: the server's own engine, loaded in this process with the server's settings, runs batches made
@@ -12,6 +12,10 @@ For each output set (`label`: LABEL; `saliency`: LABEL+SALIENCY; `correction`: C
 3. half load: open-loop arrivals at half the saturated request rate, latency counted from each request's
    scheduled send time;
 4. the RPC path alone (ServerLive, no model work) at the largest saturating N: the generator's own ceiling.
+With `--protocol http` every load goes over the REST API instead (binary tensors, as tritonclient.http sends them;
+unary only), and each set ends with the same load over gRPC and over HTTP, taking turns (`--compare-rounds`,
+in the order gRPC, HTTP, HTTP, gRPC, ...), at the HTTP sweep's saturating concurrency: their ratio compares
+the protocols within one run.
 Each point reports images/s, p50/p90/p99 latency, the CPU used by this load generator, by the server and by
 the whole machine, and, from the server's metrics, its mean batch size, compute time per batch and the share
 of the time its model worker was computing.
@@ -41,6 +45,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from miscause.benchmarks.http_load import HttpChannel, HttpError
 from miscause.benchmarks.measure import (
     machine_cpu_seconds,
     own_cpu_seconds,
@@ -60,6 +65,7 @@ OUTPUT_SETS: dict[str, tuple[str, ...]] = {
 TARGET_RATIO = {"label": 0.90, "correction": 0.85}
 REPEATS = 3  # in-process runs per batch size; the best counts
 TARGET_TAIL = 3.0  # p99 <= 3 x p50 at half the saturating load
+TARGET_HTTP = {"label": 0.90}  # HTTP/REST images/s over gRPC's, the same load
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 LIVE = "/inference.GRPCInferenceService/ServerLive"
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -68,6 +74,7 @@ SERVER_METRICS = ("miscause_inference_batch_size", "miscause_inference_compute_d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from miscause.server.backends import FORWARD_BACKENDS
     from miscause.server.settings import Batching
 
     batching = Batching()
@@ -76,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1, help="images per request (default: 1)")
     parser.add_argument("--mode", choices=("unary", "stream"), default="unary",
                         help="unary ModelInfer calls, or one ModelStreamInfer stream per caller (default: unary)")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
+                        help="gRPC, or HTTP/REST with binary tensors (unary), then each set's saturating load over "
+                             "both for their ratio (default: grpc)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each measurement (default: 2)")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per point (default: 5)")
     parser.add_argument("--in-process-seconds", type=float, default=3.0,
@@ -92,14 +102,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, help="default: the server's default repository")
     parser.add_argument("--server", help="HOST:PORT of a running server (default: start one on loopback)")
     parser.add_argument("--metrics-url", help="with --server: its Prometheus endpoint")
+    parser.add_argument("--compare-rounds", type=int, default=4,
+                        help="with --protocol http: turns of both protocols at the saturating load, in the order "
+                             "gRPC, HTTP, HTTP, gRPC, ... (default: 4)")
+    parser.add_argument("--http-server", help="with --server and --protocol http: the server's HOST:PORT for HTTP")
     parser.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
                         help="server batching, also the in-process batch (default %(default)s)")
     parser.add_argument("--max-queue-delay-us", type=int, default=batching.max_queue_delay_us)
     parser.add_argument("--max-queue-size", type=int, default=batching.max_queue_size)
     parser.add_argument("--threads", type=int, help="server intra-op threads (default: the server's)")
     parser.add_argument("--instances", type=int, default=1, help="server instances per model (default: 1)")
+    parser.add_argument("--forward-backend", choices=FORWARD_BACKENDS, default="onnx",
+                        help="the served forward pass: ONNX Runtime or the torch.export program (default: onnx)")
     parser.add_argument("--profile", action="store_true", help="run the started server under cProfile")
     parser.add_argument("--name", help="result file name without extension (default: serve-<device>)")
+    parser.add_argument("--default-timeout-us", type=int, default=batching.default_timeout_us,
+                        help="server queue timeout, microseconds (0: none) (default %(default)s)")
+    parser.add_argument("--overload", action="store_true",
+                        help="find the saturating concurrency, then load the server at 4x it with and without "
+                             "the queue timeout (see miscause.benchmarks.serve_overload)")
+    parser.add_argument("--overload-seconds", type=float, default=30.0,
+                        help="with --overload: measured seconds of each overloaded run (default: 30)")
+    parser.add_argument("--refusal-pause", type=float, default=0.1,
+                        help="with --overload: seconds a caller waits after a refusal before its next request, "
+                             "as a client backing off would (default: 0.1)")
     parser.add_argument("--targets", action="store_true",
                         help="measure the service's three throughput targets instead of the sweep "
                              "(see miscause.benchmarks.serve_targets)")
@@ -117,6 +143,7 @@ class Point:
     images_per_request: int
     latencies: list[float] = field(default_factory=list)
     statuses: Counter = field(default_factory=Counter)
+    first_refusal_s: float | None = None  # from the first request sent to the first answer other than OK
     generator_cpu_s: float = 0.0
     server_cpu_s: float | None = None
     machine_cpu_s: float = 0.0
@@ -138,11 +165,13 @@ class Point:
                 "generator_cores": self.generator_cpu_s / self.seconds,
                 "generator_us_per_request": 1e6 * self.generator_cpu_s / max(self.answered, 1),
                 "server_cores": None if self.server_cpu_s is None else self.server_cpu_s / self.seconds,
-                "machine_cores": self.machine_cpu_s / self.seconds, "server": self.server}
+                "machine_cores": self.machine_cpu_s / self.seconds, "server": self.server,
+                "first_refusal_s": self.first_refusal_s, "max_ms": max(self.latencies, default=0.0) * 1000 or None}
 
 
 def scrape(url: str | None) -> dict[str, float]:
-    """Sums and counts of the server's histograms (all models), from its Prometheus endpoint."""
+    """Sums, counts and bucket counts (`NAME_bucket:LE`) of the server's histograms (all models), from its
+    Prometheus endpoint."""
     from prometheus_client.parser import text_string_to_metric_families
 
     if not url:
@@ -152,9 +181,11 @@ def scrape(url: str | None) -> dict[str, float]:
     values: Counter = Counter()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name.removesuffix("_sum").removesuffix("_count") in SERVER_METRICS and \
-                    sample.name.endswith(("_sum", "_count")):
+            base = sample.name.removesuffix("_sum").removesuffix("_count").removesuffix("_bucket")
+            if base in SERVER_METRICS and sample.name.endswith(("_sum", "_count")):
                 values[sample.name] += sample.value
+            elif base in SERVER_METRICS and sample.name.endswith("_bucket"):
+                values[f"{sample.name}:{sample.labels['le']}"] += sample.value
     return dict(values)
 
 
@@ -176,7 +207,21 @@ def server_view(before: dict, after: dict, seconds: float) -> dict:
         if computing else None
     for key in ("compute_ms_per_batch", "queue_ms", "in_server_ms"):
         view[key] = None if view[key] is None else view[key] * 1000
+    view["longest_batch_s_at_most"] = longest(delta, "miscause_inference_compute_duration_seconds")
+    view["longest_queue_s_at_most"] = longest(delta, "miscause_inference_queue_duration_seconds")
     return view
+
+
+def longest(delta: dict, name: str) -> float | None:
+    """The smallest histogram bucket bound holding every observation of a point: an upper bound on the longest."""
+    count = delta.get(f"{name}_count", 0.0)
+    bounds = sorted(float(key.rsplit(":", 1)[1]) for key in delta if key.startswith(f"{name}_bucket:"))
+    return next((bound for bound in bounds if count and delta[f"{name}_bucket:{_le(bound)}"] >= count), None)
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as the exposition format writes it."""
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class Window:
@@ -200,10 +245,16 @@ class Window:
         self.point.server = server_view(metrics, await asyncio.to_thread(scrape, self.url), self.point.seconds)
 
 
-def channel(target: str) -> grpc.aio.Channel:
+def channel(target: str):
+    """A gRPC channel to HOST:PORT, or for http://HOST:PORT one that sends the same calls over HTTP/REST."""
+    if target.startswith("http://"):
+        return HttpChannel(target)
     size = 256 * 1024 * 1024
     return grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", size),
                                                       ("grpc.max_send_message_length", size)])
+
+
+FAILURES = (grpc.aio.AioRpcError, HttpError)  # what a call raises without an OK answer; each has `code().name`
 
 
 def check(response, outputs: tuple[str, ...]) -> str:
@@ -216,9 +267,10 @@ def check(response, outputs: tuple[str, ...]) -> str:
 
 async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], point: Point, concurrency: int,
                       warmup: float, mode: str, timeout: float, channels: int, server_pid: int | None,
-                      metrics_url: str | None, method: str = INFER) -> Point:
-    """`concurrency` callers each sending the next request once the last is answered. With `method` LIVE
-    (ServerLive, no model work, nothing checked) it measures the RPC path and the generator alone."""
+                      metrics_url: str | None, method: str = INFER, pause_after_refusal: float = 0.0) -> Point:
+    """`concurrency` callers each sending the next request once the last is answered (`pause_after_refusal`
+    seconds after an answer other than OK). With `method` LIVE (ServerLive, no model work, nothing checked) it
+    measures the RPC path and the generator alone."""
     from miscause.proto import grpc_service_pb2 as pb
 
     response_type = pb.ModelInferResponse if method == INFER else pb.ServerLiveResponse
@@ -228,6 +280,8 @@ async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], poi
     end = start + point.seconds
 
     def record(sent: float, done: float, status: str) -> None:
+        if status != "OK" and point.first_refusal_s is None:
+            point.first_refusal_s = done - (start - warmup)
         if start <= done <= end:
             point.statuses[status] += 1
             if status == "OK":
@@ -239,9 +293,11 @@ async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], poi
             try:
                 response = await call(payload, timeout=timeout)
                 status = check(response, outputs) if method == INFER else "OK"
-            except grpc.aio.AioRpcError as error:
+            except FAILURES as error:
                 status = error.code().name
             record(sent, time.perf_counter(), status)
+            if status != "OK" and pause_after_refusal:
+                await asyncio.sleep(pause_after_refusal)
 
     async def stream(index: int) -> None:
         opener = opened[index % channels].stream_stream(
@@ -280,7 +336,7 @@ async def open_loop(target: str, payload: bytes, outputs: tuple[str, ...], point
     async def one(scheduled: float) -> None:
         try:
             status = check(await call(payload, timeout=timeout), outputs)
-        except grpc.aio.AioRpcError as error:
+        except FAILURES as error:
             status = error.code().name
         done = time.perf_counter()
         if start <= scheduled < end:
@@ -322,6 +378,21 @@ def saturated(points: list[Point], growth: float, max_batch: int) -> bool:
         return False
     rates = [p.images_per_s for p in points]
     return all(rates[i] < (1 + growth) * max(rates[:i]) for i in (-2, -1))
+
+
+async def sweep(args: argparse.Namespace, target: str, payload: bytes, name: str, server_pid: int | None,
+                metrics_url: str | None) -> list[Point]:
+    """The closed-loop sweep of one output set: doubling concurrency until throughput stops growing."""
+    points: list[Point] = []
+    for concurrency in sweep_levels(args.start_concurrency, args.max_concurrency):
+        point = Point(name, concurrency, None, args.duration, args.batch)
+        await closed_loop(target, payload, OUTPUT_SETS[name], point, concurrency, args.warmup, args.mode,
+                          args.timeout, args.channels, server_pid, metrics_url)
+        print_point(point)
+        points.append(point)
+        if saturated(points, args.growth, args.max_batch_size):
+            break
+    return points
 
 
 def print_point(point: Point) -> None:
@@ -369,13 +440,15 @@ def profile_text(path: Path, top: int = 25) -> str:
 
 def server_options(args: argparse.Namespace) -> list[str]:
     options = ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-us", str(args.max_queue_delay_us),
-               "--max-queue-size", str(args.max_queue_size), "--log-level", "warning"]
-    options += ["--instances", str(args.instances)]
+               "--max-queue-size", str(args.max_queue_size), "--default-timeout-us", str(args.default_timeout_us),
+               "--log-level", "warning"]
+    options += ["--instances", str(args.instances), "--forward-backend", args.forward_backend]
     return options + (["--threads", str(args.threads)] if args.threads else [])
 
 
 def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Point],
-           in_process_rates: dict[str, dict[int, float]], ceiling: Point) -> tuple[list[Table], dict]:
+           in_process_rates: dict[str, dict[int, float]], ceiling: Point,
+           comparisons: dict[str, dict]) -> tuple[list[Table], dict]:
     """The in-process rates, the sweep, the generator's own ceiling, and the summary (service against the best
     in-process rate, tail latency at half load)."""
     limits = {name: max(rates.values()) for name, rates in in_process_rates.items()}
@@ -421,8 +494,18 @@ def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Po
                              "-" if target is None else f">= {target:.2f} {'met' if ratio >= target else 'MISSED'}",
                              half["p50_ms"], half["p99_ms"], tail, best.summary()["requests_per_s"],
                              best.summary()["generator_cores"], best.summary()["generator_us_per_request"]])
-    return [engine_table, sweep, generator, summary], {"sets": verdicts, "rpc_only": alone,
-                                                       "in_process_by_batch": in_process_rates}
+    parts = [engine_table, sweep, generator, summary]
+    if comparisons:
+        parts.append(Table("HTTP/REST against gRPC: the same load, taking turns (images/s; latency ms)",
+                           ["set", "callers", "gRPC img/s", "HTTP img/s", "HTTP/gRPC", "target", "gRPC p50",
+                            "HTTP p50", "gRPC p99", "HTTP p99"],
+                           [[name, c["concurrency"], c["grpc"]["images_per_s"], c["http"]["images_per_s"], c["ratio"],
+                             "-" if c["ratio_target"] is None
+                             else f">= {c['ratio_target']:.2f} {'met' if c['ratio_met'] else 'MISSED'}",
+                             c["grpc"]["p50_ms"], c["http"]["p50_ms"], c["grpc"]["p99_ms"], c["http"]["p99_ms"]]
+                            for name, c in comparisons.items()]))
+    return parts, {"sets": verdicts, "rpc_only": alone, "in_process_by_batch": in_process_rates,
+                   "http_vs_grpc": comparisons}
 
 
 def notes_for(verdicts: dict) -> list[str]:
@@ -452,34 +535,67 @@ def notes_for(verdicts: dict) -> list[str]:
             notes.append(f"{name}: no request answered at half load")
         elif not v["tail_met"]:
             notes.append(f"{name}: p99/p50 at half load {v['tail_ratio']:.1f} exceeds {TARGET_TAIL:g}")
+    for name, c in verdicts["http_vs_grpc"].items():
+        if c["ratio"] is not None:
+            notes.append(f"{name}: HTTP/REST {c['http']['images_per_s']:.0f} images/s against gRPC "
+                         f"{c['grpc']['images_per_s']:.0f} at {c['concurrency']} callers, ratio {c['ratio']:.2f}"
+                         + ("" if c["ratio_target"] is None else f" (target {c['ratio_target']:.2f})"))
     return notes
 
 
-async def measure(args: argparse.Namespace, sets: list[str], target: str, model_name: str, engine,
-                  server_pid: int | None, metrics_url: str | None) -> tuple[dict, dict, dict, Point]:
-    """Per set: the in-process rates by batch size, the closed-loop sweep and the half-load point; then the
-    RPC-only ceiling."""
+async def compare_protocols(args: argparse.Namespace, name: str, targets: dict[str, str], payloads: dict,
+                            concurrency: int, server_pid: int | None, metrics_url: str | None) -> dict:
+    """The same closed-loop load over gRPC and over HTTP/REST, taking turns `--compare-rounds` times in the order
+    gRPC, HTTP, HTTP, gRPC, ... so other work on the machine that grows or fades over the run weighs on both
+    alike; HTTP images/s over gRPC's, from the answers of every turn."""
+    points: dict[str, Point] = {}
+    for turn in range(args.compare_rounds):
+        for protocol in ("grpc", "http") if turn % 2 == 0 else ("http", "grpc"):
+            point = Point(f"{name} {protocol}", concurrency, None, args.duration, args.batch)
+            await closed_loop(targets[protocol], payloads[protocol], OUTPUT_SETS[name], point, concurrency,
+                              args.warmup, "unary", args.timeout, args.channels, server_pid, metrics_url)
+            print_point(point)
+            if protocol in points:  # one point over every turn: answers, latencies and times added up
+                total = points[protocol]
+                total.seconds += point.seconds
+                total.statuses += point.statuses
+                total.latencies += point.latencies
+                for clock in ("generator_cpu_s", "machine_cpu_s"):
+                    setattr(total, clock, getattr(total, clock) + getattr(point, clock))
+                total.server_cpu_s = None
+                total.server = {}
+            else:
+                points[protocol] = point
+    summaries = {protocol: point.summary() for protocol, point in points.items()}
+    grpc_rate = summaries["grpc"]["images_per_s"]
+    ratio = summaries["http"]["images_per_s"] / grpc_rate if grpc_rate else None
+    target = TARGET_HTTP.get(name)
+    return {"concurrency": concurrency, "rounds": args.compare_rounds, "grpc": summaries["grpc"],
+            "http": summaries["http"], "ratio": ratio, "ratio_target": target,
+            "ratio_met": None if target is None or ratio is None else ratio >= target}
+
+
+async def measure(args: argparse.Namespace, sets: list[str], targets: dict[str, str], model_name: str, engine,
+                  server_pid: int | None, metrics_url: str | None) -> tuple[dict, dict, dict, Point, dict]:
+    """Per set: the in-process rates by batch size, the closed-loop sweep and the half-load point (and with
+    `--protocol http`, the protocols compared); then the RPC-only ceiling. `targets`: address by protocol."""
+    from miscause.benchmarks import http_load
     from miscause.client.api import infer_request
 
     model = engine.models[model_name]
     images = np.random.default_rng(1).integers(0, 256, (args.batch, model.height, model.width, 3), dtype=np.uint8)
-    sweeps, halves, in_process_rates = {}, {}, {}
+    target = targets[args.protocol]
+    sweeps, halves, in_process_rates, comparisons = {}, {}, {}, {}
     for name in sets:
         outputs = OUTPUT_SETS[name]
         by_batch = in_process(engine, model_name, outputs, args.batch, args.in_process_seconds)
         in_process_rates[name] = by_batch
         print(f"{name:>10} in-process: " + ", ".join(f"batch {b} {r:.1f}" for b, r in by_batch.items())
               + " images/s", flush=True)
-        payload = infer_request(model_name, images, outputs).SerializeToString()
-        points: list[Point] = []
-        for concurrency in sweep_levels(args.start_concurrency, args.max_concurrency):
-            point = Point(name, concurrency, None, args.duration, args.batch)
-            await closed_loop(target, payload, outputs, point, concurrency, args.warmup, args.mode, args.timeout,
-                              args.channels, server_pid, metrics_url)
-            print_point(point)
-            points.append(point)
-            if saturated(points, args.growth, args.max_batch_size):
-                break
+        payloads = {"grpc": infer_request(model_name, images, outputs).SerializeToString(),
+                    "http": http_load.infer_request(model_name, images, outputs)}
+        payload = payloads[args.protocol]
+        points = await sweep(args, target, payload, name, server_pid, metrics_url)
         sweeps[name] = points
         best = max(points, key=lambda p: p.images_per_s)
         rate = best.answered / best.seconds / 2
@@ -488,12 +604,15 @@ async def measure(args: argparse.Namespace, sets: list[str], target: str, model_
                         max(4 * best.concurrency, 16), server_pid, metrics_url)
         print_point(half)
         halves[name] = half
+        if args.protocol == "http":
+            comparisons[name] = await compare_protocols(args, name, targets, payloads, best.concurrency, server_pid,
+                                                        metrics_url)
     callers = max(best.concurrency for best in (max(p, key=lambda q: q.images_per_s) for p in sweeps.values()))
     ceiling = Point("ServerLive", callers, None, args.duration, 1)
     await closed_loop(target, b"", (), ceiling, callers, args.warmup, "unary", args.timeout, args.channels,
                       server_pid, metrics_url, method=LIVE)
     print_point(ceiling)
-    return sweeps, halves, in_process_rates, ceiling
+    return sweeps, halves, in_process_rates, ceiling, comparisons
 
 
 def run(args: argparse.Namespace) -> int:
@@ -510,11 +629,14 @@ def run(args: argparse.Namespace) -> int:
             args.max_concurrency < args.start_concurrency or args.duration <= 0 or args.warmup < 0:
         raise MiscauseError("need 1 <= --batch <= --max-batch-size, 1 <= --start-concurrency <= "
                             "--max-concurrency, --duration > 0 and --warmup >= 0")
+    if args.protocol == "http" and (args.mode != "unary" or args.targets or args.server and not args.http_server):
+        raise MiscauseError("--protocol http measures unary calls, not --mode stream or --targets, and with "
+                            "--server needs --http-server")
     repo = args.model_repository or default_repository()
     model_name = args.model or (repository.model_names(repo) or [None])[0]
     if model_name is None:
         raise MiscauseError(f"no model in {repo}")
-    settings = Settings(model_repository=repo, threads=args.threads,
+    settings = Settings(model_repository=repo, threads=args.threads, forward_backend=args.forward_backend,
                         batching=Batching(max_batch_size=args.max_batch_size,
                                           max_queue_delay_us=args.max_queue_delay_us,
                                           max_queue_size=args.max_queue_size))
@@ -524,12 +646,17 @@ def run(args: argparse.Namespace) -> int:
         from miscause.benchmarks.serve_targets import run_targets
 
         return run_targets(args, engine, model_name, repo, server_options(args))
-    name = args.name or f"serve-{device_tag(str(engine.models[model_name].backend.device))}"
+    if args.overload:
+        from miscause.benchmarks.serve_overload import run_overload
+
+        return run_overload(args, engine, model_name, repo)
+    name = args.name or f"serve-{device_tag(str(engine.models[model_name].backend.device))}" \
+        + ("-http" if args.protocol == "http" else "")
     profile = Path(tempfile.mkdtemp(prefix="miscause-profile-")) / "server.pstats" \
         if args.profile and not args.server else None
     record_settings = {
         "model": model_name, "repository": str(repo), "sets": sets, "batch_per_request": args.batch,
-        "mode": args.mode, "warmup_s": args.warmup, "duration_s": args.duration,
+        "mode": args.mode, "protocol": args.protocol, "warmup_s": args.warmup, "duration_s": args.duration,
         "in_process_seconds": args.in_process_seconds, "growth": args.growth,
         "concurrency": [args.start_concurrency, args.max_concurrency], "arrivals": args.arrivals,
         "channels": args.channels, "max_batch_size": args.max_batch_size,
@@ -540,16 +667,18 @@ def run(args: argparse.Namespace) -> int:
     }
     record = Run("serve", record_settings, device=str(engine.models[model_name].backend.device))
     if args.server:
-        sweeps, halves, in_process_rates, ceiling = asyncio.run(measure(args, sets, args.server, model_name, engine,
-                                                                        None, args.metrics_url))
+        targets = {"grpc": args.server, "http": f"http://{args.http_server}"}
+        sweeps, halves, in_process_rates, ceiling, comparisons = asyncio.run(
+            measure(args, sets, targets, model_name, engine, None, args.metrics_url))
     else:
         with ServerProcess(repo, server_options(args), profile=profile) as server:
-            sweeps, halves, in_process_rates, ceiling = asyncio.run(
-                measure(args, sets, server.target, model_name, engine, server.pid, server.metrics_url))
+            targets = {"grpc": server.target, "http": server.http_target}
+            sweeps, halves, in_process_rates, ceiling, comparisons = asyncio.run(
+                measure(args, sets, targets, model_name, engine, server.pid, server.metrics_url))
             status = server.stop()
             if status != 0:
                 print(f"warning: the server exited with status {status}:\n{server.log_tail()}")
-    table_list, verdicts = tables(sets, sweeps, halves, in_process_rates, ceiling)
+    table_list, verdicts = tables(sets, sweeps, halves, in_process_rates, ceiling, comparisons)
     data = {"verdicts": verdicts,
             "points": {n: [p.summary() for p in sweeps[n]] + [halves[n].summary()] for n in sets}}
     notes = notes_for(verdicts)

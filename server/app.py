@@ -1,6 +1,7 @@
-"""The server's lifecycle: load and warm up every model, then listen (gRPC, health, reflection, metrics);
-on stop, drain: report NOT_SERVING for a notice time, then refuse new calls, finish accepted ones, close the
-listener and release the models.
+"""The server's lifecycle: load and warm up every model, then listen (gRPC, health, reflection; HTTP/REST and
+the inspector page; metrics); on stop, drain: report NOT_SERVING for a notice time, then refuse new calls,
+finish accepted ones (refusing at once those that cannot finish in time), close the listeners, release the
+models and say what became of every accepted request.
 
 `BackgroundServer` runs one on its own event loop in a thread, for embedding it in another program.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
 
@@ -17,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from miscause.errors import MiscauseError
-from miscause.server import protocol
+from miscause.server import http, protocol
 from miscause.server.engine import Engine
 from miscause.server.metrics import Metrics
 from miscause.server.service import SERVICE, InferenceService, TokenAuth, register
@@ -38,7 +40,9 @@ class Server:
         self.health = health.aio.HealthServicer()
         self.service = InferenceService(self.engine, self.metrics)
         self.httpd = None
+        self.rest = None
         self.grpc_port = 0
+        self.http_port: int | None = None
         self.metrics_port: int | None = None
 
     def _credentials(self) -> grpc.ServerCredentials | None:
@@ -51,6 +55,14 @@ class Server:
             return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
         except OSError as error:
             raise MiscauseError(f"cannot read TLS certificate or key: {error}") from None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """The HTTP front end's TLS, from the same certificate and key as gRPC's."""
+        if self.settings.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+        return context
 
     async def start(self) -> None:
         """Load and warm up the models (off the event loop), then open the ports."""
@@ -78,35 +90,54 @@ class Server:
         await self.grpc.start()
         for service in ("", SERVICE.full_name):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.settings.http_port is not None:
+            address = f"{self.settings.host}:{self.settings.http_port}"
+            try:
+                self.rest, self.http_port = await http.start(self.service, self.settings.token, self.settings.host,
+                                                             self.settings.http_port, self._ssl_context())
+            except OSError as error:
+                raise MiscauseError(f"cannot listen on {address} (HTTP): {error}") from None
         if self.settings.metrics_port is not None:
             try:
                 self.httpd, self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
             except OSError as error:
                 raise MiscauseError(f"cannot serve metrics on port {self.settings.metrics_port}: {error}") from None
-        log.info("listening", extra={"fields": {"grpc_port": self.grpc_port, "metrics_port": self.metrics_port,
+        log.info("listening", extra={"fields": {"grpc_port": self.grpc_port, "http_port": self.http_port,
+                                                "metrics_port": self.metrics_port,
                                                 "tls": credentials is not None, "models": list(self.engine.models),
                                                 "auth": bool(self.settings.token)}})
 
-    async def drain(self) -> None:
-        """Report NOT_SERVING for the notice time while still serving; then refuse new calls with UNAVAILABLE
-        and let accepted ones finish (up to the drain time); then close the listener and release the models."""
+    async def drain(self) -> dict[str, int]:
+        """Report NOT_SERVING for the notice time while still serving; then refuse new calls with UNAVAILABLE,
+        refuse at once the queued ones that cannot finish in the drain time and let the other accepted ones
+        finish, dropping what is left when that time runs out; then close the listener and release the models.
+        Returns how the accepted requests ended (`Admission.report`); `dropped` counts those lost."""
         notice, grace = self.settings.drain_notice_seconds, self.settings.drain_seconds
         log.info("draining", extra={"fields": {"notice_seconds": notice, "grace_seconds": grace}})
         self.service.announce_drain()
         await self.health.enter_graceful_shutdown()
         await asyncio.sleep(notice)
         ends = time.monotonic() + grace
-        if await self.service.stop_accepting(grace):
+        self.service.stop_reading()
+        report = await self.engine.drain(grace)
+        if not report["dropped"] and not report["unfinished"]:
             # Callers answered last hear UNAVAILABLE from the service for their next call, not CANCELLED:
             # grpc cancels calls that reach a stopping server before a handler takes them (grpc/grpc#41785).
             await asyncio.sleep(min(REFUSAL_SECONDS, grace))
         if self.grpc is not None:
             await self.grpc.stop(max(ends - time.monotonic(), 0.0))
+        if self.rest is not None:
+            await self.rest.cleanup()
         await self.engine.close()
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()
-        log.info("stopped")
+        lost = report["dropped"] + report["unfinished"]
+        if lost:
+            log.error("drain lost accepted requests: the drain time ran out before they finished (raise "
+                      "--drain-seconds or lower --default-timeout-us; see docs/deploy.md)", extra={"fields": report})
+        log.info("stopped", extra={"fields": report})
+        return report
 
 
 class BackgroundServer:
@@ -118,6 +149,7 @@ class BackgroundServer:
         self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop: asyncio.Event | None = None
+        self.report: dict[str, int] | None = None  # how the drain ended
         self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="miscause-server",
                                        daemon=True)
 
@@ -133,7 +165,7 @@ class BackgroundServer:
             return
         self.started.set()
         await self.stop.wait()
-        await self.server.drain()
+        self.report = await self.server.drain()
 
     def __enter__(self) -> Server:
         self.thread.start()

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from miscause.erasure import ErasureSettings
 from miscause.kernels.saliency import METHODS
+from miscause.server.status import listed, shown
 
 BUILTIN_DEFAULTS = {**asdict(ErasureSettings()), "target": None}
 NAMES = tuple(BUILTIN_DEFAULTS)
@@ -36,14 +37,14 @@ class Explain:
 
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"parameter {name} must be a finite number, got {value!r}")
+        raise ValueError(f"parameter {name} must be a finite number, got {shown(value)}")
     return float(value)
 
 
 def _integer(name: str, value: object) -> int:
     number = _number(name, value)
     if number != int(number):
-        raise ValueError(f"parameter {name} must be an integer, got {value!r}")
+        raise ValueError(f"parameter {name} must be an integer, got {shown(value)}")
     return int(number)
 
 
@@ -54,7 +55,7 @@ def _fill(value: object, channels: int) -> tuple[float, ...] | None:
         try:
             parts = [float(part) for part in value.split(",")]
         except ValueError:
-            raise ValueError(f"parameter fill must be numbers separated by commas, got {value!r}") from None
+            raise ValueError(f"parameter fill must be numbers separated by commas, got {shown(value)}") from None
     elif isinstance(value, list | tuple):
         parts = list(value)
     else:
@@ -73,21 +74,24 @@ def resolve(values: dict, defaults: dict, classes: list[str], height: int, width
     saliency methods the model offers."""
     unknown = sorted(set(values) - set(NAMES))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
+        raise ValueError(f"unknown parameter(s) {listed(unknown)}; known: {', '.join(NAMES)}")
     merged = {**BUILTIN_DEFAULTS, **defaults, **values}
     settings = ErasureSettings(top_percent=_number("top_percent", merged["top_percent"]),
                                box=_integer("box", merged["box"]), fill=_fill(merged["fill"], channels),
                                saliency_method=merged["saliency_method"])
     try:
-        settings.check(methods)
+        settings.check()  # p and b; the method is a client's string, shown elided below
     except ValueError as error:
         raise ValueError(f"parameter {error}") from None
     if settings.box > min(height, width):
         raise ValueError(f"parameter box must be an odd integer in 1..{min(height, width)}, got {settings.box}")
+    if settings.saliency_method not in methods:
+        known = ", ".join(methods)
+        raise ValueError(f"parameter saliency_method must be one of {known}, got {shown(settings.saliency_method)}")
     target = merged["target"]
     if isinstance(target, str):
         if target not in classes:
-            raise ValueError(f"parameter target names no class of this model: {target!r}")
+            raise ValueError(f"parameter target names no class of this model: {shown(target)}")
         target = classes.index(target)
     elif target is not None:
         target = _integer("target", target)
