@@ -60,7 +60,7 @@ def torch_correction_rate(model, model_dir: Path, pixels: np.ndarray, seconds: f
 
     network = repository.load_program(model_dir, "cpu")
     mean, std = torch.tensor(model.config.mean), torch.tensor(model.config.std)
-    defaults = model.defaults
+    defaults = model.explain_defaults
 
     def call() -> torch.Tensor:
         x = normalize(torch.from_numpy(pixels), mean, std).requires_grad_(True)
@@ -69,7 +69,7 @@ def torch_correction_rate(model, model_dir: Path, pixels: np.ndarray, seconds: f
         confidence, labels = probs.max(1)
         logits.gather(1, labels[:, None]).sum().backward()
         saliency = x.grad.abs().amax(1)
-        erased, _ = kernels.erase(x.detach(), saliency, defaults["top_percent"], defaults["box"])
+        erased, _ = kernels.erase(x.detach(), saliency, defaults.top_percent, defaults.box)
         with torch.no_grad():
             erased_labels = network(erased).argmax(1)
         network.zero_grad(set_to_none=True)

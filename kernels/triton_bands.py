@@ -161,7 +161,7 @@ def _window_any(flags, positions, radius, axis: tl.constexpr, SIZE: tl.constexpr
 
 
 @triton.jit
-def _row_reach(saliency, rows, cols, row_limit, W, plane, C_SAL, threshold, cut, radius,
+def row_reach(saliency, rows, cols, row_limit, W, plane, C_SAL, threshold, cut, radius,
                FROM_GRADIENT: tl.constexpr, BLOCK_W: tl.constexpr):
     """([rows, cols] bool: an anchor lies in the same row within `radius` columns, the anchors counted).
 
@@ -186,7 +186,7 @@ def reach_rows(saliency, start, end, cols, W, plane, C_SAL, threshold, cut, radi
     first = tl.full([BLOCK_W], FAR, dtype=tl.int32)
     for at in range(start, end, BAND):
         rows = at + band_rows
-        reach, _ = _row_reach(saliency, rows, cols, end, W, plane, C_SAL, threshold, cut, radius, FROM_GRADIENT,
+        reach, _ = row_reach(saliency, rows, cols, end, W, plane, C_SAL, threshold, cut, radius, FROM_GRADIENT,
                               BLOCK_W)
         last = tl.maximum(last, tl.max(tl.where(reach, rows, -FAR), axis=0))
         first = tl.minimum(first, tl.min(tl.where(reach, rows, FAR), axis=0))
@@ -228,7 +228,7 @@ def _erase_bands(images, saliency, fill, erased, mask, C, C_SAL, H, W, threshold
     anchors = tl.zeros([], dtype=tl.int32)
     for top in range(0, H, BAND):
         rows = top + band_rows
-        reach, band_anchors = _row_reach(saliency, rows, cols, H, W, plane, C_SAL, threshold, cut, radius,
+        reach, band_anchors = row_reach(saliency, rows, cols, H, W, plane, C_SAL, threshold, cut, radius,
                                          FROM_GRADIENT, BLOCK_W)
         anchors += band_anchors
         # ... and the first such row below the band, looking at most `radius` rows ahead.

@@ -30,7 +30,6 @@ import triton.language as tl
 
 from miscause.kernels.triton_bands import (
     TILE,
-    _row_reach,
     bands_config,
     fill_band,
     find_tie,
@@ -40,6 +39,7 @@ from miscause.kernels.triton_bands import (
     radix_step,
     radix_threshold,
     reach_rows,
+    row_reach,
 )
 
 # Per-image int32 counters: the histograms of up to four radix passes, the NaN/Inf count, the bands done (DEBUG).
@@ -131,7 +131,7 @@ def split_fill_kernel(images, saliency, fill, erased, mask, anchors, counters, s
     image_saliency = saliency + n * C_SAL * plane
     cols = tl.arange(0, BLOCK_W)[None, :]
     rows = top + tl.arange(0, BAND)[:, None]
-    reach, held = _row_reach(image_saliency, rows, cols, H, W, plane, C_SAL, threshold, cut, radius, FROM_GRADIENT,
+    reach, held = row_reach(image_saliency, rows, cols, H, W, plane, C_SAL, threshold, cut, radius, FROM_GRADIENT,
                              BLOCK_W)
     last_above, _ = reach_rows(image_saliency, tl.maximum(top - radius, 0), top, cols, W, plane, C_SAL, threshold,
                                cut, radius, FROM_GRADIENT, BAND, BLOCK_W)

@@ -37,7 +37,7 @@ class Backend:
         self.config = config
         self.forward_backend = forward_backend
         self.height, self.width = config.height, config.width
-        self.classes = len(config.classes)
+        self.class_count = len(config.classes)
         self.mean = torch.tensor(config.mean, dtype=torch.float32, device=device)
         self.std = torch.tensor(config.std, dtype=torch.float32, device=device)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -107,7 +107,7 @@ class Backend:
 
     def _logits_bound(self, images: torch.Tensor) -> torch.Tensor:
         """ONNX Runtime on device memory: inputs and outputs bound to torch tensors, no host round trip."""
-        out = torch.empty((images.shape[0], self.classes), dtype=torch.float32, device=self.device)
+        out = torch.empty((images.shape[0], self.class_count), dtype=torch.float32, device=self.device)
         binding = self.binding
         where = ("cuda", self.device.index or 0, np.float32)
         binding.bind_input(repository.INPUT_NAME, *where, tuple(images.shape), images.data_ptr())

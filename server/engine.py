@@ -24,7 +24,7 @@ from miscause.server.admission import Admission
 from miscause.server.backends import Backend, default_threads
 from miscause.server.batcher import Batcher
 from miscause.server.metrics import Metrics
-from miscause.server.parameters import BUILTIN_DEFAULTS, Explain, resolve
+from miscause.server.parameters import Explain, resolve
 from miscause.server.pipeline import Work
 from miscause.server.settings import Settings
 from miscause.server.statistics import StageTimes, Statistics
@@ -41,8 +41,9 @@ class ServedModel:
     name: str
     config: ModelConfig
     policy: Policy | None
-    defaults: dict
+    defaults: dict  # the erasure settings its policy sets; `resolve` puts them over the built-in ones, once
     backends: list[Backend]
+    explain_defaults: Explain | None = None  # what a request without parameters gets, resolved at load
     batcher: Batcher | None = None
     statistics: Statistics = field(default_factory=Statistics)
 
@@ -86,7 +87,7 @@ class ServedModel:
     def warm_up(self, max_batch: int) -> None:
         """Before the model reports ready: every stage once, and the forward pass at the max batch size (its
         buffers are the largest; the explanation stages' kernels are compiled by the first run)."""
-        explain = resolve({}, self.defaults, self.classes, self.height, self.width, methods=self.methods)
+        explain = self.explain_defaults
         for instance in range(len(self.backends)):
             for size, outputs in ((1, tuple(names.OUTPUTS)), (max_batch, (names.LOGITS,))):
                 images = np.zeros((size, self.height, self.width, 3), dtype=np.uint8)
@@ -100,12 +101,13 @@ def load_model(model_dir: Path, settings: Settings, device: torch.device, thread
     """A model from its repository folder, its config and policy checked."""
     config = repository.read_config(model_dir)
     policy = read_policy(model_dir, list(config.classes))
-    defaults = {**BUILTIN_DEFAULTS, **(policy.defaults if policy else {})}
     backends = [Backend(model_dir, config, device, threads, settings.forward_backend)
                 for _ in range(settings.instances)]
-    model = ServedModel(name=model_dir.name, config=config, policy=policy, defaults=defaults, backends=backends)
+    model = ServedModel(name=model_dir.name, config=config, policy=policy, defaults=policy.defaults if policy else {},
+                        backends=backends)
     try:
-        resolve({}, defaults, model.classes, model.height, model.width, methods=model.methods)
+        model.explain_defaults = resolve({}, model.defaults, model.classes, model.height, model.width,
+                                         methods=model.methods)
     except ValueError as error:
         raise MiscauseError(f"{model_dir / repository.POLICY}: {error}") from None
     return model

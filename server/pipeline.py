@@ -93,10 +93,9 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work],
         mask, erased_logits = _erase(backend, images, saliency, gradient, plan, logits)
         erased_probs = torch.softmax(erased_logits.float(), dim=1)
         erased_labels = erased_probs.argmax(dim=1)
-        corrected = labels.clone()
-        if policy is not None:
-            replace = explained & policy.applies(labels, confidence)
-            corrected[replace] = erased_labels[replace]
+        # the policy's one rule; a row it sends to its erased label but not explained here is one whose request
+        # did not ask for CORRECTED_LABEL (`_explained`), so no answer reads its erased label
+        corrected = labels if policy is None else policy.correct(labels, confidence, erased_labels)
         tensors.update({names.SALIENCY: saliency, names.MASK: mask, names.ERASED_LABEL: erased_labels,
                         names.ERASED_PROBS: erased_probs, names.CORRECTED_LABEL: corrected})
     return _host(works, rows, tensors, times, started, uploaded)
@@ -168,7 +167,7 @@ def _explain(backend: Backend, images: torch.Tensor,
     rows' pass), once per method."""
     saliency = torch.zeros((len(images), backend.height, backend.width), device=images.device)
     gradient = torch.zeros_like(images) if GRADIENT in plan.by_method else None
-    logits = torch.zeros((len(images), backend.classes), device=images.device)
+    logits = torch.zeros((len(images), backend.class_count), device=images.device)
     for method, parts in plan.by_method.items():
         rows = torch.cat(parts)
         index = rows.to(images.device)

@@ -103,7 +103,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def metadata_headers(self, model: ServedModel) -> tuple[tuple[str, str], ...]:
         """What ModelMetadataResponse has no field for, as response headers: explanation defaults, classes and
         saliency methods."""
-        defaults = self.engine.explain(model, {}).as_dict()
+        defaults = model.explain_defaults.as_dict()
         return ((PARAMETERS_METADATA, json.dumps(defaults)), (CLASSES_METADATA, json.dumps(model.classes)),
                 (METHODS_METADATA, json.dumps(model.methods)))
 

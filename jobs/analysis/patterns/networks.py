@@ -1,8 +1,8 @@
 """Misclassification networks: one directed graph per model, and their consensus across models.
 
 Nodes are classes. A model's network keeps an edge true -> predicted only where that confusion is significant
-for the model (see `miscause.jobs.analysis.causes.significant_edges`); weaker edges are pruned. Edge attributes:
-`weight` (conditional probability P(pred = j | true = i, pred != i)), `count`, `p_value`, `p_adjusted`.
+for the model (see `miscause.jobs.analysis.patterns.causes.significant_edges`); weaker edges are pruned. Edge
+attributes: `weight` (conditional probability P(pred = j | true = i, pred != i)), `count`, `p_value`, `p_adjusted`.
 """
 
 from __future__ import annotations
