@@ -216,7 +216,7 @@ def mixed_batch(backend: Backend) -> tuple[list[Work], Policy, int]:
     probs = torch.softmax(backend.logits(backend.upload([works[4].images])), 1)
     confidence, labels = probs.max(1)
     limit = float(confidence.sort().values[-2])  # a rule for every class that all but the surest image meet
-    policy = Policy.from_rules({c: limit for c in range(backend.classes)}, backend.classes)
+    policy = Policy.from_rules({c: limit for c in range(backend.class_count)}, backend.class_count)
     selected = int(policy.applies(labels, confidence).sum())
     assert 0 < selected < works[4].count
     return works, policy, selected
@@ -300,7 +300,7 @@ def test_grad_cam_and_integrated_gradients_requests_through_the_pipeline(backend
     works = [Work(images[0:3], (SALIENCY, MASK, ERASED_LABEL), grad_cam),
              Work(images[3:5], (SALIENCY, ERASED_PROBS), replace(grad_cam, saliency_method="integrated_gradients",
                                                                  target=1))]
-    policy = Policy.from_rules({}, backend.classes)
+    policy = Policy.from_rules({}, backend.class_count)
     got = pipeline.run(backend, policy, works)
     for work, outputs in zip(works, got, strict=True):
         want = computed_alone(backend, policy, work)
