@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-dev.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -30,3 +30,8 @@ clean:
 
 proto: $(STAMP)
 	$(BIN)/python -m miscause.proto.generate
+
+# Build the Docker image with buildah, run it with podman and check it end to end (docs/deploy.md).
+.PHONY: docker-check
+docker-check: $(STAMP)
+	$(BIN)/python deploy/docker_check.py
