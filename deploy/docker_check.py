@@ -108,6 +108,11 @@ class Storage:
         return done
 
 
+def shown(path: Path) -> str:
+    """`path` relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def tail(output: bytes | str, lines: int = 30) -> str:
     text = output.decode(errors="replace") if isinstance(output, bytes) else output
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
@@ -181,6 +186,7 @@ def base_image(storage: Storage, args: argparse.Namespace, started: float) -> li
     archive = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, timeout=300).stdout
     storage.call("podman", "import", "-", LOCAL_BASE, stdin=archive, limit=300, what="import the base")
     shutil.rmtree(rootfs)
+    say(started, f"base: bootstrapped and imported as {LOCAL_BASE}")
     # A trivial container tells a machine that cannot run containers from an image that does not work.
     trial = storage.call("podman", "run", "--rm", "--network", "none", "--no-healthcheck", *RUN_FLAGS, LOCAL_BASE,
                          "true", limit=120, what="run a container", check=False)
@@ -453,9 +459,10 @@ def check(args: argparse.Namespace, storage: Storage, started: float) -> dict:
     install_tools()
     images, labels, _ = test_images(args.data, args.per_class)
     (args.work / "tmp").mkdir(parents=True, exist_ok=True)
-    say(started, f"tools ready; {free / 1e9:.0f} GB free; storage under {args.work}")
+    say(started, f"tools ready; {free / 1e9:.0f} GB free; storage under {shown(args.work)}")
     base_args = base_image(storage, args, started)
     begun = time.monotonic()
+    say(started, f"building {IMAGE} with buildah (at most {args.build_limit:.0f} s)")
     build(storage, base_args, args)
     report = {"build_seconds": time.monotonic() - begun}
     say(started, f"built {IMAGE} in {report['build_seconds']:.0f} s")
@@ -502,7 +509,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--mirror", default="http://deb.debian.org/debian", help="Debian mirror for debootstrap")
     parser.add_argument("--pip-ca", type=Path, default=Path("/etc/ssl/certs/ca-certificates.crt"),
                         help="CA bundle handed to the build as the secret pip-ca, when it exists")
-    parser.add_argument("--min-free-gb", type=float, default=20.0,
+    parser.add_argument("--min-free-gb", type=float, default=30.0,
                         help="free disk needed, or the check skips (default %(default)s)")
     parser.add_argument("--build-limit", type=float, default=1800.0, help="seconds the build may take")
     parser.add_argument("--health-limit", type=float, default=300.0, help="seconds until healthy")
@@ -529,10 +536,10 @@ def main(argv: list[str] | None = None) -> int:
         peak.done.set()
         peak.join()
         clean(storage)
-        say(started, f"removed the container, the images and the build storage ({args.work} exists: "
+        say(started, f"removed the container, the images and the build storage ({shown(args.work)} exists: "
                      f"{args.work.exists()})")
     print(f"docker-check: PASSED in {time.monotonic() - started:.0f} s; image {report['image']['size'] / 1e9:.2f} "
-          f"GB; peak disk under {args.work}: {peak.peak / 1e9:.1f} GB", flush=True)
+          f"GB; peak disk under {shown(args.work)}: {peak.peak / 1e9:.1f} GB", flush=True)
     return 0
 
 

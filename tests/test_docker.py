@@ -132,3 +132,22 @@ def test_image_set_resolves_to_exactly_its_pins(tmp_path: Path):
     platforms = [flag for platform in IMAGE_PLATFORMS for flag in ("--platform", platform)]
     got = resolve(tmp_path, [lock], "--python-version", IMAGE_PYTHON, *platforms, "--only-binary=:all:")
     assert got == wanted
+
+
+def run_check(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "deploy" / "docker_check.py"), *flags], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_check_skips_saying_why_without_the_test_images(tmp_path: Path):
+    done = run_check("--work", str(tmp_path / "work"), "--data", str(tmp_path / "absent"))
+    assert done.returncode == 0, done.stderr
+    assert f"docker-check: SKIPPED, not run: CIFAR-10 not found at {tmp_path / 'absent'}" in done.stdout
+    assert not (tmp_path / "work").exists()
+
+
+def test_check_skips_saying_why_without_the_disk(tmp_path: Path, cifar10_root: Path):
+    done = run_check("--work", str(tmp_path / "work"), "--data", str(cifar10_root), "--min-free-gb", "1e9")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"docker-check: SKIPPED, not run: [\d.]+ GB free under .*; the check needs 1000000000",
+                     done.stdout)
