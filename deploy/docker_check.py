@@ -452,6 +452,7 @@ def check(args: argparse.Namespace, storage: Storage, started: float) -> dict:
         raise Skip("containers are built and run with buildah and podman on Linux only")
     if not (args.data / "test").is_dir():
         raise Skip(f"CIFAR-10 not found at {args.data} (set MISCAUSE_DATA)")
+    clean(storage)  # what an interrupted run left behind
     args.work.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(args.work.parent).free
     if free < args.min_free_gb * 1e9:
