@@ -63,7 +63,7 @@ loaded = {os.path.basename(line.split()[-1]) for line in open("/proc/self/maps")
 missing = {path: [line.split()[0] for line in subprocess.run(["ldd", path], capture_output=True, text=True)
                   .stdout.splitlines() if "not found" in line and line.split()[0] not in loaded]
            for path in linked}
-print(json.dumps({"dists": {d.metadata["Name"].lower().replace("_", "-"): d.version for d in md.distributions()},
+print(json.dumps({"dists": {d.metadata["Name"]: d.version for d in md.distributions()},
                   "providers": onnxruntime.get_available_providers(), "libraries": found, "missing": missing,
                   "uid": os.getuid()}))
 """
@@ -154,7 +154,10 @@ def install_tools() -> None:
 
 def dockerfile_arg(name: str) -> str:
     """The default of a build argument of the Dockerfile."""
-    return re.search(rf"^ARG {name}=(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    found = re.search(rf"^ARG {name}=(\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    if found is None:
+        raise Failed(f"the Dockerfile gives ARG {name} no default")
+    return found.group(1)
 
 
 def base_image(storage: Storage, args: argparse.Namespace, started: float) -> list[str]:
@@ -202,9 +205,22 @@ def build(storage: Storage, base_args: list[str], args: argparse.Namespace) -> N
                  "--tag", IMAGE, str(ROOT), limit=args.build_limit, what="build the image")
 
 
-def lock_names(path: Path) -> dict[str, str]:
-    pins = (line.split("==") for line in path.read_text().splitlines() if "==" in line and not line.startswith("#"))
-    return {name.strip().lower().replace("_", "-"): version.strip() for name, version in pins}
+def canonical(name: str) -> str:
+    """A distribution's name as PyPI compares it."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path: Path) -> dict[str, str]:
+    """Canonical name -> version of a lock file."""
+    lines = [line.split("==") for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return {canonical(name): version for name, version in lines}
+
+
+def image_pins() -> dict[str, str]:
+    """What the image installs: the runtime lock with ONNX Runtime's CUDA build in place of the CPU one."""
+    runtime = pins(ROOT / "requirements.lock")
+    del runtime["onnxruntime"]
+    return {**runtime, "onnxruntime-gpu": dockerfile_arg("ONNXRUNTIME_GPU")}
 
 
 def inspect_image(storage: Storage, args: argparse.Namespace) -> dict:
@@ -220,13 +236,11 @@ def inspect_image(storage: Storage, args: argparse.Namespace) -> dict:
                              "--entrypoint", "python", IMAGE, "-c", INVENTORY, ",".join(CUDA_LIBRARIES), limit=300,
                              what="list the image")
     facts = json.loads(inventory.stdout.decode().strip().splitlines()[-1])
-    runtime = lock_names(ROOT / "requirements.lock")
-    del runtime["onnxruntime"]
-    runtime["onnxruntime-gpu"] = dockerfile_arg("ONNXRUNTIME_GPU")
-    dists = facts["dists"]
+    runtime = image_pins()
+    dists = {canonical(name): version for name, version in facts["dists"].items()}
     extra = sorted(set(dists) - set(runtime) - {"miscause", "pip"})
     wrong = {name: (dists.get(name), version) for name, version in runtime.items() if dists.get(name) != version}
-    dev = sorted(set(dists) & set(lock_names(ROOT / "requirements-dev.lock")))
+    dev = sorted(set(dists) & set(pins(ROOT / "requirements-dev.lock")))
     if extra or wrong or dev:
         problems.append(f"installed set differs from the runtime lock: extra {extra}, development {dev}, "
                         f"(installed, pinned) {wrong}")

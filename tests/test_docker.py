@@ -4,6 +4,7 @@ name resolvable on PyPI. No container engine is needed; `make docker-check` buil
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -29,24 +30,24 @@ def hadolint() -> str:
     return found
 
 
-def dockerfile_arg(name: str) -> str:
-    found = re.search(rf"^ARG {name}=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
-    assert found, f"no default for ARG {name}"
-    return found.group(1)
+def load_check():
+    """deploy/docker_check.py as a module: the lock files and Dockerfile arguments are read in one place."""
+    spec = importlib.util.spec_from_file_location("docker_check", ROOT / "deploy" / "docker_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+check = load_check()
+dockerfile_arg, image_pins = check.dockerfile_arg, check.image_pins
 
 
 def pins(path: Path) -> dict[str, str]:
-    """Canonical name -> version of a lock file."""
+    """Canonical name -> version of a lock file, which holds only `name==version` lines and comments."""
     lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+==\S+", line) for line in lines), f"{path.name}: only name==version"
-    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in (line.split("==") for line in lines)}
-
-
-def image_pins() -> dict[str, str]:
-    """What the image installs: the runtime lock with ONNX Runtime's CUDA build in place of the CPU one."""
-    runtime = pins(ROOT / "requirements.lock")
-    del runtime["onnxruntime"]
-    return {**runtime, "onnxruntime-gpu": dockerfile_arg("ONNXRUNTIME_GPU")}
+    return check.pins(path)
 
 
 def test_hadolint_passes():
@@ -110,8 +111,7 @@ def resolve(tmp_path: Path, lock_files: list[Path], *target: str) -> dict[str, s
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     installs = json.loads(report.read_text())["install"]
-    return {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"]
-            for item in installs}
+    return {check.canonical(item["metadata"]["name"]): item["metadata"]["version"] for item in installs}
 
 
 @pytest.mark.timeout(900)
