@@ -187,7 +187,11 @@ def base_image(storage: Storage, args: argparse.Namespace, started: float) -> li
         f"deb {mirror} bookworm main\ndeb {mirror} bookworm-updates main\n"
         f"deb {mirror}-security bookworm-security main\n")
     archive = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, timeout=300).stdout
-    storage.call("podman", "import", "-", LOCAL_BASE, stdin=archive, limit=300, what="import the base")
+    imported = storage.call("podman", "import", "-", LOCAL_BASE, stdin=archive, limit=300, what="import the base",
+                            check=False)
+    if imported.returncode != 0:
+        raise Skip(f"podman cannot store images here (overlay storage under {shown(args.work)}):\n"
+                   f"{tail(imported.stdout + imported.stderr)}")
     shutil.rmtree(rootfs)
     say(started, f"base: bootstrapped and imported as {LOCAL_BASE}")
     # A trivial container tells a machine that cannot run containers from an image that does not work.
