@@ -162,12 +162,14 @@ def dockerfile_arg(name: str) -> str:
 
 def base_image(storage: Storage, args: argparse.Namespace, started: float) -> list[str]:
     """The build arguments for the image's base: the Dockerfile's own when a registry serves it, else a Debian
-    bookworm root file system bootstrapped from Debian's packages and imported as a local image."""
+    bookworm root file system bootstrapped from Debian's packages and imported as a local image. Skip where a
+    trivial container cannot run on it: this machine cannot run containers."""
     default = dockerfile_arg("BASE_IMAGE")
     pulled = storage.call("buildah", "pull", "--quiet", f"docker.io/library/{default}", limit=180,
                           what="pull the base", check=False)
     if pulled.returncode == 0:
         say(started, f"base: pulled {default}")
+        can_run_containers(storage, f"docker.io/library/{default}")
         return []
     say(started, f"base: {default} cannot be pulled here; bootstrapping Debian bookworm from {args.mirror}")
     rootfs = args.work / "rootfs"
@@ -194,12 +196,16 @@ def base_image(storage: Storage, args: argparse.Namespace, started: float) -> li
                    f"{tail(imported.stdout + imported.stderr)}")
     shutil.rmtree(rootfs)
     say(started, f"base: bootstrapped and imported as {LOCAL_BASE}")
-    # A trivial container tells a machine that cannot run containers from an image that does not work.
-    trial = storage.call("podman", "run", "--rm", "--network", "none", "--no-healthcheck", *RUN_FLAGS, LOCAL_BASE,
-                         "true", limit=120, what="run a container", check=False)
+    can_run_containers(storage, LOCAL_BASE)
+    return ["--build-arg", f"BASE_IMAGE={LOCAL_BASE}"]
+
+
+def can_run_containers(storage: Storage, base: str) -> None:
+    """Skip unless a trivial container runs: tells a machine that cannot run containers from a broken image."""
+    trial = storage.call("podman", "run", "--rm", "--network", "none", "--no-healthcheck", *RUN_FLAGS, base, "true",
+                         limit=120, what="run a container", check=False)
     if trial.returncode != 0:
         raise Skip(f"this machine cannot run containers with podman:\n{tail(trial.stdout + trial.stderr)}")
-    return ["--build-arg", f"BASE_IMAGE={LOCAL_BASE}"]
 
 
 def build(storage: Storage, base_args: list[str], args: argparse.Namespace) -> None:
