@@ -233,7 +233,7 @@ def image_pins() -> dict[str, str]:
     return {**runtime, "onnxruntime-gpu": dockerfile_arg("ONNXRUNTIME_GPU")}
 
 
-def inspect_image(storage: Storage, args: argparse.Namespace) -> dict:
+def inspect_image(storage: Storage) -> dict:
     """The image's configuration and contents, checked; returns the facts reported at the end."""
     config = json.loads(storage.call("podman", "image", "inspect", IMAGE, limit=60, what="inspect").stdout)[0]
     user, health = config["Config"].get("User", ""), config.get("Healthcheck") or {}
@@ -492,7 +492,7 @@ def check(args: argparse.Namespace, storage: Storage, started: float) -> dict:
     build(storage, base_args, args)
     report = {"build_seconds": time.monotonic() - begun}
     say(started, f"built {IMAGE} in {report['build_seconds']:.0f} s")
-    report["image"] = inspect_image(storage, args)
+    report["image"] = inspect_image(storage)
     say(started, f"image: {report['image']['size'] / 1e9:.2f} GB, user {report['image']['user']}, "
                  f"{report['image']['packages']} Python distributions (runtime lock only), each CUDA library once")
     report.update(exercise(storage, args, images, labels, started))
