@@ -7,7 +7,8 @@ part's options.
 parts:
   serve    closed-loop gRPC load over loopback, sweeping concurrency until throughput stops growing, for
            three output sets (LABEL; LABEL+SALIENCY; CORRECTED_LABEL+ERASED_LABEL), each beside the in-process
-           throughput of the same computation; p50/p90/p99 latency, half-load latency, generator CPU use
+           throughput of the same computation; p50/p90/p99 latency, half-load latency, generator CPU use; with
+           --overload, 4x the saturating concurrency with and without the queue timeout
   model    forward throughput per architecture and batch size: ONNX Runtime, torch eager, torch.compile,
            and the gradient (saliency) path
   train    training images/s and time-to-accuracy from a run's metrics.jsonl, and optionally a short
@@ -18,6 +19,7 @@ examples:
   miscause bench serve                                  # starts a server on the default model, loopback
   miscause bench serve --outputs LABEL --batch 1 --duration 5
   miscause bench serve --server 127.0.0.1:8001 --model cifarnet   # a server already running
+  miscause bench serve --overload --sets saliency --batch 64 --default-timeout-us 2000000
   miscause bench model --archs cifarnet,resnet50 --batch-sizes 1,64
   miscause bench train --metrics runs/cifarnet/metrics.jsonl --steps 20 --archs cifarnet,mobilenet_v2
   miscause bench kernels

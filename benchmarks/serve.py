@@ -100,6 +100,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instances", type=int, default=1, help="server instances per model (default: 1)")
     parser.add_argument("--profile", action="store_true", help="run the started server under cProfile")
     parser.add_argument("--name", help="result file name without extension (default: serve-<device>)")
+    parser.add_argument("--default-timeout-us", type=int, default=batching.default_timeout_us,
+                        help="server queue timeout, microseconds (0: none) (default %(default)s)")
+    parser.add_argument("--overload", action="store_true",
+                        help="find the saturating concurrency, then load the server at 4x it with and without "
+                             "the queue timeout (see miscause.benchmarks.serve_overload)")
+    parser.add_argument("--overload-seconds", type=float, default=30.0,
+                        help="with --overload: measured seconds of each overloaded run (default: 30)")
+    parser.add_argument("--refusal-pause", type=float, default=0.1,
+                        help="with --overload: seconds a caller waits after a refusal before its next request, "
+                             "as a client backing off would (default: 0.1)")
     parser.add_argument("--targets", action="store_true",
                         help="measure the service's three throughput targets instead of the sweep "
                              "(see miscause.benchmarks.serve_targets)")
@@ -117,6 +127,7 @@ class Point:
     images_per_request: int
     latencies: list[float] = field(default_factory=list)
     statuses: Counter = field(default_factory=Counter)
+    first_refusal_s: float | None = None  # from the first request sent to the first answer other than OK
     generator_cpu_s: float = 0.0
     server_cpu_s: float | None = None
     machine_cpu_s: float = 0.0
@@ -138,11 +149,13 @@ class Point:
                 "generator_cores": self.generator_cpu_s / self.seconds,
                 "generator_us_per_request": 1e6 * self.generator_cpu_s / max(self.answered, 1),
                 "server_cores": None if self.server_cpu_s is None else self.server_cpu_s / self.seconds,
-                "machine_cores": self.machine_cpu_s / self.seconds, "server": self.server}
+                "machine_cores": self.machine_cpu_s / self.seconds, "server": self.server,
+                "first_refusal_s": self.first_refusal_s, "max_ms": max(self.latencies, default=0.0) * 1000 or None}
 
 
 def scrape(url: str | None) -> dict[str, float]:
-    """Sums and counts of the server's histograms (all models), from its Prometheus endpoint."""
+    """Sums, counts and bucket counts (`NAME_bucket:LE`) of the server's histograms (all models), from its
+    Prometheus endpoint."""
     from prometheus_client.parser import text_string_to_metric_families
 
     if not url:
@@ -152,9 +165,11 @@ def scrape(url: str | None) -> dict[str, float]:
     values: Counter = Counter()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name.removesuffix("_sum").removesuffix("_count") in SERVER_METRICS and \
-                    sample.name.endswith(("_sum", "_count")):
+            base = sample.name.removesuffix("_sum").removesuffix("_count").removesuffix("_bucket")
+            if base in SERVER_METRICS and sample.name.endswith(("_sum", "_count")):
                 values[sample.name] += sample.value
+            elif base in SERVER_METRICS and sample.name.endswith("_bucket"):
+                values[f"{sample.name}:{sample.labels['le']}"] += sample.value
     return dict(values)
 
 
@@ -176,7 +191,21 @@ def server_view(before: dict, after: dict, seconds: float) -> dict:
         if computing else None
     for key in ("compute_ms_per_batch", "queue_ms", "in_server_ms"):
         view[key] = None if view[key] is None else view[key] * 1000
+    view["longest_batch_s_at_most"] = longest(delta, "miscause_inference_compute_duration_seconds")
+    view["longest_queue_s_at_most"] = longest(delta, "miscause_inference_queue_duration_seconds")
     return view
+
+
+def longest(delta: dict, name: str) -> float | None:
+    """The smallest histogram bucket bound holding every observation of a point: an upper bound on the longest."""
+    count = delta.get(f"{name}_count", 0.0)
+    bounds = sorted(float(key.rsplit(":", 1)[1]) for key in delta if key.startswith(f"{name}_bucket:"))
+    return next((bound for bound in bounds if count and delta[f"{name}_bucket:{_le(bound)}"] >= count), None)
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as the exposition format writes it."""
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class Window:
@@ -216,9 +245,10 @@ def check(response, outputs: tuple[str, ...]) -> str:
 
 async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], point: Point, concurrency: int,
                       warmup: float, mode: str, timeout: float, channels: int, server_pid: int | None,
-                      metrics_url: str | None, method: str = INFER) -> Point:
-    """`concurrency` callers each sending the next request once the last is answered. With `method` LIVE
-    (ServerLive, no model work, nothing checked) it measures the RPC path and the generator alone."""
+                      metrics_url: str | None, method: str = INFER, pause_after_refusal: float = 0.0) -> Point:
+    """`concurrency` callers each sending the next request once the last is answered (`pause_after_refusal`
+    seconds after an answer other than OK). With `method` LIVE (ServerLive, no model work, nothing checked) it
+    measures the RPC path and the generator alone."""
     from miscause.proto import grpc_service_pb2 as pb
 
     response_type = pb.ModelInferResponse if method == INFER else pb.ServerLiveResponse
@@ -228,6 +258,8 @@ async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], poi
     end = start + point.seconds
 
     def record(sent: float, done: float, status: str) -> None:
+        if status != "OK" and point.first_refusal_s is None:
+            point.first_refusal_s = done - (start - warmup)
         if start <= done <= end:
             point.statuses[status] += 1
             if status == "OK":
@@ -242,6 +274,8 @@ async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], poi
             except grpc.aio.AioRpcError as error:
                 status = error.code().name
             record(sent, time.perf_counter(), status)
+            if status != "OK" and pause_after_refusal:
+                await asyncio.sleep(pause_after_refusal)
 
     async def stream(index: int) -> None:
         opener = opened[index % channels].stream_stream(
@@ -324,6 +358,21 @@ def saturated(points: list[Point], growth: float, max_batch: int) -> bool:
     return all(rates[i] < (1 + growth) * max(rates[:i]) for i in (-2, -1))
 
 
+async def sweep(args: argparse.Namespace, target: str, payload: bytes, name: str, server_pid: int | None,
+                metrics_url: str | None) -> list[Point]:
+    """The closed-loop sweep of one output set: doubling concurrency until throughput stops growing."""
+    points: list[Point] = []
+    for concurrency in sweep_levels(args.start_concurrency, args.max_concurrency):
+        point = Point(name, concurrency, None, args.duration, args.batch)
+        await closed_loop(target, payload, OUTPUT_SETS[name], point, concurrency, args.warmup, args.mode,
+                          args.timeout, args.channels, server_pid, metrics_url)
+        print_point(point)
+        points.append(point)
+        if saturated(points, args.growth, args.max_batch_size):
+            break
+    return points
+
+
 def print_point(point: Point) -> None:
     s = point.summary()
     load = f"c={point.concurrency}" if point.concurrency else f"rate={point.rate:.0f}/s"
@@ -369,7 +418,8 @@ def profile_text(path: Path, top: int = 25) -> str:
 
 def server_options(args: argparse.Namespace) -> list[str]:
     options = ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-us", str(args.max_queue_delay_us),
-               "--max-queue-size", str(args.max_queue_size), "--log-level", "warning"]
+               "--max-queue-size", str(args.max_queue_size), "--default-timeout-us", str(args.default_timeout_us),
+               "--log-level", "warning"]
     options += ["--instances", str(args.instances)]
     return options + (["--threads", str(args.threads)] if args.threads else [])
 
@@ -471,15 +521,7 @@ async def measure(args: argparse.Namespace, sets: list[str], target: str, model_
         print(f"{name:>10} in-process: " + ", ".join(f"batch {b} {r:.1f}" for b, r in by_batch.items())
               + " images/s", flush=True)
         payload = infer_request(model_name, images, outputs).SerializeToString()
-        points: list[Point] = []
-        for concurrency in sweep_levels(args.start_concurrency, args.max_concurrency):
-            point = Point(name, concurrency, None, args.duration, args.batch)
-            await closed_loop(target, payload, outputs, point, concurrency, args.warmup, args.mode, args.timeout,
-                              args.channels, server_pid, metrics_url)
-            print_point(point)
-            points.append(point)
-            if saturated(points, args.growth, args.max_batch_size):
-                break
+        points = await sweep(args, target, payload, name, server_pid, metrics_url)
         sweeps[name] = points
         best = max(points, key=lambda p: p.images_per_s)
         rate = best.answered / best.seconds / 2
@@ -524,6 +566,10 @@ def run(args: argparse.Namespace) -> int:
         from miscause.benchmarks.serve_targets import run_targets
 
         return run_targets(args, engine, model_name, repo, server_options(args))
+    if args.overload:
+        from miscause.benchmarks.serve_overload import run_overload
+
+        return run_overload(args, engine, model_name, repo)
     name = args.name or f"serve-{device_tag(str(engine.models[model_name].backend.device))}"
     profile = Path(tempfile.mkdtemp(prefix="miscause-profile-")) / "server.pstats" \
         if args.profile and not args.server else None

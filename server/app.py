@@ -1,6 +1,7 @@
 """The server's lifecycle: load and warm up every model, then listen (gRPC, health, reflection, metrics);
-on stop, drain: report NOT_SERVING for a notice time, then refuse new calls, finish accepted ones, close the
-listener and release the models.
+on stop, drain: report NOT_SERVING for a notice time, then refuse new calls, finish accepted ones (refusing at
+once those that cannot finish in time), close the listener, release the models and say what became of every
+accepted request.
 
 `BackgroundServer` runs one on its own event loop in a thread, for embedding it in another program.
 """
@@ -87,16 +88,20 @@ class Server:
                                                 "tls": credentials is not None, "models": list(self.engine.models),
                                                 "auth": bool(self.settings.token)}})
 
-    async def drain(self) -> None:
-        """Report NOT_SERVING for the notice time while still serving; then refuse new calls with UNAVAILABLE
-        and let accepted ones finish (up to the drain time); then close the listener and release the models."""
+    async def drain(self) -> dict[str, int]:
+        """Report NOT_SERVING for the notice time while still serving; then refuse new calls with UNAVAILABLE,
+        refuse at once the queued ones that cannot finish in the drain time and let the other accepted ones
+        finish, dropping what is left when that time runs out; then close the listener and release the models.
+        Returns how the accepted requests ended (`Admission.report`); `dropped` counts those lost."""
         notice, grace = self.settings.drain_notice_seconds, self.settings.drain_seconds
         log.info("draining", extra={"fields": {"notice_seconds": notice, "grace_seconds": grace}})
         self.service.announce_drain()
         await self.health.enter_graceful_shutdown()
         await asyncio.sleep(notice)
         ends = time.monotonic() + grace
-        if await self.service.stop_accepting(grace):
+        self.service.stop_reading()
+        report = await self.engine.drain(grace)
+        if not report["dropped"] and not report["unfinished"]:
             # Callers answered last hear UNAVAILABLE from the service for their next call, not CANCELLED:
             # grpc cancels calls that reach a stopping server before a handler takes them (grpc/grpc#41785).
             await asyncio.sleep(min(REFUSAL_SECONDS, grace))
@@ -106,7 +111,12 @@ class Server:
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()
-        log.info("stopped")
+        lost = report["dropped"] + report["unfinished"]
+        if lost:
+            log.error("drain lost accepted requests: the drain time ran out before they finished (raise "
+                      "--drain-seconds or lower --default-timeout-us; see docs/deploy.md)", extra={"fields": report})
+        log.info("stopped", extra={"fields": report})
+        return report
 
 
 class BackgroundServer:
@@ -118,6 +128,7 @@ class BackgroundServer:
         self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop: asyncio.Event | None = None
+        self.report: dict[str, int] | None = None  # how the drain ended
         self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="miscause-server",
                                        daemon=True)
 
@@ -133,7 +144,7 @@ class BackgroundServer:
             return
         self.started.set()
         await self.stop.wait()
-        await self.server.drain()
+        self.report = await self.server.drain()
 
     def __enter__(self) -> Server:
         self.thread.start()

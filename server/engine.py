@@ -1,8 +1,11 @@
-"""The served models: each loaded from the repository, warmed up, and fed by its own batcher."""
+"""The served models: each loaded from the repository, warmed up, and fed by its own batcher; the admission every
+front end passes requests through, and the drain that accounts for them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from miscause.policy import Policy, read_policy
 from miscause.proto import names
 from miscause.repository import ModelConfig
 from miscause.server import pipeline
+from miscause.server.admission import Admission
 from miscause.server.backends import Backend, default_threads
 from miscause.server.batcher import Batcher
 from miscause.server.metrics import Metrics
@@ -26,6 +30,7 @@ from miscause.server.settings import Settings
 from miscause.server.statistics import StageTimes, Statistics
 
 log = logging.getLogger("miscause.server")
+DROP_SECONDS = 1.0  # after a drop, how long the dropped requests' handlers get to record how they ended
 
 
 @dataclass
@@ -114,6 +119,7 @@ class Engine:
         self.metrics = metrics
         self.models: dict[str, ServedModel] = {}
         self.ready = False
+        self.admission = Admission()
 
     def load(self) -> None:
         """Load and warm up every model (blocking; run off the event loop)."""
@@ -144,6 +150,23 @@ class Engine:
     def explain(self, model: ServedModel, values: dict) -> Explain:
         """A request's explanation parameters over the model's defaults (ValueError when invalid)."""
         return resolve(values, model.defaults, model.classes, model.height, model.width, methods=model.methods)
+
+    async def drain(self, seconds: float) -> dict[str, int]:
+        """Accept no more requests; refuse at once (UNAVAILABLE) the queued ones estimated not to finish within
+        `seconds`, again after every batch; wait for the rest; past `seconds`, drop what is left. Returns the
+        accepted requests' outcomes (`Admission.report`)."""
+        ends = time.monotonic() + seconds
+        self.admission.close()
+        for model in self.models.values():
+            if model.batcher is not None:
+                model.batcher.drain_until(ends)
+        if not await self.admission.settled(ends - time.monotonic()):
+            for model in self.models.values():
+                if model.batcher is not None:
+                    model.batcher.drop()
+            await self.admission.settled(DROP_SECONDS)
+        await asyncio.sleep(0)  # let the last handlers record their outcome
+        return self.admission.report()
 
     async def close(self) -> None:
         self.ready = False

@@ -4,7 +4,9 @@ Every model in the repository is loaded and warmed up before the server reports 
 per model. Outputs: LOGITS, PROBS, LABEL, SALIENCY, MASK, ERASED_LABEL, ERASED_PROBS, CORRECTED_LABEL.
 Prometheus metrics on http://HOST:METRICS_PORT/metrics, grpc.health.v1 and server reflection on the gRPC
 port. SIGTERM (or Ctrl-C) drains: NOT_SERVING for the notice time, then new calls are refused, accepted ones
-finish, the process exits 0.
+finish (those estimated not to finish within --drain-seconds are refused at once with UNAVAILABLE), the log
+says how many accepted requests were answered, refused and dropped, and the process exits 0, or 1 when the
+drain time ran out with accepted requests unanswered.
 
 example:
   miscause serve                                   # the embedded models/ on ports 8001 and 8002
@@ -56,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="comma-separated batch sizes to form when possible, e.g. 8,16,32")
     group.add_argument("--max-queue-size", type=int, default=batching.max_queue_size,
                        help="requests waiting per model before RESOURCE_EXHAUSTED (default %(default)s)")
+    group.add_argument("--default-timeout-us", type=int, default=batching.default_timeout_us,
+                       help="longest a request may wait in its model's queue before it starts, microseconds; "
+                            "past it (or when the queued work is estimated to exceed it on arrival) the request "
+                            "is refused with RESOURCE_EXHAUSTED; a request's own timeout or deadline can only "
+                            "shorten it; 0: no bound in time (Triton's default_timeout_microseconds, REJECT) "
+                            "(default %(default)s)")
     group.add_argument("--max-message-bytes", type=int, default=None,
                        help="largest gRPC message received or sent (default: the largest valid request and "
                             "response of the served models)")
@@ -102,7 +110,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             raise MiscauseError(f"--token-file {args.token_file} is empty")
     try:
         batching = Batching(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
-                            preferred_batch_sizes=args.preferred_batch_sizes, max_queue_size=args.max_queue_size)
+                            preferred_batch_sizes=args.preferred_batch_sizes, max_queue_size=args.max_queue_size,
+                            default_timeout_us=args.default_timeout_us)
     except ValueError as error:
         raise MiscauseError(str(error)) from None
     if args.drain_seconds < 0 or args.drain_notice_seconds < 0:
@@ -125,7 +134,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 async def serve(settings: Settings) -> int:
-    """Run until SIGTERM or SIGINT, then drain; 0 when the drain completed."""
+    """Run until SIGTERM or SIGINT, then drain; 0 when the drain completed, 1 when accepted requests were
+    dropped because the drain time ran out."""
     server = Server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -141,8 +151,8 @@ async def serve(settings: Settings) -> int:
     print(f"miscause serve: {', '.join(server.engine.models)} on {scheme}://{settings.host}:{server.grpc_port}"
           f"{metrics}", flush=True)
     await stop.wait()
-    await server.drain()
-    return 0
+    report = await server.drain()
+    return 1 if report["dropped"] or report["unfinished"] else 0
 
 
 def run(args: argparse.Namespace) -> int:

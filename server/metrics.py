@@ -36,6 +36,12 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=registry)
         self.queue_depth = Gauge("miscause_inference_queue_depth", "Requests waiting in a model's queue",
                                  ["model"], registry=registry)
+        self.pending = Gauge("miscause_inference_pending_request_count",
+                             "Requests accepted by a model and not yet answered: queued or computing", ["model"],
+                             registry=registry)
+        self.rejected = Counter("miscause_inference_rejected", "Requests the queue policy or a drain refused, by "
+                                "reason: queue_full, queue_wait (estimated on arrival), queue_timeout, drain",
+                                ["model", "reason"], registry=registry)
         self.model_ready = Gauge("miscause_model_ready", "1 when the model is loaded and warmed up",
                                  ["model"], registry=registry)
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from miscause.defaults import BOX, SALIENCY_METHOD, TOP_PERCENT
 from miscause.kernels.saliency import METHODS
+from miscause.server.status import listed, shown
 
 BUILTIN_DEFAULTS = {"top_percent": TOP_PERCENT, "box": BOX, "fill": None, "saliency_method": SALIENCY_METHOD,
                     "target": None}
@@ -36,14 +37,14 @@ class Explain:
 
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"parameter {name} must be a finite number, got {value!r}")
+        raise ValueError(f"parameter {name} must be a finite number, got {shown(value)}")
     return float(value)
 
 
 def _integer(name: str, value: object) -> int:
     number = _number(name, value)
     if number != int(number):
-        raise ValueError(f"parameter {name} must be an integer, got {value!r}")
+        raise ValueError(f"parameter {name} must be an integer, got {shown(value)}")
     return int(number)
 
 
@@ -54,7 +55,7 @@ def _fill(value: object, channels: int) -> tuple[float, ...] | None:
         try:
             parts = [float(part) for part in value.split(",")]
         except ValueError:
-            raise ValueError(f"parameter fill must be numbers separated by commas, got {value!r}") from None
+            raise ValueError(f"parameter fill must be numbers separated by commas, got {shown(value)}") from None
     elif isinstance(value, list | tuple):
         parts = list(value)
     else:
@@ -73,7 +74,7 @@ def resolve(values: dict, defaults: dict, classes: list[str], height: int, width
     saliency methods the model offers."""
     unknown = sorted(set(values) - set(NAMES))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
+        raise ValueError(f"unknown parameter(s) {listed(unknown)}; known: {', '.join(NAMES)}")
     merged = {**BUILTIN_DEFAULTS, **defaults, **values}
     top_percent = _number("top_percent", merged["top_percent"])
     if not 0 < top_percent <= 100:
@@ -85,11 +86,11 @@ def resolve(values: dict, defaults: dict, classes: list[str], height: int, width
     method = merged["saliency_method"]
     if method not in methods:
         known = ", ".join(methods)
-        raise ValueError(f"parameter saliency_method must be one of {known}, got {method!r}")
+        raise ValueError(f"parameter saliency_method must be one of {known}, got {shown(method)}")
     target = merged["target"]
     if isinstance(target, str):
         if target not in classes:
-            raise ValueError(f"parameter target names no class of this model: {target!r}")
+            raise ValueError(f"parameter target names no class of this model: {shown(target)}")
         target = classes.index(target)
     elif target is not None:
         target = _integer("target", target)

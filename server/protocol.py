@@ -15,6 +15,7 @@ from miscause.proto.names import DEFAULT_OUTPUTS, INPUT, OUTPUTS
 from miscause.server.engine import Engine, ServedModel
 from miscause.server.pipeline import Work
 from miscause.server.settings import Settings
+from miscause.server.status import RequestError, invalid, listed, shown
 
 # (platform, backend) as Triton names them, by what computes the forward pass; the explanation stages always
 # run the model's torch.export program and the erasure kernel
@@ -25,28 +26,15 @@ MESSAGE_OVERHEAD = 1 << 20  # names, shapes, ids and parameters beside the tenso
 FP32_LIMIT = 1e4  # normalised pixels lie within a few units; far larger ones would overflow the saliency
 
 
-class RequestError(Exception):
-    """A request the server refuses: the gRPC status to answer with and a message saying why."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def invalid(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
 def find_model(engine: Engine, name: str, version: str) -> ServedModel:
     """The named model; NOT_FOUND for an unknown name or version."""
     model = engine.models.get(name)
     if model is None:
         known = ", ".join(engine.models) or "none"
-        raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r} (served: {known})")
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"unknown model {shown(name)} (served: {known})")
     if version not in ("", repository.VERSION):
         raise RequestError(grpc.StatusCode.NOT_FOUND,
-                           f"model {name!r} has no version {version!r} (versions: {repository.VERSION})")
+                           f"model {shown(name)} has no version {shown(version)} (versions: {repository.VERSION})")
     return model
 
 
@@ -102,7 +90,7 @@ def request_timeout(request: pb.ModelInferRequest) -> float | None:
         return None
     value = tensors.parameter_value(request.parameters[TIMEOUT])
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise invalid(f"parameter {TIMEOUT} must be a non-negative integer of microseconds, got {value!r}")
+        raise invalid(f"parameter {TIMEOUT} must be a non-negative integer of microseconds, got {shown(value)}")
     return value / 1e6 or None
 
 
@@ -120,11 +108,10 @@ def message_limits(engine: Engine) -> tuple[int, int]:
 
 def _image(request: pb.ModelInferRequest, model: ServedModel, max_batch: int, max_side: int) -> np.ndarray:
     if len(request.inputs) != 1 or request.inputs[0].name != INPUT:
-        names = [t.name for t in request.inputs]
-        raise invalid(f"expected exactly one input named {INPUT}, got {names}")
+        raise invalid(f"expected exactly one input named {INPUT}, got {listed([t.name for t in request.inputs])}")
     tensor = request.inputs[0]
     if tensor.parameters:
-        raise invalid(f"input parameters are not supported: {', '.join(tensor.parameters)}")
+        raise invalid(f"input parameters are not supported: {listed(list(tensor.parameters))}")
     shape = list(tensor.shape)
     h, w = model.height, model.width
     if tensor.datatype == "UINT8":
@@ -132,9 +119,9 @@ def _image(request: pb.ModelInferRequest, model: ServedModel, max_batch: int, ma
     elif tensor.datatype == "FP32":
         layout, expected = "[N,3,H,W]", [3, h, w]
     else:
-        raise invalid(f"{INPUT}: datatype must be UINT8 [N,H,W,3] or FP32 [N,3,H,W], got {tensor.datatype!r}")
+        raise invalid(f"{INPUT}: datatype must be UINT8 [N,H,W,3] or FP32 [N,3,H,W], got {shown(tensor.datatype)}")
     if len(shape) != 4:
-        raise invalid(f"{INPUT}: {tensor.datatype} must have rank 4 {layout}, got shape {shape}")
+        raise invalid(f"{INPUT}: {tensor.datatype} must have rank 4 {layout}, got shape {shown(shape)}")
     if not 1 <= shape[0] <= max_batch:
         raise invalid(f"{INPUT}: batch size must lie in 1..{max_batch}, got {shape[0]}")
     sides = shape[1:3] if tensor.datatype == "UINT8" else shape[2:4]
@@ -166,7 +153,7 @@ def _outputs(request: pb.ModelInferRequest) -> tuple[str, ...]:
     names: list[str] = []
     for output in request.outputs:
         if output.name not in OUTPUTS:
-            raise invalid(f"unknown output {output.name!r}; known: {', '.join(OUTPUTS)}")
+            raise invalid(f"unknown output {shown(output.name)}; known: {', '.join(OUTPUTS)}")
         if output.parameters:
             raise invalid(f"output {output.name}: output parameters are not supported")
         if output.name not in names:

@@ -22,10 +22,9 @@ from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 from miscause.proto.names import CLASSES_METADATA, PARAMETERS_METADATA
 from miscause.server import protocol
-from miscause.server.batcher import Closed, DeadlineExpired, QueueFull
 from miscause.server.engine import Engine, ServedModel
 from miscause.server.metrics import Metrics
-from miscause.server.protocol import RequestError
+from miscause.server.status import MESSAGE_LIMIT, RequestError, elided, failure, invalid
 
 log = logging.getLogger("miscause.server")
 SERVER_NAME = "miscause"
@@ -50,20 +49,11 @@ async def _off_loop(size: int, function: Callable[..., T], *args: object) -> T:
     return function(*args)
 
 
-def _failure(error: Exception) -> RequestError:
-    """The status a failed inference answers with."""
-    if isinstance(error, RequestError):
-        return error
-    if isinstance(error, QueueFull):
-        return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-    if isinstance(error, DeadlineExpired):
-        return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
-    if isinstance(error, Closed):
-        return RequestError(grpc.StatusCode.UNAVAILABLE, str(error))
-    if isinstance(error, ValueError):
-        return RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-    log.error("inference failed: %s", error, exc_info=error)
-    return RequestError(grpc.StatusCode.INTERNAL, f"inference failed: {type(error).__name__}: {error}")
+def _settled(task: asyncio.Future) -> asyncio.Future:
+    """`task`, its outcome retrieved whenever it ends: a stream's pending read may end with StopAsyncIteration
+    or an error after the stream's reader stopped waiting for it, which asyncio would otherwise log."""
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -74,26 +64,16 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.metrics = metrics
         self.stream_window = engine.settings.stream_window
         self.ready = True
-        self.accepting = True
         self.draining = asyncio.Event()
-        self.in_flight = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
 
     def announce_drain(self) -> None:
         """First step of a drain: report not ready while still serving, so balancers move traffic away."""
         self.ready = False
 
-    async def stop_accepting(self, timeout: float) -> bool:
-        """Refuse new requests (UNAVAILABLE), stop reading open streams, and wait up to `timeout` seconds for
-        the accepted requests to be answered; True when they all were."""
-        self.ready = self.accepting = False
+    def stop_reading(self) -> None:
+        """Open streams read no more requests: they end once their accepted requests are answered."""
+        self.ready = False
         self.draining.set()
-        try:
-            await asyncio.wait_for(self.idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
@@ -148,28 +128,22 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         """One request through its model's batcher; raises RequestError, counted and timed either way."""
         started = time.perf_counter()
         model, status, images = None, grpc.StatusCode.OK, 0
-        self.in_flight += 1
-        self.idle.clear()
         try:
-            if not self.accepting:
-                raise RequestError(grpc.StatusCode.UNAVAILABLE, "server is shutting down: send to another replica")
-            model, work = await _off_loop(request.ByteSize(), protocol.decode, request, self.engine)
-            images = work.count
-            limits = [t for t in (timeout, protocol.request_timeout(request)) if t is not None]
-            results = await model.batcher.submit(work, work.count, min(limits, default=None))
-            size = sum(array.nbytes for array in results.values())
-            return await _off_loop(size, protocol.encode, request, model, results)
+            with self.engine.admission.admit():
+                model, work = await _off_loop(request.ByteSize(), protocol.decode, request, self.engine)
+                images = work.count
+                limits = [t for t in (timeout, protocol.request_timeout(request)) if t is not None]
+                results = await model.batcher.submit(work, work.count, min(limits, default=None))
+                size = sum(array.nbytes for array in results.values())
+                return await _off_loop(size, protocol.encode, request, model, results)
         except asyncio.CancelledError:
             status = grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
-            failure = _failure(error)
-            status = failure.code
-            raise failure from None
+            refused = failure(error)
+            status = refused.code
+            raise refused from None
         finally:
-            self.in_flight -= 1
-            if not self.in_flight:
-                self.idle.set()
             model = model or self.engine.models.get(request.model_name)  # a request refused at decode counts
             model_label, elapsed = model.name if model else "", time.perf_counter() - started
             self.metrics.requests.labels(model_label, status.name).inc()
@@ -189,7 +163,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         except DecodeError as error:
             self.metrics.requests.labels("", grpc.StatusCode.INVALID_ARGUMENT.name).inc()
             log.debug("infer", extra={"fields": {"status": "INVALID_ARGUMENT", "malformed_bytes": len(raw)}})
-            raise protocol.invalid(f"the message is not a ModelInferRequest ({len(raw)} bytes): {error}") from None
+            raise invalid(f"the message is not a ModelInferRequest ({len(raw)} bytes): {error}") from None
 
     async def ModelInfer(self, raw: bytes, context) -> pb.ModelInferResponse:
         try:
@@ -212,20 +186,21 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 request = await self.parse(raw)
                 return pb.ModelStreamInferResponse(infer_response=await self.infer(request, context.time_remaining()))
             except RequestError as error:
-                failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+                failed = pb.ModelInferResponse(model_name=elided(request.model_name, MESSAGE_LIMIT),
+                                               id=elided(request.id, MESSAGE_LIMIT))
                 return pb.ModelStreamInferResponse(error_message=error.message, infer_response=failed)
 
         async def read() -> None:
             nonlocal cut
             requests = aiter(raw_iterator)
-            drained = asyncio.ensure_future(self.draining.wait())
+            drained = _settled(asyncio.ensure_future(self.draining.wait()))
+            following = None
             try:
-                while self.accepting:
+                while not self.draining.is_set():
                     await window.acquire()
-                    following = asyncio.ensure_future(anext(requests))
+                    following = _settled(asyncio.ensure_future(anext(requests)))
                     await asyncio.wait((following, drained), return_when=asyncio.FIRST_COMPLETED)
-                    if not following.done() or not self.accepting:
-                        following.cancel()
+                    if not following.done() or self.draining.is_set():
                         cut = True
                         break
                     try:
@@ -233,8 +208,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     except StopAsyncIteration:
                         break
                     answers.put_nowait(asyncio.create_task(answer(raw)))
-            finally:
+            finally:  # on cancel, disconnect or drain: nothing left pending, nothing left unretrieved
                 drained.cancel()
+                if following is not None:
+                    following.cancel()
                 answers.put_nowait(None)
 
         reader = asyncio.create_task(read())

@@ -17,12 +17,15 @@ def default_repository() -> Path:
 
 @dataclass(frozen=True)
 class Batching:
-    """Dynamic batching per model: how many images a batch holds, how long a request waits for company."""
+    """Dynamic batching per model: how many images a batch holds, how long a request waits for company; and the
+    queue policy (Triton's `default_queue_policy`, REJECT on timeout): how many requests may wait, and how long
+    (`default_timeout_us`, 0: no bound in time)."""
 
     max_batch_size: int = 64
     max_queue_delay_us: int = 2000
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_size: int = 256
+    default_timeout_us: int = 10_000_000
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -31,6 +34,8 @@ class Batching:
             raise ValueError("max queue delay must not be negative")
         if self.max_queue_size < 1:
             raise ValueError("max queue size must be at least 1")
+        if self.default_timeout_us < 0:
+            raise ValueError("default queue timeout must not be negative")
         if any(not 1 <= size <= self.max_batch_size for size in self.preferred_batch_sizes):
             raise ValueError(f"preferred batch sizes must lie in 1..{self.max_batch_size}")
 

@@ -2,8 +2,10 @@
 
 SIGTERM drains: every request the server accepted (it logs each one it handled) is answered, correctly, the
 process exits 0, and whatever it refused was refused with UNAVAILABLE (by the service during the drain, or by
-the transport once the listener closed). SIGKILL: clients see UNAVAILABLE,
-never a wrong answer. (Training killed with SIGKILL and resumed is tested in test_jobs.py.)
+the transport once the listener closed). With more queued than the drain time allows, the queued work that
+cannot finish is refused at once, the log counts what was answered, refused and dropped, and the exit status
+is 0 only when nothing accepted was dropped. SIGKILL: clients see UNAVAILABLE, never a wrong answer. (Training
+killed with SIGKILL and resumed is tested in test_jobs.py.)
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ def start(root, *options: str) -> ServerProcess:
     return ServerProcess(root, ["--max-batch-size", "8", "--log-level", "debug", *options]).start()
 
 
+
 def test_sigterm_under_load_answers_everything_it_accepted():
     root = served_repository()
     model, _ = first_model(root)
@@ -185,6 +188,68 @@ def test_sigterm_closes_open_streams_after_answering_them():
         sent = [key for key in outcomes.seen if key.startswith(f"s{index}-")]
         last = max(sent, key=lambda key: int(key.split("-")[1]))
         assert outcomes.seen[last] in ("UNAVAILABLE", "WRITE_AFTER_END"), (last, outcomes.seen[last])
+
+
+def drain_report(server: ServerProcess) -> dict:
+    """The counts the server logged when it stopped."""
+    for line in reversed(server.log_path.read_text(errors="replace").splitlines()):
+        if line.startswith("{") and json.loads(line).get("message") == "stopped":
+            return json.loads(line)
+    raise AssertionError(f"no 'stopped' line in the server's log:\n{server.log_tail()}")
+
+
+async def heavy_load_then_signal(server: ServerProcess, request: pb.ModelInferRequest,
+                                 callers: int) -> list[tuple[str, float]]:
+    """`callers` closed-loop callers of `request`; SIGTERM once one was answered; every answer after the signal
+    as (status, seconds after the signal)."""
+    answered, after = asyncio.Event(), []
+    signalled: list[float] = []
+
+    async def caller(stub) -> None:
+        while not signalled or server.process.poll() is None:
+            try:
+                await stub.ModelInfer(request, timeout=120)
+                status = "OK"
+            except grpc.aio.AioRpcError as error:
+                status = error.code().name
+            answered.set()
+            if signalled:
+                after.append((status, time.monotonic() - signalled[0]))
+                if status != "OK":
+                    return
+
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        tasks = [asyncio.create_task(caller(stub)) for _ in range(callers)]
+        await asyncio.wait_for(answered.wait(), 120)
+        signalled.append(time.monotonic())
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(server.process.wait, 90)
+        await asyncio.wait_for(asyncio.gather(*tasks), 90)
+    return after
+
+
+def test_sigterm_with_more_queued_than_the_drain_allows_refuses_at_once_and_counts():
+    """Sixteen callers of 64-image saliency requests (about ten batches queued, no queue timeout) and a 3 s
+    drain: the log's counts add up to the accepted requests, queued work that cannot finish is refused with
+    UNAVAILABLE before the drain time is out, and the process exits 0 exactly when nothing accepted was dropped."""
+    root = served_repository()
+    model, config = first_model(root)
+    request = infer_request(model, random_images(64, config, seed=5), ["LABEL", "SALIENCY"])
+    server = start(root, "--max-batch-size", "64", "--drain-seconds", "3", "--default-timeout-us", "0")
+    try:
+        after = asyncio.run(heavy_load_then_signal(server, request, callers=16))
+        status = server.process.wait(30)
+        report = drain_report(server)
+    finally:
+        server.close()
+    outcomes = {key: report[key] for key in ("answered", "refused", "dropped", "cancelled", "unfinished")}
+    assert report["accepted"] == sum(outcomes.values()) > 0, report
+    assert status == (1 if report["dropped"] or report["unfinished"] else 0), (status, report)
+    assert report["refused"] >= 1, report
+    assert {code for code, _ in after} <= {"OK", "UNAVAILABLE"}, Counter(code for code, _ in after)
+    refused_in_time = [at for code, at in after if code == "UNAVAILABLE" and at < 3.0]
+    assert len(refused_in_time) >= report["refused"], (sorted(after, key=lambda a: a[1]), report)
 
 
 def test_sigkill_under_load_gives_unavailable_never_a_wrong_answer():

@@ -47,8 +47,10 @@ def make_repository(root: Path, names: tuple[str, ...] = ("alpha", "beta")) -> P
 
 
 def loopback(repository_path: Path, **overrides) -> Settings:
-    """Settings for a test server: loopback, free ports, small batches (quick warm-up)."""
-    batching = overrides.pop("batching", Batching(max_batch_size=16, max_queue_delay_us=2000, max_queue_size=64))
+    """Settings for a test server: loopback, free ports, small batches (quick warm-up), no queue timeout (tests
+    hold a model's worker as long as they need)."""
+    batching = overrides.pop("batching", Batching(max_batch_size=16, max_queue_delay_us=2000, max_queue_size=64,
+                                                  default_timeout_us=0))
     return replace(Settings(model_repository=repository_path), host="127.0.0.1", grpc_port=0, metrics_port=0,
                    batching=batching, threads=2, drain_seconds=10.0, **overrides)
 
