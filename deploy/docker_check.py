@@ -424,11 +424,14 @@ def check_drain(storage: Storage, name: str, target: str, images: np.ndarray, re
     for thread in callers:
         thread.join(60)
     state = container_state(storage, name)
-    handled, draining, drained = {}, False, 0
+    handled, draining, drained, stopped_report = {}, False, 0, None
     for line in logs(storage, name).decode(errors="replace").splitlines():
         if line.startswith("{"):
             entry = json.loads(line)
             draining = draining or entry.get("message") == "draining"
+            if entry.get("message") == "stopped":
+                stopped_report = {key: entry.get(key) for key in ("accepted", "answered", "refused", "dropped",
+                                                                   "cancelled", "unfinished")}
             if entry.get("message") == "infer" and str(entry.get("id", "")).startswith("drain-"):
                 handled[entry["id"]] = entry["status"]
                 if draining and entry["status"] == "OK":
@@ -445,6 +448,8 @@ def check_drain(storage: Storage, name: str, target: str, images: np.ndarray, re
         problems.append(f"the server logged {Counter(handled.values())} for the callers' {dict(statuses)}")
     if lost or set(handled.values()) - {"OK", "UNAVAILABLE"}:
         problems.append(f"accepted but not answered OK: {lost[:10]}; server statuses {Counter(handled.values())}")
+    if stopped_report is None or stopped_report["dropped"] or stopped_report["unfinished"]:
+        problems.append(f"the server's account of its drain: {stopped_report} (dropped and unfinished must be 0)")
     if not draining or not drained:
         problems.append(f"no request was answered OK after the server logged it was draining (logged the drain: "
                         f"{draining}): nothing was in flight to drain")
@@ -453,7 +458,7 @@ def check_drain(storage: Storage, name: str, target: str, images: np.ndarray, re
     if problems:
         raise Failed("SIGTERM:\n" + "\n".join("    " + problem for problem in problems)
                      + f"\n{tail(logs(storage, name), 15)}")
-    return {"seconds": stopped, "statuses": dict(statuses), "drained": drained,
+    return {"seconds": stopped, "statuses": dict(statuses), "drained": drained, "account": stopped_report,
             "handled": sum(status == "OK" for status in handled.values())}
 
 
@@ -519,7 +524,8 @@ def exercise(storage: Storage, args: argparse.Namespace, images: np.ndarray, lab
     report["drain"] = check_drain(storage, name, target, images, reference)
     say(started, f"SIGTERM under load: exit 0 in {report['drain']['seconds']:.1f} s; callers saw "
                  f"{report['drain']['statuses']}, {report['drain']['drained']} answered once draining; "
-                 f"every request the server accepted answered ({report['drain']['handled']} OK)")
+                 f"every request the server accepted answered ({report['drain']['handled']} OK); its account: "
+                 f"{report['drain']['account']}")
     return report
 
 
