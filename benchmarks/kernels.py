@@ -10,7 +10,8 @@ Every case (N images of H x W, one images dtype) is first checked, then timed:
 - `triton_gradient`: `erase_from_gradient_triton` on the raw gradient [N, C, H, W] (images' dtype),
   the channel reduction fused into the kernel;
 - `eager`: `erase_reference`, the PyTorch reference;
-- `compile`: `torch.compile` of the reference's core (its argument checks stay outside the compiled graph);
+- `compile`: `torch.compile` of the reference's core (its argument checks stay outside the compiled graph), timed
+  on the first case only: it recompiles for every shape and dtype;
 - `roofline`: the bytes the op must move (images read, erased images written, saliency read, mask written)
   divided by the device-to-device copy bandwidth measured here.
 
@@ -20,7 +21,8 @@ of `triton.testing.do_bench` (warm-up calls excluded, L2 flushed between calls),
 the PyTorch paths (the Triton kernel needs a GPU, and a CPU copy roofline says little about a compute-bound
 op). The eager path and `triton`/`triton_gradient` include their NaN/Inf check and its host sync; the compiled
 core and the unchecked Triton paths do not. On a GPU the registers and spills of every compiled Triton kernel
-are listed too (from the launched binaries).
+are listed too (from the launched binaries). The result file is written after every case (`"complete": false`
+until the last), so a run stopped midway keeps what it measured; a case that fails is recorded and the rest run.
 """
 
 from __future__ import annotations
@@ -264,25 +266,45 @@ def run(args: argparse.Namespace) -> int:
     command = getattr(args, "command", None)
     record = Run("kernels", settings, device=str(device), **({"command": command} if command else {}))
     bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
-    points = []
-    for (n, h, w), dtype_name in itertools.product(cases, dtypes):
-        points += measure_case(n, h, w, dtype_name, impls, args, device, bandwidth)
-        print(f"measured {n}x{h}x{w} {dtype_name}", file=sys.stderr)
     notes.append(f"top_percent={args.top_percent}, box={args.box}, {args.channels} channels, float32 saliency; "
                  "outputs checked equal to the eager reference before timing")
-    resources = kernel_resources() if device.type == "cuda" else []
     if "triton_packed" in impls and any(max(h, w) > MAX_SIDE for _, h, w in cases):
         notes.append(f"triton_packed is timed only where both sides are at most {MAX_SIDE}")
     if "triton_split" in impls and any(max(h, w) <= MAX_SIDE for _, h, w in cases):
         notes.append(f"triton_split is timed only where a side is over {MAX_SIDE}")
-    data = {"points": points, "copy_bandwidth_bytes_per_s": bandwidth, "kernel_resources": resources}
+    if "compile" in impls and len(cases) * len(dtypes) > 1:
+        notes.append("compile (torch.compile recompiles for every shape and dtype) is timed on the first case only")
+    points, failures = [], []
+    out = None if args.no_write else args.out
+    for index, ((n, h, w), dtype_name) in enumerate(itertools.product(cases, dtypes)):
+        case_impls = [name for name in impls if name != "compile" or index == 0]
+        try:
+            points += measure_case(n, h, w, dtype_name, case_impls, args, device, bandwidth)
+            print(f"measured {n}x{h}x{w} {dtype_name}", file=sys.stderr, flush=True)
+        except (MiscauseError, RuntimeError, ValueError) as error:  # one case's failure must not lose the others
+            failures.append({"case": f"{n}x{h}x{w} {dtype_name}", "error": f"{type(error).__name__}: {error}"})
+            print(f"FAILED {n}x{h}x{w} {dtype_name}: {error}", file=sys.stderr, flush=True)
+        tables, data = results(points, failures, bandwidth, device)
+        record.write(tables, {**data, "complete": False}, notes, out)
+    tables, data = results(points, failures, bandwidth, device)
+    record.finish(tables, {**data, "complete": True}, notes, out)
+    return 1 if failures else 0
+
+
+def results(points: list[dict], failures: list[dict], bandwidth: float | None,
+            device: torch.device) -> tuple[list[Table], dict]:
+    """The tables and data of the cases measured so far (and of those that failed)."""
+    resources = kernel_resources() if device.type == "cuda" else []
+    data = {"points": points, "failures": failures, "copy_bandwidth_bytes_per_s": bandwidth,
+            "kernel_resources": resources}
     tables = [table(points, bandwidth)]
     if resources:
         tables.insert(0, Table("Compiled Triton kernels", ["kernel", "warps", "registers", "spills", "shared bytes"],
                                [[r["kernel"], r["num_warps"], r["registers"], r["spills"], r["shared_bytes"]]
                                 for r in resources]))
-    record.finish(tables, data, notes, None if args.no_write else args.out)
-    return 0
+    if failures:
+        tables.append(Table("Failed cases", ["case", "error"], [[f["case"], f["error"]] for f in failures]))
+    return tables, data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,6 +120,19 @@ class Run:
     def finish(self, tables: list[Table], data: dict, notes: list[str], out_dir: Path | None,
                name: str | None = None) -> Path | None:
         """Write `<out>/<part>-<device>.json` and `.md` (unless `out_dir` is None) and print the tables last."""
+        path = self.write(tables, data, notes, out_dir, name)
+        if path is not None:
+            print(f"wrote {path} and {path.with_suffix('.md').name}")
+        for note in notes:
+            print(f"note: {note}")
+        for table in tables:
+            print()
+            print(table.text())
+        return path
+
+    def write(self, tables: list[Table], data: dict, notes: list[str], out_dir: Path | None,
+              name: str | None = None) -> Path | None:
+        """Write the record so far, atomically, without printing: a run cut short keeps what it measured."""
         record = {
             "part": self.part, "started": self.started,
             "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -135,12 +148,6 @@ class Run:
                 tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
             with atomic_path(path.with_suffix(".md")) as tmp:
                 tmp.write_text(markdown(record, tables))
-            print(f"wrote {path} and {path.with_suffix('.md').name}")
-        for note in notes:
-            print(f"note: {note}")
-        for table in tables:
-            print()
-            print(table.text())
         return path
 
 

@@ -68,6 +68,7 @@ SERVER_METRICS = ("miscause_inference_batch_size", "miscause_inference_compute_d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from miscause.server.backends import FORWARD_BACKENDS
     from miscause.server.settings import Batching
 
     batching = Batching()
@@ -98,6 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue-size", type=int, default=batching.max_queue_size)
     parser.add_argument("--threads", type=int, help="server intra-op threads (default: the server's)")
     parser.add_argument("--instances", type=int, default=1, help="server instances per model (default: 1)")
+    parser.add_argument("--forward-backend", choices=FORWARD_BACKENDS, default="onnx",
+                        help="the served forward pass: ONNX Runtime or the torch.export program (default: onnx)")
     parser.add_argument("--profile", action="store_true", help="run the started server under cProfile")
     parser.add_argument("--name", help="result file name without extension (default: serve-<device>)")
     parser.add_argument("--default-timeout-us", type=int, default=batching.default_timeout_us,
@@ -420,7 +423,7 @@ def server_options(args: argparse.Namespace) -> list[str]:
     options = ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-us", str(args.max_queue_delay_us),
                "--max-queue-size", str(args.max_queue_size), "--default-timeout-us", str(args.default_timeout_us),
                "--log-level", "warning"]
-    options += ["--instances", str(args.instances)]
+    options += ["--instances", str(args.instances), "--forward-backend", args.forward_backend]
     return options + (["--threads", str(args.threads)] if args.threads else [])
 
 
@@ -556,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model or (repository.model_names(repo) or [None])[0]
     if model_name is None:
         raise MiscauseError(f"no model in {repo}")
-    settings = Settings(model_repository=repo, threads=args.threads,
+    settings = Settings(model_repository=repo, threads=args.threads, forward_backend=args.forward_backend,
                         batching=Batching(max_batch_size=args.max_batch_size,
                                           max_queue_delay_us=args.max_queue_delay_us,
                                           max_queue_size=args.max_queue_size))

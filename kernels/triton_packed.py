@@ -1,19 +1,25 @@
 """The erasure kernel for small images (sides up to 64): several images per program, everything in registers.
 
 A program holds IMAGES whole images as one [HB, IMAGES, WB] block (HB, WB the sides rounded up to powers of
-two), so the ranking input is read from memory exactly once and never re-read. Rows are the outer axis so
-that Triton's default layout gives each warp whole images (threads along a row, warps across images): the
-per-image counts then reduce within a warp, without shared memory or barriers. Per-image values stay
-[1, IMAGES, 1] blocks (reductions keep their axes), so broadcasting them back needs no layout conversion.
-H and W are compile-time constants, so every pixel's offset is an immediate from its image's base address.
+two), so the ranking input is read from memory exactly once and never re-read. Per-image values stay
+[1, IMAGES, 1] blocks (reductions keep their axes). H and W are compile-time constants, so every pixel's offset
+is an immediate from its image's base address.
+
+Layout, as Triton 3.6 and 3.8 build it for 32x32 images (4 per program, 4 warps): a thread holds 16 adjacent
+pixels of one row, a warp 8 rows of all 4 images, and the warps split the rows. A per-image count
+(`_count`) therefore sums each row in-thread and with one shuffle, then the rows within the warp by
+shuffles, and combines the 4 warps' partial counts through shared memory: two barriers per count. Summing the
+other axis first would leave 32 columns to combine across warps (10x the shuffles, 4x the barriers).
+`benchmarks/kernel_binaries.py --sass` counts what the binary does per image; docs/kernels.md keeps the figures.
 
 Selection. Each image's k-th largest key is found by bisection on the uint32 key, most significant bit first:
 a bit is kept when at least k keys are >= the threshold with that bit set. Counting steps over registers give
-the exact key; no histogram, no shared memory. Anchors are the keys above it, and of those equal to it the
-first `k - #above` in row-major order (a running count, computed only when some image has such ties). Two
-early exits cut the steps: only the leading KEY_BITS bits are searched (16 for bfloat16 ranking input, 19 for
-float16; `complete_key` fills in the rest), and the search stops, checked every four bits, once exactly k keys
-of every image of the block are >= its threshold: those k are the anchors, whatever the bits left unsearched.
+the exact key; no histogram. Anchors are the keys above it, and of those equal to it the first `k - #above`
+in row-major order: the index of the last such tie is found by the same bisection on the pixel index
+(computed only when some image of the block has more ties than it needs; no scan). Two early exits cut the
+steps: only the leading KEY_BITS bits are searched (16 for bfloat16 ranking input, 19 for float16;
+`complete_key` fills in the rest), and the search stops, checked every four bits, once exactly k keys of every
+image of the block are >= its threshold: those k are the anchors, whatever the bits left unsearched.
 
 Dilation. Anchor rows are packed into one word per row (bit x = column x); the box's horizontal reach is a
 few shifts of that word. The result is repacked one word per column (bit y = row y) and spread the same way
@@ -39,6 +45,12 @@ PIXELS_PER_PROGRAM = 4096
 
 # Bisection steps between two checks for the early exit (the check reduces across the block's warps).
 STEPS_PER_CHECK = tl.constexpr(4)
+
+
+@triton.constexpr_function
+def index_bits(pixels: int) -> int:
+    """Bits that hold every row-major index of an image of `pixels` pixels (at least one)."""
+    return max(1, (pixels - 1).bit_length())
 
 
 @triton.jit
@@ -75,15 +87,20 @@ def _spread(bits, radius, SIDE: tl.constexpr):
 
 @triton.jit
 def _count(flags):
-    """[1, IMAGES, 1]: per image, the set flags of an [HB, IMAGES, WB] block (rows in-thread, then across a warp)."""
-    return tl.sum(tl.sum(flags.to(tl.int32), axis=0, keep_dims=True), axis=2, keep_dims=True)
+    """[1, IMAGES, 1]: per image, the set flags of an [HB, IMAGES, WB] block: along rows first, then down columns.
+
+    Rows first: a row's pixels sit in one thread and its neighbour lane, so that sum is in-thread plus one
+    shuffle, and only one value per row and image is left to combine across the warps (see the module doc).
+    """
+    return tl.sum(tl.sum(flags.to(tl.int32), axis=2, keep_dims=True), axis=0, keep_dims=True)
 
 
 @triton.jit
-def _select(key, valid, live, k, KEY_BITS: tl.constexpr, DEBUG: tl.constexpr):
-    """[HB, IMAGES, WB] bool: each image's k largest keys, ties to the smaller row-major index.
+def _select(key, valid, live, pixel, k, KEY_BITS: tl.constexpr, INDEX_BITS: tl.constexpr, DEBUG: tl.constexpr):
+    """[HB, IMAGES, WB] bool: each image's k largest keys, ties to the smaller row-major index `pixel`.
 
-    `valid` marks the block's real pixels, `live` its real images. Keys differ only in their KEY_BITS leading bits.
+    `valid` marks the block's real pixels, `live` its real images. Keys differ only in their KEY_BITS leading bits;
+    pixel indices fit in INDEX_BITS bits.
     """
     threshold = tl.zeros([1, key.shape[1], 1], dtype=tl.uint32)
     one = tl.full([1, key.shape[1], 1], 1, dtype=tl.uint32)
@@ -105,13 +122,24 @@ def _select(key, valid, live, k, KEY_BITS: tl.constexpr, DEBUG: tl.constexpr):
     if DEBUG:
         tl.device_assert(((needed >= 0) & (tied >= needed)) | ~live, "bisection: the k-th largest key is not found")
     if surplus > 0:
-        tie_count = tie.to(tl.int32)
-        row_ties = tl.sum(tie_count, axis=2, keep_dims=True)
-        rank = tl.cumsum(tie_count, axis=2) + (tl.cumsum(row_ties, axis=0) - row_ties)
-        anchor = above | (tie & (rank <= needed))
+        anchor = above | (tie & (pixel <= _last_tie(tie, pixel, needed, INDEX_BITS)))
     else:
         anchor = above | tie
     return anchor
+
+
+@triton.jit
+def _last_tie(tie, pixel, needed, INDEX_BITS: tl.constexpr):
+    """[1, IMAGES, 1]: the row-major index of each image's needed-th tie (from 1), by bisection on the index.
+
+    Bit by bit, most significant first, the index grows while fewer than `needed` ties lie before it: the same
+    counting step as the key's bisection, with no scan (3-D scans do not compile on every Triton release).
+    """
+    last = tl.zeros_like(needed)
+    for bit in tl.static_range(INDEX_BITS - 1, -1, -1):
+        candidate = last | (1 << bit)
+        last = tl.where(_count(tie & (pixel < candidate)) < needed, candidate, last)
+    return last
 
 
 @triton.jit
@@ -142,7 +170,7 @@ def packed_kernel(images, saliency, fill, erased, mask, nonfinite, anchors, N, C
     value = load_saliency(saliency + image * C_SAL * plane, pixel, valid, plane, C_SAL, FROM_GRADIENT)
     live = image < N
     tl.store(nonfinite + image, _count(valid & is_nonfinite(value)), mask=live)
-    anchor = _select(order_key(value), valid, live, k, KEY_BITS, DEBUG)
+    anchor = _select(order_key(value), valid, live, pixel, k, KEY_BITS, index_bits(plane), DEBUG)
     held = _count(anchor)
     tl.store(anchors + image, held, mask=live)
     if DEBUG:

@@ -6,7 +6,8 @@ Cases: 70,000 images of 32x32 (random, heavily tied, constant), bf16 saliency wi
 and signed-zero saliency, the raw-gradient form, and 224x224 images; each kernel that takes the size (the band
 and split kernels take any size, the packed kernel sides up to 64). A case passes when the erased images and
 the mask equal the reference's and every image reports exactly k anchors and no NaN/Inf. Prints one line per
-case and exits 1 if any failed. `--divide D` runs each case with 1/D of its images (on a CPU, under
+case and kernel as it finishes (a kernel that fails to compile or launch is reported and the rest still run)
+and exits 1 if any failed. `--divide D` runs each case with 1/D of its images (on a CPU, under
 TRITON_INTERPRET=1, a large D makes it a smoke test).
 """
 
@@ -79,10 +80,15 @@ def run_case(name: str, make: Maker, top_percent: float, box: int, device: torch
     failures = []
     for variant in variants:
         started = time.perf_counter()
-        result = erase_triton_unchecked(images, ranking, top_percent, box, from_gradient=from_gradient,
-                                        variant=variant)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        try:
+            result = erase_triton_unchecked(images, ranking, top_percent, box, from_gradient=from_gradient,
+                                            variant=variant)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        except Exception as error:  # a compile or launch failure of one variant must not stop the others
+            print(f"FAIL {name} [{variant}]: {type(error).__name__}: {str(error)[-2000:]}", flush=True)
+            failures.append(f"{name} [{variant}] ({type(error).__name__})")
+            continue
         seconds = time.perf_counter() - started
         wrong_mask = int((result.mask != want_mask).sum())
         bits = torch.int16 if images.element_size() == 2 else torch.int32

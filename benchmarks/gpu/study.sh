@@ -5,8 +5,8 @@
 #   benchmarks/gpu/study.sh ARCH...                    e.g. benchmarks/gpu/study.sh resnet50 googlenet
 #
 # Carried into the working tree's git-ignored carry/ folder: cifar10.pack.npz (the CIFAR-10 JPEG copy, packed)
-# and cifar10_pack.py (the tool that unpacks it); optionally wheels/*.whl, installed first, for dependencies the
-# machine's image lacks.
+# and cifar10_pack.py (the tool that unpacks it); wheels/*.whl (`make wheelhouse`), installed first with no index,
+# for dependencies the machine's image lacks or holds too old.
 #
 # Environment:
 #   OUT                   required: where the result files (ARCH.npz) and study.log go
@@ -50,8 +50,10 @@ nvidia-smi -L 2> /dev/null || echo "no nvidia-smi: running on $(uname -m) CPUs"
 if compgen -G "$CARRY/wheels/*.whl" > /dev/null; then
     "$PYTHON" -m pip install -q --no-deps --no-index "$CARRY"/wheels/*.whl
 fi
-if ! "$PYTHON" -c "import miscause" 2> /dev/null; then
-    "$PYTHON" -m pip install -q --no-deps -e .
+# The installed distribution, not `import miscause` (which succeeds from the repository root either way); the
+# machine has no network, so no build isolation and no index.
+if ! "$PYTHON" -c "import importlib.metadata as m; m.distribution('miscause')" 2> /dev/null; then
+    "$PYTHON" -m pip install -q --no-deps --no-build-isolation --no-index -e .
 fi
 missing=$("$PYTHON" -c "
 try:
