@@ -1,7 +1,8 @@
-# miscause inference server for GPU hosts: gRPC (Open Inference Protocol) on 8001, Prometheus metrics on 8002.
+# miscause inference server for GPU hosts: the Open Inference Protocol over gRPC on 8001 and HTTP/REST on 8000,
+# Prometheus metrics on 8002.
 #
 #   docker build -t miscause-server .
-#   docker run --gpus all -p 8001:8001 -p 8002:8002 -v "$PWD/models:/models:ro" miscause-server
+#   docker run --gpus all -p 8000:8000 -p 8001:8001 -p 8002:8002 -v "$PWD/models:/models:ro" miscause-server
 #
 # A plain Debian base with Python; every CUDA library comes once, from the CUDA wheels torch pins, which
 # ONNX Runtime's CUDA build (built for the same CUDA major version) loads too. The GPU driver (libcuda) comes
@@ -44,10 +45,10 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /home/miscause
 VOLUME ["/models"]
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 # Loading and warming up the models takes a while on first start; the health service answers once ready.
 HEALTHCHECK --interval=15s --timeout=6s --start-period=180s --retries=3 \
     CMD ["python", "-m", "miscause.server.healthcheck", "--port", "8001"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["miscause", "serve"]
-CMD ["--grpc-port", "8001", "--metrics-port", "8002", "--drain-seconds", "25"]
+CMD ["--grpc-port", "8001", "--http-port", "8000", "--metrics-port", "8002", "--drain-seconds", "25"]

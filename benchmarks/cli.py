@@ -14,6 +14,7 @@ parts:
   train    training images/s and time-to-accuracy from a run's metrics.jsonl, and optionally a short
            measured training per architecture
   kernels  the saliency and erasure kernels' benchmark
+  http-stacks  aiohttp against uvicorn+Starlette serving the REST inference route's decode and encode
 
 examples:
   miscause bench serve                                  # starts a server on the default model, loopback
@@ -37,6 +38,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "model": ("miscause.benchmarks.model", "forward and gradient throughput per architecture and batch size"),
     "train": ("miscause.benchmarks.train", "training images/s and time-to-accuracy"),
     "kernels": ("miscause.benchmarks.kernels", "saliency and erasure kernels"),
+    "http-stacks": ("miscause.benchmarks.http_stacks", "HTTP stacks for the REST front end, on binary requests"),
 }
 
 

@@ -1,5 +1,5 @@
-"""`miscause bench serve`: the service's throughput and latency over gRPC on loopback, against the in-process
-throughput of the same computation.
+"""`miscause bench serve`: the service's throughput and latency over gRPC (or HTTP/REST) on loopback, against the
+in-process throughput of the same computation.
 
 For each output set (`label`: LABEL; `saliency`: LABEL+SALIENCY; `correction`: CORRECTED_LABEL+ERASED_LABEL):
 1. in-process: the server's own engine, loaded in this process with the server's settings, runs batches made
@@ -12,6 +12,10 @@ For each output set (`label`: LABEL; `saliency`: LABEL+SALIENCY; `correction`: C
 3. half load: open-loop arrivals at half the saturated request rate, latency counted from each request's
    scheduled send time;
 4. the RPC path alone (ServerLive, no model work) at the largest saturating N: the generator's own ceiling.
+With `--protocol http` every load goes over the REST API instead (binary tensors, as tritonclient.http sends them;
+unary only), and each set ends with the same load over gRPC and over HTTP, taking turns (`--compare-rounds`,
+in the order gRPC, HTTP, HTTP, gRPC, ...), at the HTTP sweep's saturating concurrency: their ratio compares
+the protocols within one run.
 Each point reports images/s, p50/p90/p99 latency, the CPU used by this load generator, by the server and by
 the whole machine, and, from the server's metrics, its mean batch size, compute time per batch and the share
 of the time its model worker was computing.
@@ -41,6 +45,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from miscause.benchmarks.http_load import HttpChannel, HttpError
 from miscause.benchmarks.measure import (
     machine_cpu_seconds,
     own_cpu_seconds,
@@ -60,6 +65,7 @@ OUTPUT_SETS: dict[str, tuple[str, ...]] = {
 TARGET_RATIO = {"label": 0.90, "correction": 0.85}
 REPEATS = 3  # in-process runs per batch size; the best counts
 TARGET_TAIL = 3.0  # p99 <= 3 x p50 at half the saturating load
+TARGET_HTTP = {"label": 0.90}  # HTTP/REST images/s over gRPC's, the same load
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 LIVE = "/inference.GRPCInferenceService/ServerLive"
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -77,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1, help="images per request (default: 1)")
     parser.add_argument("--mode", choices=("unary", "stream"), default="unary",
                         help="unary ModelInfer calls, or one ModelStreamInfer stream per caller (default: unary)")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
+                        help="gRPC, or HTTP/REST with binary tensors (unary), then each set's saturating load over "
+                             "both for their ratio (default: grpc)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each measurement (default: 2)")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per point (default: 5)")
     parser.add_argument("--in-process-seconds", type=float, default=3.0,
@@ -93,6 +102,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, help="default: the server's default repository")
     parser.add_argument("--server", help="HOST:PORT of a running server (default: start one on loopback)")
     parser.add_argument("--metrics-url", help="with --server: its Prometheus endpoint")
+    parser.add_argument("--compare-rounds", type=int, default=4,
+                        help="with --protocol http: turns of both protocols at the saturating load, in the order "
+                             "gRPC, HTTP, HTTP, gRPC, ... (default: 4)")
+    parser.add_argument("--http-server", help="with --server and --protocol http: the server's HOST:PORT for HTTP")
     parser.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
                         help="server batching, also the in-process batch (default %(default)s)")
     parser.add_argument("--max-queue-delay-us", type=int, default=batching.max_queue_delay_us)
@@ -232,10 +245,16 @@ class Window:
         self.point.server = server_view(metrics, await asyncio.to_thread(scrape, self.url), self.point.seconds)
 
 
-def channel(target: str) -> grpc.aio.Channel:
+def channel(target: str):
+    """A gRPC channel to HOST:PORT, or for http://HOST:PORT one that sends the same calls over HTTP/REST."""
+    if target.startswith("http://"):
+        return HttpChannel(target)
     size = 256 * 1024 * 1024
     return grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", size),
                                                       ("grpc.max_send_message_length", size)])
+
+
+FAILURES = (grpc.aio.AioRpcError, HttpError)  # what a call raises without an OK answer; each has `code().name`
 
 
 def check(response, outputs: tuple[str, ...]) -> str:
@@ -274,7 +293,7 @@ async def closed_loop(target: str, payload: bytes, outputs: tuple[str, ...], poi
             try:
                 response = await call(payload, timeout=timeout)
                 status = check(response, outputs) if method == INFER else "OK"
-            except grpc.aio.AioRpcError as error:
+            except FAILURES as error:
                 status = error.code().name
             record(sent, time.perf_counter(), status)
             if status != "OK" and pause_after_refusal:
@@ -317,7 +336,7 @@ async def open_loop(target: str, payload: bytes, outputs: tuple[str, ...], point
     async def one(scheduled: float) -> None:
         try:
             status = check(await call(payload, timeout=timeout), outputs)
-        except grpc.aio.AioRpcError as error:
+        except FAILURES as error:
             status = error.code().name
         done = time.perf_counter()
         if start <= scheduled < end:
@@ -428,7 +447,8 @@ def server_options(args: argparse.Namespace) -> list[str]:
 
 
 def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Point],
-           in_process_rates: dict[str, dict[int, float]], ceiling: Point) -> tuple[list[Table], dict]:
+           in_process_rates: dict[str, dict[int, float]], ceiling: Point,
+           comparisons: dict[str, dict]) -> tuple[list[Table], dict]:
     """The in-process rates, the sweep, the generator's own ceiling, and the summary (service against the best
     in-process rate, tail latency at half load)."""
     limits = {name: max(rates.values()) for name, rates in in_process_rates.items()}
@@ -474,8 +494,18 @@ def tables(sets: list[str], sweeps: dict[str, list[Point]], halves: dict[str, Po
                              "-" if target is None else f">= {target:.2f} {'met' if ratio >= target else 'MISSED'}",
                              half["p50_ms"], half["p99_ms"], tail, best.summary()["requests_per_s"],
                              best.summary()["generator_cores"], best.summary()["generator_us_per_request"]])
-    return [engine_table, sweep, generator, summary], {"sets": verdicts, "rpc_only": alone,
-                                                       "in_process_by_batch": in_process_rates}
+    parts = [engine_table, sweep, generator, summary]
+    if comparisons:
+        parts.append(Table("HTTP/REST against gRPC: the same load, taking turns (images/s; latency ms)",
+                           ["set", "callers", "gRPC img/s", "HTTP img/s", "HTTP/gRPC", "target", "gRPC p50",
+                            "HTTP p50", "gRPC p99", "HTTP p99"],
+                           [[name, c["concurrency"], c["grpc"]["images_per_s"], c["http"]["images_per_s"], c["ratio"],
+                             "-" if c["ratio_target"] is None
+                             else f">= {c['ratio_target']:.2f} {'met' if c['ratio_met'] else 'MISSED'}",
+                             c["grpc"]["p50_ms"], c["http"]["p50_ms"], c["grpc"]["p99_ms"], c["http"]["p99_ms"]]
+                            for name, c in comparisons.items()]))
+    return parts, {"sets": verdicts, "rpc_only": alone, "in_process_by_batch": in_process_rates,
+                   "http_vs_grpc": comparisons}
 
 
 def notes_for(verdicts: dict) -> list[str]:
@@ -505,25 +535,66 @@ def notes_for(verdicts: dict) -> list[str]:
             notes.append(f"{name}: no request answered at half load")
         elif not v["tail_met"]:
             notes.append(f"{name}: p99/p50 at half load {v['tail_ratio']:.1f} exceeds {TARGET_TAIL:g}")
+    for name, c in verdicts["http_vs_grpc"].items():
+        if c["ratio"] is not None:
+            notes.append(f"{name}: HTTP/REST {c['http']['images_per_s']:.0f} images/s against gRPC "
+                         f"{c['grpc']['images_per_s']:.0f} at {c['concurrency']} callers, ratio {c['ratio']:.2f}"
+                         + ("" if c["ratio_target"] is None else f" (target {c['ratio_target']:.2f})"))
     return notes
 
 
-async def measure(args: argparse.Namespace, sets: list[str], target: str, model_name: str, engine,
-                  server_pid: int | None, metrics_url: str | None) -> tuple[dict, dict, dict, Point]:
-    """Per set: the in-process rates by batch size, the closed-loop sweep and the half-load point; then the
-    RPC-only ceiling."""
+async def compare_protocols(args: argparse.Namespace, name: str, targets: dict[str, str], payloads: dict,
+                            concurrency: int, server_pid: int | None, metrics_url: str | None) -> dict:
+    """The same closed-loop load over gRPC and over HTTP/REST, taking turns `--compare-rounds` times in the order
+    gRPC, HTTP, HTTP, gRPC, ... so other work on the machine that grows or fades over the run weighs on both
+    alike; HTTP images/s over gRPC's, from the answers of every turn."""
+    points: dict[str, Point] = {}
+    for turn in range(args.compare_rounds):
+        for protocol in ("grpc", "http") if turn % 2 == 0 else ("http", "grpc"):
+            point = Point(f"{name} {protocol}", concurrency, None, args.duration, args.batch)
+            await closed_loop(targets[protocol], payloads[protocol], OUTPUT_SETS[name], point, concurrency,
+                              args.warmup, "unary", args.timeout, args.channels, server_pid, metrics_url)
+            print_point(point)
+            if protocol in points:  # one point over every turn: answers, latencies and times added up
+                total = points[protocol]
+                total.seconds += point.seconds
+                total.statuses += point.statuses
+                total.latencies += point.latencies
+                for clock in ("generator_cpu_s", "machine_cpu_s"):
+                    setattr(total, clock, getattr(total, clock) + getattr(point, clock))
+                total.server_cpu_s = None
+                total.server = {}
+            else:
+                points[protocol] = point
+    summaries = {protocol: point.summary() for protocol, point in points.items()}
+    grpc_rate = summaries["grpc"]["images_per_s"]
+    ratio = summaries["http"]["images_per_s"] / grpc_rate if grpc_rate else None
+    target = TARGET_HTTP.get(name)
+    return {"concurrency": concurrency, "rounds": args.compare_rounds, "grpc": summaries["grpc"],
+            "http": summaries["http"], "ratio": ratio, "ratio_target": target,
+            "ratio_met": None if target is None or ratio is None else ratio >= target}
+
+
+async def measure(args: argparse.Namespace, sets: list[str], targets: dict[str, str], model_name: str, engine,
+                  server_pid: int | None, metrics_url: str | None) -> tuple[dict, dict, dict, Point, dict]:
+    """Per set: the in-process rates by batch size, the closed-loop sweep and the half-load point (and with
+    `--protocol http`, the protocols compared); then the RPC-only ceiling. `targets`: address by protocol."""
+    from miscause.benchmarks import http_load
     from miscause.client.api import infer_request
 
     model = engine.models[model_name]
     images = np.random.default_rng(1).integers(0, 256, (args.batch, model.height, model.width, 3), dtype=np.uint8)
-    sweeps, halves, in_process_rates = {}, {}, {}
+    target = targets[args.protocol]
+    sweeps, halves, in_process_rates, comparisons = {}, {}, {}, {}
     for name in sets:
         outputs = OUTPUT_SETS[name]
         by_batch = in_process(engine, model_name, outputs, args.batch, args.in_process_seconds)
         in_process_rates[name] = by_batch
         print(f"{name:>10} in-process: " + ", ".join(f"batch {b} {r:.1f}" for b, r in by_batch.items())
               + " images/s", flush=True)
-        payload = infer_request(model_name, images, outputs).SerializeToString()
+        payloads = {"grpc": infer_request(model_name, images, outputs).SerializeToString(),
+                    "http": http_load.infer_request(model_name, images, outputs)}
+        payload = payloads[args.protocol]
         points = await sweep(args, target, payload, name, server_pid, metrics_url)
         sweeps[name] = points
         best = max(points, key=lambda p: p.images_per_s)
@@ -533,12 +604,15 @@ async def measure(args: argparse.Namespace, sets: list[str], target: str, model_
                         max(4 * best.concurrency, 16), server_pid, metrics_url)
         print_point(half)
         halves[name] = half
+        if args.protocol == "http":
+            comparisons[name] = await compare_protocols(args, name, targets, payloads, best.concurrency, server_pid,
+                                                        metrics_url)
     callers = max(best.concurrency for best in (max(p, key=lambda q: q.images_per_s) for p in sweeps.values()))
     ceiling = Point("ServerLive", callers, None, args.duration, 1)
     await closed_loop(target, b"", (), ceiling, callers, args.warmup, "unary", args.timeout, args.channels,
                       server_pid, metrics_url, method=LIVE)
     print_point(ceiling)
-    return sweeps, halves, in_process_rates, ceiling
+    return sweeps, halves, in_process_rates, ceiling, comparisons
 
 
 def run(args: argparse.Namespace) -> int:
@@ -555,6 +629,9 @@ def run(args: argparse.Namespace) -> int:
             args.max_concurrency < args.start_concurrency or args.duration <= 0 or args.warmup < 0:
         raise MiscauseError("need 1 <= --batch <= --max-batch-size, 1 <= --start-concurrency <= "
                             "--max-concurrency, --duration > 0 and --warmup >= 0")
+    if args.protocol == "http" and (args.mode != "unary" or args.targets or args.server and not args.http_server):
+        raise MiscauseError("--protocol http measures unary calls, not --mode stream or --targets, and with "
+                            "--server needs --http-server")
     repo = args.model_repository or default_repository()
     model_name = args.model or (repository.model_names(repo) or [None])[0]
     if model_name is None:
@@ -573,12 +650,13 @@ def run(args: argparse.Namespace) -> int:
         from miscause.benchmarks.serve_overload import run_overload
 
         return run_overload(args, engine, model_name, repo)
-    name = args.name or f"serve-{device_tag(str(engine.models[model_name].backend.device))}"
+    name = args.name or f"serve-{device_tag(str(engine.models[model_name].backend.device))}" \
+        + ("-http" if args.protocol == "http" else "")
     profile = Path(tempfile.mkdtemp(prefix="miscause-profile-")) / "server.pstats" \
         if args.profile and not args.server else None
     record_settings = {
         "model": model_name, "repository": str(repo), "sets": sets, "batch_per_request": args.batch,
-        "mode": args.mode, "warmup_s": args.warmup, "duration_s": args.duration,
+        "mode": args.mode, "protocol": args.protocol, "warmup_s": args.warmup, "duration_s": args.duration,
         "in_process_seconds": args.in_process_seconds, "growth": args.growth,
         "concurrency": [args.start_concurrency, args.max_concurrency], "arrivals": args.arrivals,
         "channels": args.channels, "max_batch_size": args.max_batch_size,
@@ -589,16 +667,18 @@ def run(args: argparse.Namespace) -> int:
     }
     record = Run("serve", record_settings, device=str(engine.models[model_name].backend.device))
     if args.server:
-        sweeps, halves, in_process_rates, ceiling = asyncio.run(measure(args, sets, args.server, model_name, engine,
-                                                                        None, args.metrics_url))
+        targets = {"grpc": args.server, "http": f"http://{args.http_server}"}
+        sweeps, halves, in_process_rates, ceiling, comparisons = asyncio.run(
+            measure(args, sets, targets, model_name, engine, None, args.metrics_url))
     else:
         with ServerProcess(repo, server_options(args), profile=profile) as server:
-            sweeps, halves, in_process_rates, ceiling = asyncio.run(
-                measure(args, sets, server.target, model_name, engine, server.pid, server.metrics_url))
+            targets = {"grpc": server.target, "http": server.http_target}
+            sweeps, halves, in_process_rates, ceiling, comparisons = asyncio.run(
+                measure(args, sets, targets, model_name, engine, server.pid, server.metrics_url))
             status = server.stop()
             if status != 0:
                 print(f"warning: the server exited with status {status}:\n{server.log_tail()}")
-    table_list, verdicts = tables(sets, sweeps, halves, in_process_rates, ceiling)
+    table_list, verdicts = tables(sets, sweeps, halves, in_process_rates, ceiling, comparisons)
     data = {"verdicts": verdicts,
             "points": {n: [p.summary() for p in sweeps[n]] + [halves[n].summary()] for n in sets}}
     notes = notes_for(verdicts)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from miscause.errors import MiscauseError
 
-READY = re.compile(r"on grpcs?://(?P<host>[^:\s]+):(?P<port>\d+)(?:, metrics http://[^:\s]+:(?P<metrics>\d+))?")
+READY = re.compile(r"on grpcs?://(?P<host>[^:\s]+):(?P<port>\d+)(?:, https?://[^:\s]+:(?P<http>\d+))?"
+                   r"(?:, metrics http://[^:\s]+:(?P<metrics>\d+))?")
 
 
 class ServerProcess:
@@ -30,11 +31,17 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="miscause-serve-", suffix=".log", delete=False)
         self.port = 0
+        self.http_port: int | None = None
         self.metrics_port: int | None = None
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_target(self) -> str | None:
+        """http://127.0.0.1:PORT of the REST front end (None when it is off)."""
+        return f"http://127.0.0.1:{self.http_port}" if self.http_port else None
 
     @property
     def pid(self) -> int:
@@ -47,7 +54,8 @@ class ServerProcess:
     def command(self) -> list[str]:
         runner = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
         return [sys.executable, *runner, "-m", "miscause", "serve", "--model-repository", str(self.repository),
-                "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", *self.options]
+                "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0",
+                *self.options]
 
     def start(self) -> ServerProcess:
         """Start the server and wait until it prints where it listens (models loaded and warmed up)."""
@@ -62,6 +70,7 @@ class ServerProcess:
             match = READY.search(line)
             if match:
                 self.port = int(match["port"])
+                self.http_port = int(match["http"]) if match["http"] else None
                 self.metrics_port = int(match["metrics"]) if match["metrics"] else None
                 return self
         self.stop(signal.SIGKILL)

@@ -508,13 +508,20 @@ def exercise(storage: Storage, args: argparse.Namespace, images: np.ndarray, lab
              started: float) -> dict:
     """Run the built image, wait until healthy, send requests, read /metrics, stop it under load."""
     report = {}
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     name = f"miscause-check-{os.getpid()}"
     storage.call("podman", "run", "--detach", "--name", name, *RUN_FLAGS, "--publish", f"127.0.0.1:{grpc_port}:8001",
-                 "--publish", f"127.0.0.1:{metrics_port}:8002", IMAGE, "--grpc-port", "8001", "--metrics-port",
-                 "8002", "--drain-seconds", "25", "--log-level", "debug", limit=120, what="start the container")
+                 "--publish", f"127.0.0.1:{http_port}:8000", "--publish", f"127.0.0.1:{metrics_port}:8002", IMAGE,
+                 "--grpc-port", "8001", "--http-port", "8000", "--metrics-port", "8002", "--drain-seconds", "25",
+                 "--log-level", "debug", limit=120, what="start the container")
     report["healthy_seconds"] = wait_healthy(storage, name, args.health_limit)
-    say(started, f"healthy after {report['healthy_seconds']:.0f} s (the image's HEALTHCHECK)")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=30) as response:
+            rest = response.status
+    except OSError as error:
+        raise Failed(f"the HTTP/REST front end on 8000 does not answer /v2/health/ready: {error}") from None
+    say(started, f"healthy after {report['healthy_seconds']:.0f} s (the image's HEALTHCHECK); "
+                 f"GET /v2/health/ready on 8000: {rest}")
     target = f"127.0.0.1:{grpc_port}"
     reference = check_requests(target, f"http://127.0.0.1:{metrics_port}/metrics", images, labels)
     report["requests"] = {key: reference[key] for key in ("accuracy", "images", "malformed")}

@@ -7,6 +7,7 @@ Layout (as Triton Inference Server lays out a repository):
     REPO/NAME/policy.json        optional: when to replace a label by the erased image's (analysis job)
     REPO/NAME/1/model.onnx       forward pass, input "input" float32 [N,3,H,W] normalised, output "logits"
     REPO/NAME/1/model.pt2        the same network as a torch.export program, for the gradient path
+    REPO/NAME/samples/*.png      optional: sample images (PNG or JPEG) the inspector page offers
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from miscause.grad_cam_layers import GRAD_CAM, GRAD_CAM_LAYERS
 
 CONFIG = "config.json"
 POLICY = "policy.json"
+SAMPLES = "samples"
+SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VERSION = "1"
 ONNX_FILE = "model.onnx"
 PIXELS_ONNX_FILE = "model_pixels.onnx"  # the same network with the pixel normalisation in its graph
@@ -160,6 +163,14 @@ def model_names(repository: str | os.PathLike) -> list[str]:
     if not root.is_dir():
         raise MiscauseError(f"model repository not found: {root}")
     return sorted(p.name for p in root.iterdir() if (p / CONFIG).is_file())
+
+
+def sample_images(model_dir: str | os.PathLike) -> list[Path]:
+    """The model's sample images (`samples/*.png`, `*.jpg`, `*.jpeg`), sorted; none when it has no sample set."""
+    folder = Path(model_dir) / SAMPLES
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES and p.is_file())
 
 
 def onnx_session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):

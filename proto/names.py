@@ -5,6 +5,7 @@ and the environment variable holding the bearer token."""
 INPUT = "IMAGE"
 PARAMETERS_METADATA = "miscause-parameters"  # the model's explanation defaults
 CLASSES_METADATA = "miscause-classes"  # class names, indexed by LABEL
+METHODS_METADATA = "miscause-methods"  # the saliency methods the model offers
 TOKEN_ENV = "MISCAUSE_TOKEN"
 
 LOGITS, PROBS, LABEL = "LOGITS", "PROBS", "LABEL"

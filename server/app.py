@@ -1,7 +1,7 @@
-"""The server's lifecycle: load and warm up every model, then listen (gRPC, health, reflection, metrics);
-on stop, drain: report NOT_SERVING for a notice time, then refuse new calls, finish accepted ones (refusing at
-once those that cannot finish in time), close the listener, release the models and say what became of every
-accepted request.
+"""The server's lifecycle: load and warm up every model, then listen (gRPC, health, reflection; HTTP/REST and
+the inspector page; metrics); on stop, drain: report NOT_SERVING for a notice time, then refuse new calls,
+finish accepted ones (refusing at once those that cannot finish in time), close the listeners, release the
+models and say what became of every accepted request.
 
 `BackgroundServer` runs one on its own event loop in a thread, for embedding it in another program.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
 
@@ -18,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from miscause.errors import MiscauseError
-from miscause.server import protocol
+from miscause.server import http, protocol
 from miscause.server.engine import Engine
 from miscause.server.metrics import Metrics
 from miscause.server.service import SERVICE, InferenceService, TokenAuth, register
@@ -39,7 +40,9 @@ class Server:
         self.health = health.aio.HealthServicer()
         self.service = InferenceService(self.engine, self.metrics)
         self.httpd = None
+        self.rest = None
         self.grpc_port = 0
+        self.http_port: int | None = None
         self.metrics_port: int | None = None
 
     def _credentials(self) -> grpc.ServerCredentials | None:
@@ -52,6 +55,14 @@ class Server:
             return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
         except OSError as error:
             raise MiscauseError(f"cannot read TLS certificate or key: {error}") from None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """The HTTP front end's TLS, from the same certificate and key as gRPC's."""
+        if self.settings.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+        return context
 
     async def start(self) -> None:
         """Load and warm up the models (off the event loop), then open the ports."""
@@ -79,12 +90,20 @@ class Server:
         await self.grpc.start()
         for service in ("", SERVICE.full_name):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.settings.http_port is not None:
+            address = f"{self.settings.host}:{self.settings.http_port}"
+            try:
+                self.rest, self.http_port = await http.start(self.service, self.settings.token, self.settings.host,
+                                                             self.settings.http_port, self._ssl_context())
+            except OSError as error:
+                raise MiscauseError(f"cannot listen on {address} (HTTP): {error}") from None
         if self.settings.metrics_port is not None:
             try:
                 self.httpd, self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
             except OSError as error:
                 raise MiscauseError(f"cannot serve metrics on port {self.settings.metrics_port}: {error}") from None
-        log.info("listening", extra={"fields": {"grpc_port": self.grpc_port, "metrics_port": self.metrics_port,
+        log.info("listening", extra={"fields": {"grpc_port": self.grpc_port, "http_port": self.http_port,
+                                                "metrics_port": self.metrics_port,
                                                 "tls": credentials is not None, "models": list(self.engine.models),
                                                 "auth": bool(self.settings.token)}})
 
@@ -107,6 +126,8 @@ class Server:
             await asyncio.sleep(min(REFUSAL_SECONDS, grace))
         if self.grpc is not None:
             await self.grpc.stop(max(ends - time.monotonic(), 0.0))
+        if self.rest is not None:
+            await self.rest.cleanup()
         await self.engine.close()
         if self.httpd is not None:
             self.httpd.shutdown()

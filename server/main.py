@@ -1,16 +1,17 @@
-"""Serve a model repository over gRPC: the Open Inference Protocol (KServe v2, Triton-compatible).
+"""Serve a model repository over gRPC and HTTP/REST: the Open Inference Protocol (KServe v2, Triton-compatible).
 
 Every model in the repository is loaded and warmed up before the server reports ready. Requests are batched
 per model. Outputs: LOGITS, PROBS, LABEL, SALIENCY, MASK, ERASED_LABEL, ERASED_PROBS, CORRECTED_LABEL.
 Prometheus metrics on http://HOST:METRICS_PORT/metrics, grpc.health.v1 and server reflection on the gRPC
-port. SIGTERM (or Ctrl-C) drains: NOT_SERVING for the notice time, then new calls are refused, accepted ones
-finish (those estimated not to finish within --drain-seconds are refused at once with UNAVAILABLE), the log
-says how many accepted requests were answered, refused and dropped, and the process exits 0, or 1 when the
-drain time ran out with accepted requests unanswered.
+port; the REST routes (/v2/...) and the inspector page (/) on the HTTP port. SIGTERM (or Ctrl-C) drains:
+NOT_SERVING for the notice time, then new calls are refused, accepted ones finish (those estimated not to
+finish within --drain-seconds are refused at once with UNAVAILABLE), the log says how many accepted requests
+were answered, refused and dropped, and the process exits 0, or 1 when the drain time ran out with accepted
+requests unanswered.
 
 example:
-  miscause serve                                   # the embedded models/ on ports 8001 and 8002
-  miscause serve --model-repository /models --grpc-port 0 --metrics-port 0   # free ports, printed
+  miscause serve                                   # the embedded models/ on ports 8001, 8000 and 8002
+  miscause serve --model-repository /models --grpc-port 0 --http-port 0 --metrics-port 0   # free ports, printed
   MISCAUSE_TOKEN=secret miscause serve --tls-cert server.crt --tls-key server.key --max-batch-size 128
 
   miscause client infer cat.png --server localhost:8001 --explain --erase --out overlays/
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"model repository folder (default: ${REPOSITORY_ENV}, else {default_repository()})")
     parser.add_argument("--host", default=defaults["host"].default, help="address to listen on (default: all)")
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port; 0 picks a free one (default 8001)")
+    parser.add_argument("--http-port", type=int, default=defaults["http_port"].default,
+                        help="HTTP/REST port (the same protocol, and the inspector page at /); 0 picks a free one, "
+                             "-1 turns it off (default %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=8002,
                         help="Prometheus /metrics port; 0 picks a free one, -1 turns metrics off (default 8002)")
     group = parser.add_argument_group("batching and limits")
@@ -123,7 +127,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise MiscauseError("--max-message-bytes must be at least 1024")
     return Settings(
         model_repository=args.model_repository or default_repository(),
-        host=args.host, grpc_port=args.grpc_port, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        host=args.host, grpc_port=args.grpc_port, http_port=None if args.http_port < 0 else args.http_port,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         batching=batching, device=args.device, forward_backend=args.forward_backend, threads=args.threads,
         instances=args.instances,
         max_message_bytes=args.max_message_bytes, max_image_side=args.max_image_side,
@@ -146,10 +151,11 @@ async def serve(settings: Settings) -> int:
     except BaseException:
         await server.drain()
         raise
-    scheme = "grpcs" if settings.tls_cert else "grpc"
+    secure = "s" if settings.tls_cert else ""
+    rest = f", http{secure}://{settings.host}:{server.http_port}" if server.http_port else ""
     metrics = f", metrics http://{settings.host}:{server.metrics_port}/metrics" if server.metrics_port else ""
-    print(f"miscause serve: {', '.join(server.engine.models)} on {scheme}://{settings.host}:{server.grpc_port}"
-          f"{metrics}", flush=True)
+    print(f"miscause serve: {', '.join(server.engine.models)} on grpc{secure}://{settings.host}:{server.grpc_port}"
+          f"{rest}{metrics}", flush=True)
     await stop.wait()
     report = await server.drain()
     return 1 if report["dropped"] or report["unfinished"] else 0

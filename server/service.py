@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from miscause import __version__, repository
 from miscause.proto import grpc_service_pb2 as pb
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
-from miscause.proto.names import CLASSES_METADATA, PARAMETERS_METADATA
+from miscause.proto.names import CLASSES_METADATA, METHODS_METADATA, PARAMETERS_METADATA
 from miscause.server import protocol
 from miscause.server.engine import Engine, ServedModel
 from miscause.server.metrics import Metrics
@@ -41,7 +41,7 @@ T = TypeVar("T")
 RAW_REQUESTS = ("ModelInfer", "ModelStreamInfer")  # parsed by their handlers, so malformed bytes get a reason
 
 
-async def _off_loop(size: int, function: Callable[..., T], *args: object) -> T:
+async def off_loop(size: int, function: Callable[..., T], *args: object) -> T:
     """`function(*args)`, on a worker thread when it handles more than OFF_LOOP_BYTES (parsing, checking or
     encoding a large payload would stall every other call on the event loop), else inline."""
     if size > OFF_LOOP_BYTES:
@@ -56,8 +56,18 @@ def _settled(task: asyncio.Future) -> asyncio.Future:
     return task
 
 
+def token_refusal(given: str | bytes, expected: bytes) -> str | None:
+    """None when `given` (an `authorization` header's value) is `expected` (b"Bearer <token>"), else the reason
+    it is refused; compared in constant time. gRPC and HTTP check tokens with it."""
+    if hmac.compare_digest(given.encode() if isinstance(given, str) else given, expected):
+        return None
+    return "missing bearer token" if not given else "invalid bearer token"
+
+
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    """Liveness, readiness, metadata and inference, unary and streaming."""
+    """Liveness, readiness, metadata and inference, unary and streaming. The protocol-independent calls
+    (`is_ready`, `model_ready`, `metadata_headers`, `statistics`, `infer`, `malformed`) also serve the HTTP
+    front end, so both protocols share validation, batching, limits, metrics and drain."""
 
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
@@ -78,16 +88,36 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
+    def is_ready(self) -> bool:
+        """Every model warmed up and no drain announced."""
+        return self.engine.ready and self.ready
+
+    def model_ready(self, name: str, version: str) -> bool:
+        """The server is ready and serves this model and version (False for one not served, as Triton answers)."""
+        try:
+            protocol.find_model(self.engine, name, version)
+        except RequestError:
+            return False
+        return self.is_ready()
+
+    def metadata_headers(self, model: ServedModel) -> tuple[tuple[str, str], ...]:
+        """What ModelMetadataResponse has no field for, as response headers: explanation defaults, classes and
+        saliency methods."""
+        defaults = self.engine.explain(model, {}).as_dict()
+        return ((PARAMETERS_METADATA, json.dumps(defaults)), (CLASSES_METADATA, json.dumps(model.classes)),
+                (METHODS_METADATA, json.dumps(model.methods)))
+
+    def statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+        """One model's statistics, or every model's when the name is empty; RequestError for one not served."""
+        models = [protocol.find_model(self.engine, name, version)] if name else list(self.engine.models.values())
+        return pb.ModelStatisticsResponse(model_stats=[model.statistics.message(model.name, repository.VERSION)
+                                                       for model in models])
+
     async def ServerReady(self, request: pb.ServerReadyRequest, context) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.engine.ready and self.ready)
+        return pb.ServerReadyResponse(ready=self.is_ready())
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
-        """False for a model or version not served, as Triton answers."""
-        try:
-            protocol.find_model(self.engine, request.name, request.version)
-        except RequestError:
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=self.engine.ready and self.ready)
+        return pb.ModelReadyResponse(ready=self.model_ready(request.name, request.version))
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
@@ -101,19 +131,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
         model = await self.model(request, context)
-        defaults = self.engine.explain(model, {}).as_dict()
-        await context.send_initial_metadata(((PARAMETERS_METADATA, json.dumps(defaults)),
-                                             (CLASSES_METADATA, json.dumps(model.classes))))
+        await context.send_initial_metadata(self.metadata_headers(model))
         return protocol.model_metadata(model, self.engine.settings)
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context) -> pb.ModelConfigResponse:
         return protocol.model_config(await self.model(request, context), self.engine.settings)
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:
-        """One model's statistics, or every model's when the name is empty."""
-        models = [await self.model(request, context)] if request.name else list(self.engine.models.values())
-        return pb.ModelStatisticsResponse(model_stats=[model.statistics.message(model.name, repository.VERSION)
-                                                       for model in models])
+        try:
+            return self.statistics(request.name, request.version)
+        except RequestError as error:
+            await context.abort(error.code, error.message)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
         return protocol.repository_index(self.engine, request.ready)
@@ -130,12 +158,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         model, status, images = None, grpc.StatusCode.OK, 0
         try:
             with self.engine.admission.admit():
-                model, work = await _off_loop(request.ByteSize(), protocol.decode, request, self.engine)
+                model, work = await off_loop(request.ByteSize(), protocol.decode, request, self.engine)
                 images = work.count
                 limits = [t for t in (timeout, protocol.request_timeout(request)) if t is not None]
                 results = await model.batcher.submit(work, work.count, min(limits, default=None))
                 size = sum(array.nbytes for array in results.values())
-                return await _off_loop(size, protocol.encode, request, model, results)
+                return await off_loop(size, protocol.encode, request, model, results)
         except asyncio.CancelledError:
             status = grpc.StatusCode.CANCELLED
             raise
@@ -156,14 +184,19 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                                                  "status": status.name, "images": images,
                                                  "seconds": round(elapsed, 6)}})
 
+    def malformed(self, size: int, message: str) -> RequestError:
+        """A request body of `size` bytes that does not decode: counted and logged; the INVALID_ARGUMENT to answer."""
+        self.metrics.requests.labels("", grpc.StatusCode.INVALID_ARGUMENT.name).inc()
+        log.debug("infer", extra={"fields": {"status": "INVALID_ARGUMENT", "malformed_bytes": size}})
+        return invalid(message)
+
     async def parse(self, raw: bytes) -> pb.ModelInferRequest:
         """The request in `raw`; a message that does not parse is counted and refused with INVALID_ARGUMENT."""
         try:
-            return await _off_loop(len(raw), pb.ModelInferRequest.FromString, raw)
+            return await off_loop(len(raw), pb.ModelInferRequest.FromString, raw)
         except DecodeError as error:
-            self.metrics.requests.labels("", grpc.StatusCode.INVALID_ARGUMENT.name).inc()
-            log.debug("infer", extra={"fields": {"status": "INVALID_ARGUMENT", "malformed_bytes": len(raw)}})
-            raise invalid(f"the message is not a ModelInferRequest ({len(raw)} bytes): {error}") from None
+            raise self.malformed(len(raw), f"the message is not a ModelInferRequest ({len(raw)} bytes): {error}") \
+                from None
 
     async def ModelInfer(self, raw: bytes, context) -> pb.ModelInferResponse:
         try:
@@ -267,7 +300,7 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         if handler is None or handler_call_details.method.startswith(HEALTH_METHOD_PREFIX):
             return handler
         given = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
-        if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.expected):
+        reason = token_refusal(given, self.expected)
+        if reason is None:
             return handler
-        reason = "missing bearer token" if not given else "invalid bearer token"
         return _refuse(handler, f"{reason}: send metadata 'authorization: Bearer <token>'")

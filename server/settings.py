@@ -47,6 +47,7 @@ class Settings:
     model_repository: Path = field(default_factory=default_repository)
     host: str = "0.0.0.0"
     grpc_port: int = 8001
+    http_port: int | None = 8000  # None: no HTTP/REST front end
     metrics_port: int | None = 8002
     batching: Batching = field(default_factory=Batching)
     device: str = "auto"

@@ -63,7 +63,7 @@ def test_image_shape():
     user = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert user and user[-1].split(":")[0] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n?.*miscause\.server\.healthcheck", text, re.MULTILINE)
-    assert re.search(r"^EXPOSE 8001 8002$", text, re.MULTILINE)
+    assert re.search(r"^EXPOSE 8000 8001 8002$", text, re.MULTILINE)
     assert re.search(r"^STOPSIGNAL SIGTERM$", text, re.MULTILINE) and "--drain-seconds" in text
     assert 'VOLUME ["/models"]' in text and "MISCAUSE_MODEL_REPOSITORY=/models" in text
     assert 'ENTRYPOINT ["miscause", "serve"]' in text

@@ -48,8 +48,8 @@ def served():
     root = served_repository()
     name, config = first_model(root)
     height, width = config.height, config.width
-    options = Settings(model_repository=root, host="127.0.0.1", grpc_port=0, metrics_port=None, threads=1,
-                       max_image_side=64,
+    options = Settings(model_repository=root, host="127.0.0.1", grpc_port=0, http_port=None, metrics_port=None,
+                       threads=1, max_image_side=64,
                        batching=Batching(max_batch_size=MAX_BATCH, max_queue_delay_us=0, max_queue_size=16))
     with BackgroundServer(options) as server, grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         yield Served(server, channel, pb_grpc.GRPCInferenceServiceStub(channel), name, height, width,

@@ -18,7 +18,7 @@ from test_server_support import make_repository, random_images, wait_until
 from miscause.client.api import infer_outputs, infer_request
 from miscause.proto import grpc_service_pb2_grpc as pb_grpc
 
-LISTENING = re.compile(r"grpc://127\.0\.0\.1:(\d+), metrics http://127\.0\.0\.1:(\d+)/metrics")
+LISTENING = re.compile(r"grpc://127\.0\.0\.1:(\d+), http://127\.0\.0\.1:\d+, metrics http://127\.0\.0\.1:(\d+)/metrics")
 
 
 def metric(metrics_port: int, name: str) -> float:
@@ -33,7 +33,7 @@ def metric(metrics_port: int, name: str) -> float:
 def served(tmp_path):
     repo = make_repository(tmp_path / "repo", ("alpha",))
     command = [sys.executable, "-m", "miscause", "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
-               "--grpc-port", "0", "--metrics-port", "0", "--max-batch-size", "8",
+               "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0", "--max-batch-size", "8",
                "--max-queue-delay-us", "15000000", "--threads", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})

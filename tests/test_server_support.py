@@ -51,8 +51,8 @@ def loopback(repository_path: Path, **overrides) -> Settings:
     hold a model's worker as long as they need)."""
     batching = overrides.pop("batching", Batching(max_batch_size=16, max_queue_delay_us=2000, max_queue_size=64,
                                                   default_timeout_us=0))
-    return replace(Settings(model_repository=repository_path), host="127.0.0.1", grpc_port=0, metrics_port=0,
-                   batching=batching, threads=2, drain_seconds=10.0, **overrides)
+    return replace(Settings(model_repository=repository_path), host="127.0.0.1", grpc_port=0, http_port=0,
+                   metrics_port=0, batching=batching, threads=2, drain_seconds=10.0, **overrides)
 
 
 def normalise(images: np.ndarray, config: repository.ModelConfig) -> np.ndarray:
