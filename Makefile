@@ -20,10 +20,10 @@ WHEEL_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_17_x86_64 manyl
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-dev.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -73,3 +73,8 @@ carry-data:
 
 device-rehearsal: device-env wheelhouse carry-data
 	benchmarks/gpu/rehearsal.sh
+
+# Build the Docker image with buildah, run it with podman and check it end to end (docs/deploy.md).
+.PHONY: docker-check
+docker-check: $(STAMP)
+	$(BIN)/python deploy/docker_check.py
