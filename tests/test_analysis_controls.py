@@ -19,7 +19,6 @@ from miscause.jobs.analysis.erasure.collect import ModelRuns
 from miscause.jobs.analysis.erasure.controls import shift_masks
 from miscause.jobs.analysis.erasure.curves import Curves, area, compute_curves, ranks, step_counts
 from miscause.jobs.analysis.erasure.fills import BLUR_SIGMA, canvas, fill_masked
-from miscause.jobs.analysis.erasure.randomisation import Randomisation, summarize_randomisation
 from miscause.jobs.analysis.erasure.run import ErasureOptions, run_split
 from miscause.jobs.analysis.erasure.runner_up import oracle, runner_up, runner_up_outcomes
 from miscause.jobs.analysis.erasure.summaries import summarize
@@ -178,7 +177,7 @@ def result_meta(options: ErasureOptions, anchors: dict) -> dict:
             "data": {"path": "data", "test_size": 100, "val_size": 100}, "device": "cpu"}
 
 
-def test_result_files_round_trip_with_the_new_anchors_fills_curves_and_randomisation(tmp_path: Path) -> None:
+def test_result_files_round_trip_with_the_new_anchors_fills_and_curves(tmp_path: Path) -> None:
     runs = {split: result_run(split) for split in ("val", "test")}
     rng = np.random.default_rng(0)
     curves = Curves(np.array([3, 50, 70]), 4, {order: {mode: rng.random((3, 5)).astype(np.float32)
@@ -186,15 +185,10 @@ def test_result_files_round_trip_with_the_new_anchors_fills_curves_and_randomisa
                                                for order in ("gradient", "random")})
     options = ErasureOptions(sweep_top_percent=(1.0, 5.0), sweep_box=(1, 3), sweep_fill=("mean", "blur"))
     anchors = {"saliency": {}, "random": {}, "shifted": {}}
-    check = Randomisation(np.array([1, 4, 9]), 7, {"gradient": np.array([0.1, np.nan, 0.3]),
-                                                   "smoothgrad": np.array([0.9, 0.8, 0.7])})
     write_results(tmp_path / "m.npz", result_meta(options, anchors),
                   ModelRuns(name="m", source="m", training_split="train", test=runs["test"], val=runs["val"],
-                            curves=curves, randomisation=check))
+                            curves=curves))
     meta, loaded = load_results(tmp_path / "m.npz")
-    np.testing.assert_array_equal(loaded.randomisation.rows, check.rows)
-    for method, values in check.correlations.items():
-        np.testing.assert_array_equal(loaded.randomisation.correlations[method], values)
     assert meta["format_version"] == 3 and meta["fill_sweep"] == {"setting": [5.0, 3], "fills": ["mean", "blur"]}
     for split in ("val", "test"):
         mine, theirs = getattr(loaded, split), runs[split]
@@ -218,8 +212,7 @@ def test_result_files_round_trip_with_the_new_anchors_fills_curves_and_randomisa
     assert [f["fill"] for f in summary["fills"]["fills"]] == ["mean", "blur"]
     assert summary["curves"]["orders"]["gradient"]["deletion"]["auc"] == pytest.approx(
         float(area(curves.probabilities["gradient"]["deletion"]).mean()))
-    assert result.randomisation == {"m": summarize_randomisation(check)}
-    assert result.randomisation["m"]["gradient"]["nan"] == 1 and loaded.randomisation.seed == 7
+    assert result.randomisation is None and loaded.randomisation is None
 
 
 def write_version_1(path: Path) -> None:

@@ -169,7 +169,8 @@ def run_results(args: argparse.Namespace, options: AnalysisOptions, context: Con
     erasure, data = combine_results(loaded, args.top_percent, args.box, args.saliency_method)
     results = analyze_runs([runs for _, runs in loaded], study(args, erasure), options, context, data)
     results.warnings += [f"{runs.name}: its result file (format version {meta['format_version']}) does not carry "
-                         "the model-randomisation check, so the report has no saliency sanity check for it"
+                         "the model-randomisation check as now run (cascading, layer by layer), so the report has "
+                         "no saliency sanity check for it"
                          for meta, runs in loaded if runs.randomisation is None]
     write_report(args.out, results)
     print(f"wrote {args.out}")

@@ -20,7 +20,11 @@ from miscause.jobs.analysis.erasure.collect import ModelRuns, collect_runs
 from miscause.jobs.analysis.erasure.curves import summarize_curves
 from miscause.jobs.analysis.erasure.examples import Example
 from miscause.jobs.analysis.erasure.fills import constant_values, fill_name
-from miscause.jobs.analysis.erasure.randomisation import randomisation_study, randomisation_summaries
+from miscause.jobs.analysis.erasure.randomisation import (
+    ModelRandomisation,
+    randomisation_study,
+    randomisation_summaries,
+)
 from miscause.jobs.analysis.erasure.run import ErasureOptions, infer
 from miscause.jobs.analysis.erasure.summaries import summarize, verified_pairs
 from miscause.jobs.analysis.erasure.verification_power import verification_power
@@ -73,14 +77,14 @@ class ErasureResults:
 @dataclass(kw_only=True)
 class Results:
     """Everything the report shows: the patterns, the erasure study (None without one), per model the
-    randomisation check's summary (None where no model ran it), the data description, warnings, the context,
+    cascading randomisation check (None where no model ran it), the data description, warnings, the context,
     and where the policies were written (filled in by the caller that writes them)."""
 
     analysis: Analysis
     context: Context
     data: dict = field(default_factory=dict)
     erasure: ErasureResults | None = None
-    randomisation: dict[str, dict] | None = None
+    randomisation: dict[str, ModelRandomisation] | None = None
     warnings: list[str] = field(default_factory=list)
     policy_paths: dict[str, str] = field(default_factory=dict)
 
@@ -142,7 +146,7 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
                                    options.correction, study.control) for m in models}
     for m in models:
         summaries[m.name]["curves"] = (
-            {**summarize_curves(m.curves, m.test.predicted != m.test.labels),
+            {**summarize_curves(m.curves, m.test.predicted != m.test.labels, options.alpha),
              "deletion_fill": fill_name(erasure.fill), "insertion_canvas": erasure.insertion_canvas}
             if m.curves else None)
     apply_erasure_check(analysis, {name: verified_pairs(s) for name, s in summaries.items()})
@@ -169,7 +173,8 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
                              settings=settings, cause_interaction=cause_interaction(analysis, summaries),
                              verification_power=verification_power(summaries, options.alpha, options.correction))
     return Results(analysis=analysis, context=context, data=data, erasure=results, warnings=warnings,
-                   randomisation=randomisation_summaries({m.name: m.randomisation for m in models}))
+                   randomisation=randomisation_summaries({m.name: m.randomisation for m in models},
+                                                         options.replicates))
 
 
 def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, device: torch.device,
@@ -197,7 +202,7 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
                                            request.progress), images.labels, images.positions, m.classes, str(m.path))
             for m in models]
         return Results(analysis=analyze_predictions(predictions, options), context=context, data=data,
-                       randomisation=randomisation_summaries(checks))
+                       randomisation=randomisation_summaries(checks, options.replicates))
     val = subset(load_split(request.data, "val"), request.max_images, request.seed)
     data["validation_n"] = len(val.labels)
     data["description"] += f" The correction policy is fitted on {len(val.labels)} validation-split images."

@@ -6,7 +6,9 @@ study's fill in that order; insertion: the pixels are put back, in that order, i
 blurred image). After each of `steps` equal steps (round(t/steps * pixels) pixels changed, t = 0..steps) the
 probability of the originally predicted class is recorded. A faithful ranking makes deletion drop early and
 insertion rise early: a small area under the deletion curve and a large one under the insertion curve. The
-random order is the baseline every method must beat.
+random order is the baseline every method must beat: per method and mode, the paired per-image difference of
+the areas (method minus random, on the same images) has a 95% t interval and a one-sided t test in the faithful
+direction (deletion: below 0; insertion: above 0).
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import torch
 
 from miscause import kernels
 from miscause.jobs.analysis.erasure.fills import canvas, fill_masked
+from miscause.jobs.analysis.erasure.paired import MeanDifference, mean_difference
 from miscause.jobs.analysis.erasure.run import ErasureOptions
 from miscause.jobs.analysis.inputs.repository_model import RepositoryModel
 
 RANDOM = "random"
 MODES = ("deletion", "insertion")
+FAITHFUL = {"deletion": "less", "insertion": "greater"}  # the direction of a better area than the random order's
+BETTER, NOT_SHOWN, WORSE = "better than random", "not shown better than random", "worse than random"
 
 
 @dataclass
@@ -105,14 +110,43 @@ def compute_curves(model: RepositoryModel, images: np.ndarray, options: ErasureO
                                               for name, by_mode in parts.items()})
 
 
-def summarize_curves(curves: Curves, wrong: np.ndarray) -> dict:
-    """Per order and mode: the mean curve and its area, over all the curve images and over the misclassified."""
+@dataclass(frozen=True, kw_only=True)
+class AgainstRandom:
+    """One method's area against the random order's on the same images, one mode: the paired difference (method
+    minus random) with its interval and one-sided test, and the `verdict` at level `alpha`: better than random
+    (the test rejects), worse than random (the whole interval on the unfaithful side), or not shown better."""
+
+    difference: MeanDifference
+    alpha: float
+    verdict: str
+
+
+def against_random(method: np.ndarray, random: np.ndarray, mode: str, alpha: float) -> AgainstRandom:
+    """The paired per-image comparison of a method's areas [C] with the random order's [C] in `mode`."""
+    difference = mean_difference(method - random, FAITHFUL[mode])
+    low, high = difference.ci95
+    worse = (low is not None and low > 0) if mode == "deletion" else (high is not None and high < 0)
+    better = difference.p_value is not None and difference.p_value <= alpha
+    verdict = BETTER if better else WORSE if worse else NOT_SHOWN
+    return AgainstRandom(difference=difference, alpha=alpha, verdict=verdict)
+
+
+def summarize_curves(curves: Curves, wrong: np.ndarray, alpha: float = 0.05) -> dict:
+    """Per order and mode: the mean curve and its area, over all the curve images and over the misclassified;
+    per method and mode, its areas against the random order's (`versus_random`, on all the curve images)."""
     errors = wrong[curves.rows]
-    summary = {"images": len(curves.rows), "errors": int(errors.sum()), "steps": curves.steps, "orders": {}}
+    summary = {"images": len(curves.rows), "errors": int(errors.sum()), "steps": curves.steps, "orders": {},
+               "versus_random": {}}
     for name, by_mode in curves.probabilities.items():
         summary["orders"][name] = {
             mode: {"curve": values.mean(0) if len(values) else np.zeros(curves.steps + 1),
                    "auc": float(area(values).mean()) if len(values) else None,
                    "auc_errors": float(area(values[errors]).mean()) if errors.any() else None}
             for mode, values in by_mode.items()}
+    random = curves.probabilities.get(RANDOM)
+    if random is not None:
+        summary["versus_random"] = {
+            name: {mode: against_random(area(values), area(random[mode]), mode, alpha)
+                   for mode, values in by_mode.items()}
+            for name, by_mode in curves.probabilities.items() if name != RANDOM}
     return summary

@@ -1,17 +1,24 @@
-"""The model-randomisation sanity check (Adebayo et al., 2018): does a saliency method's map depend on what
-the model learned?
+"""Cascading model randomisation (Adebayo et al., 2018): does a saliency method's map depend on what the model
+learned, layer by layer?
 
-The maps of the trained model are compared with those of a copy whose weights are all re-initialised at once
-(not cascading layer by layer): every weight tensor of two or more dimensions (convolution and linear kernels)
-redrawn as PyTorch's default initialiser draws it, Kaiming-uniform with a = sqrt(5); biases, normalisation
-parameters and running statistics are kept. Both explain the same class, the trained model's prediction
-unless a target is given. The measure is the Spearman rank correlation of each image's two maps: near 1 means
-the map ignores the weights (it would look the same for any model); a method that explains the model gives a
-low one. A map that is constant over an image has no ranks: its correlation is NaN. SmoothGrad's noise is
-drawn from `seed` afresh for each model, so both see the same noisy copies and only the weights differ.
+The model's layers (every module with a weight of two or more dimensions: convolutions and linear maps, each
+with the normalisation modules that follow it) are re-initialised from the top (the logits) down, cumulatively,
+one layer per step, until all are random. A layer's weight is redrawn as PyTorch's default initialiser draws
+it (Kaiming-uniform with a = sqrt(5), bound 1 / sqrt(fan_in)) and so is its bias (uniform within the same
+bound); its normalisation modules are reset as a fresh one starts: scale 1, shift 0, running mean 0, running
+variance 1. Reset rather than re-estimated: an exported program runs in eval mode only, so no forward pass can
+gather batch statistics, and reset statistics are what a re-initialised network has. The weights are drawn from
+`seed` the same way for every batch and method, and the trained state is restored afterwards.
 
-`randomisation_study` runs the check for every method a repository model offers on a seeded subset of images,
-in batches; `summarize_randomisation` gives the report's figures.
+At each step the map of the trained model's predicted class is compared with the trained map, per image, by
+the Spearman rank correlation of the absolute maps and by SSIM (Wang et al., 2004; scikit-image's
+`structural_similarity`, data range 1) of the absolute maps scaled to [0, 1]. A map that is constant over the
+image has no ranks and no scale: its scores are NaN, counted in the summaries. A method that explains the model
+loses its similarity as more layers are randomised; a map that ignores the weights stays at 1.
+
+The reference for "different" is the similarity of two trained seeds of one architecture on the same images
+(`reference`): the trained maps of the first `REFERENCE_IMAGES` images are kept for it. SmoothGrad's noise is
+drawn from `seed` afresh for every model, so all see the same noisy copies and only the weights differ.
 """
 
 from __future__ import annotations
@@ -24,113 +31,294 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.stats import rankdata
+from skimage.metrics import structural_similarity
 from torch import nn
 
 from miscause import kernels
 from miscause.jobs.analysis.erasure.curves import curve_rows
+from miscause.jobs.analysis.erasure.paired import MeanDifference, MeanInterval, mean_difference, mean_interval
 from miscause.jobs.analysis.inputs.repository_model import RepositoryModel
 from miscause.kernels.gradients import Target, clean_logits
 
-SANITY_THRESHOLD = 0.5  # a median correlation at least this high: the method does not explain the model
-WEIGHTS = "every weight tensor of two or more dimensions, re-initialised at once"
+MEASURES = ("spearman", "ssim")
+REFERENCE_IMAGES = 16  # trained maps kept per method for the seed-to-seed reference (float16, 32x32: 2 KB each)
+NORMALISATION_BUFFERS = {"running_mean": 0.0, "running_var": 1.0}
+NORMALISATION_PARAMETERS = {"weight": 1.0, "bias": 0.0}
 
 MapFunction = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, images, classes) -> [N,H,W]
 
 
+@dataclass(frozen=True)
+class Layer:
+    """One cascade step: the module named `name` that holds the weight, and the normalisation modules after it."""
+
+    name: str
+    module: nn.Module
+    normalisations: tuple[nn.Module, ...]
+
+
+def cascade_layers(model: nn.Module) -> list[Layer]:
+    """The model's layers from the top (the logits) down: every module holding a weight of two or more
+    dimensions, in reverse module order, each with the parameterised or running-statistics modules (batch
+    normalisation) registered after it and before the next such layer."""
+    found: list[tuple[str, nn.Module, list[nn.Module]]] = []
+    for name, module in model.named_modules():
+        own = dict(module.named_parameters(recurse=False))
+        buffers = dict(module.named_buffers(recurse=False))
+        if any(parameter.dim() >= 2 for parameter in own.values()):
+            found.append((name, module, []))
+        elif found and (own or NORMALISATION_BUFFERS.keys() & buffers.keys()):
+            found[-1][2].append(module)
+    return [Layer(name, module, tuple(norms)) for name, module, norms in reversed(found)]
+
+
+def _state(layers: list[Layer]) -> list[torch.Tensor]:
+    """Every parameter and buffer the layers own (not their children's)."""
+    modules = [module for layer in layers for module in (layer.module, *layer.normalisations)]
+    return [tensor for module in modules
+            for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False))]
+
+
 @contextmanager
-def randomised(model: nn.Module, seed: int = 0) -> Iterator[nn.Module]:
-    """`model` with every weight tensor (two or more dimensions) re-initialised, seeded, for the block; the
-    trained weights restored after. In place, because an exported program's module cannot be deep-copied."""
-    weights = [parameter for parameter in model.parameters() if parameter.dim() >= 2]
-    trained = [weight.detach().clone() for weight in weights]
-    generator = torch.Generator().manual_seed(seed)
+def restored(layers: list[Layer]) -> Iterator[None]:
+    """The layers' trained parameters and buffers put back after the block, whatever it changed. In place,
+    because an exported program's module cannot be deep-copied."""
+    tensors = _state(layers)
+    trained = [tensor.detach().clone() for tensor in tensors]
     try:
-        with torch.no_grad():
-            for weight in weights:
-                bound = 1 / math.sqrt(weight[0].numel())  # kaiming_uniform_(a=sqrt(5)): sqrt(6 / 6 / fan_in)
-                drawn = torch.rand(weight.shape, generator=generator) * 2 * bound - bound
-                weight.copy_(drawn)
-        yield model
+        yield
     finally:
         with torch.no_grad():
-            for weight, value in zip(weights, trained, strict=True):
-                weight.copy_(value)
+            for tensor, value in zip(tensors, trained, strict=True):
+                tensor.copy_(value)
 
 
-def rank_correlations(first: torch.Tensor, second: torch.Tensor) -> np.ndarray:
-    """Spearman rank correlation [N] of each image's two maps ([N, H, W] each; ties share their mean rank)."""
-    if first.shape != second.shape or first.dim() != 3:
-        raise ValueError(f"need two [N, H, W] maps of one shape, got {list(first.shape)} and {list(second.shape)}")
-    ranks = [rankdata(maps.detach().cpu().double().reshape(len(maps), -1).numpy(), axis=1) for maps in (first, second)]
-    a, b = (r - r.mean(axis=1, keepdims=True) for r in ranks)
+@torch.no_grad()
+def randomise_layer(layer: Layer, generator: torch.Generator) -> None:
+    """Re-initialise one layer as PyTorch initialises a fresh one: weight and bias uniform within
+    1 / sqrt(fan_in) (Kaiming-uniform, a = sqrt(5)), drawn from `generator` on the CPU; its normalisation modules'
+    scale 1, shift 0, running mean 0 and running variance 1."""
+    parameters = dict(layer.module.named_parameters(recurse=False))
+    fan_in = max(parameter[0].numel() for parameter in parameters.values() if parameter.dim() >= 2)
+    bound = 1 / math.sqrt(fan_in)
+    for parameter in parameters.values():
+        drawn = torch.rand(parameter.shape, generator=generator, dtype=torch.float64) * 2 * bound - bound
+        parameter.copy_(drawn.to(parameter.dtype))
+    for module in layer.normalisations:
+        for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):
+            value = {**NORMALISATION_PARAMETERS, **NORMALISATION_BUFFERS}.get(name)
+            if value is not None:
+                tensor.fill_(value)
+
+
+def rank_correlations(first: torch.Tensor | np.ndarray, second: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Spearman rank correlation [N] of each image's two absolute maps ([N, H, W] each; ties share their mean
+    rank; NaN where a map is constant)."""
+    a, b = (_absolute(maps) for maps in (first, second))
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"need two [N, H, W] maps of one shape, got {list(a.shape)} and {list(b.shape)}")
+    ranks = [rankdata(maps.reshape(len(maps), -1), axis=1) for maps in (a, b)]
+    x, y = (r - r.mean(axis=1, keepdims=True) for r in ranks)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+        return (x * y).sum(axis=1) / np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
 
 
-def randomisation_check(model: nn.Module, images: torch.Tensor, method: str | MapFunction, target: Target = None,
-                        seed: int = 0, **options: object) -> np.ndarray:
-    """Spearman correlation [N] between each image's map from the trained `model` and from its randomised copy.
+def structural_similarities(first: torch.Tensor | np.ndarray, second: torch.Tensor | np.ndarray) -> np.ndarray:
+    """SSIM [N] of each image's two absolute maps, each scaled to [0, 1] by its own minimum and maximum
+    (scikit-image, data range 1, its default 7 x 7 window); NaN where a map is constant."""
+    a, b = (_unit(_absolute(maps)) for maps in (first, second))
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"need two [N, H, W] maps of one shape, got {list(a.shape)} and {list(b.shape)}")
+    return np.array([structural_similarity(x, y, data_range=1.0) if np.isfinite(x).all() and np.isfinite(y).all()
+                     else np.nan for x, y in zip(a, b, strict=True)])
 
-    `method` is one of `miscause.kernels.METHODS` (with its `options`) or a function (model, images, classes)
-    returning [N, H, W] maps."""
-    if isinstance(method, str):
-        if method not in kernels.METHODS:
-            raise ValueError(f"unknown saliency method {method!r}; choose one of {', '.join(kernels.METHODS)}")
-        name = method
 
-        def method(model: nn.Module, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-            noise = {"generator": torch.Generator(images.device).manual_seed(seed)} if name == "smoothgrad" else {}
-            return kernels.saliency(model, images, name, classes, **{**noise, **options})[0]
+def _absolute(maps: torch.Tensor | np.ndarray) -> np.ndarray:
+    values = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+    return np.abs(values.astype(np.float64))
 
+
+def _unit(maps: np.ndarray) -> np.ndarray:
+    """Each map scaled to [0, 1]; a constant map becomes NaN."""
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), np.nan)
+
+
+def map_function(method: str | MapFunction, seed: int, **options: object) -> MapFunction:
+    """`method` as a function (model, images, classes) -> [N, H, W]: one of `miscause.kernels.METHODS` with its
+    `options` (SmoothGrad's noise drawn from `seed` afresh on every call), or the function itself."""
+    if not isinstance(method, str):
+        return method
+    if method not in kernels.METHODS:
+        raise ValueError(f"unknown saliency method {method!r}; choose one of {', '.join(kernels.METHODS)}")
+
+    def maps(model: nn.Module, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        noise = {"generator": torch.Generator(images.device).manual_seed(seed)} if method == "smoothgrad" else {}
+        return kernels.saliency(model, images, method, classes, **{**noise, **options})[0]
+
+    return maps
+
+
+@dataclass(kw_only=True)
+class CascadeScores:
+    """One batch's cascade for one method: the trained maps [N, H, W] and per step (the layers of `layers`
+    randomised, cumulatively, top down) each image's Spearman and SSIM against them ([L, N] each)."""
+
+    trained: np.ndarray
+    spearman: np.ndarray
+    ssim: np.ndarray
+
+
+def cascade_check(model: nn.Module, images: torch.Tensor, method: str | MapFunction, layers: list[Layer] | None = None,
+                  target: Target = None, seed: int = 0, **options: object) -> CascadeScores:
+    """The cascading check of `method` on one batch of normalised images: the layers (default: all of
+    `cascade_layers(model)`) re-initialised one more at a time from the top, seeded, the trained state restored
+    after. Every map is of the trained model's predicted class (or `target`)."""
+    layers = cascade_layers(model) if layers is None else layers
+    maps = map_function(method, seed, **options)
     classes = clean_logits(model, images).argmax(dim=1) if target is None else target
-    trained = method(model, images, classes)
-    with randomised(model, seed):
-        return rank_correlations(trained, method(model, images, classes))
+    trained = maps(model, images, classes).detach()
+    spearman, ssim = [], []
+    with restored(layers):
+        generator = torch.Generator().manual_seed(seed)
+        for layer in layers:
+            randomise_layer(layer, generator)
+            randomised = maps(model, images, classes).detach()
+            spearman.append(rank_correlations(trained, randomised))
+            ssim.append(structural_similarities(trained, randomised))
+    empty = np.zeros((0, len(images)))
+    return CascadeScores(trained=trained.cpu().float().numpy(), spearman=np.stack(spearman) if spearman else empty,
+                         ssim=np.stack(ssim) if ssim else empty)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Randomisation:
-    """One model's check: the `rows` of the test images it used, the weights' `seed`, and per saliency method
-    the Spearman correlation [rows] of each image's trained and randomised maps."""
+    """One model's cascading check: the test `rows` it used, the weights' `seed`, the `layers` in cascade order
+    (top down) and per saliency method each image's Spearman and SSIM per step ([L, rows], float32, NaN: a
+    constant map), and the trained maps of the first `REFERENCE_IMAGES` rows (float16 [r, H, W]) for the
+    seed-to-seed reference."""
 
     rows: np.ndarray
     seed: int
-    correlations: dict[str, np.ndarray]
+    layers: tuple[str, ...]
+    spearman: dict[str, np.ndarray]
+    ssim: dict[str, np.ndarray]
+    maps: dict[str, np.ndarray]
 
 
 def randomisation_study(model: RepositoryModel, images: np.ndarray, count: int, batch_size: int, seed: int,
                         device: torch.device) -> Randomisation | None:
-    """The check of every saliency method `model` offers on up to `count` of the uint8 images [N,H,W,3] (drawn
-    with the seed as the curves draw theirs), `batch_size` at a time; None when `count` is 0."""
+    """The cascading check of every saliency method `model` offers on up to `count` of the uint8 images
+    [N,H,W,3] (drawn with the seed as the curves draw theirs), `batch_size` at a time; None when `count` is 0."""
     if count == 0:
         return None
     rows = curve_rows(len(images), count, seed)
+    layers = cascade_layers(getattr(model.module, "module", model.module))  # named within the network, unwrapped
     methods = [method for method in kernels.METHODS if model.config.offers(method)]
-    parts: dict[str, list[np.ndarray]] = {method: [] for method in methods}
+    parts: dict[str, list[CascadeScores]] = {method: [] for method in methods}
     for begin in range(0, len(rows), batch_size):
         x = model.prepare(images[rows[begin:begin + batch_size]], device)
         for method in methods:
-            parts[method].append(randomisation_check(model.module, x, method, seed=seed,
-                                                     **model.config.saliency_options(method)))
-    return Randomisation(rows, seed, {method: np.concatenate(arrays) if arrays else np.zeros(0)
-                                      for method, arrays in parts.items()})
+            parts[method].append(cascade_check(model.module, x, method, layers, seed=seed,
+                                               **model.config.saliency_options(method)))
+
+    def joined(method: str, key: str, axis: int) -> np.ndarray:
+        return np.concatenate([getattr(part, key) for part in parts[method]], axis=axis)
+
+    return Randomisation(rows=rows, seed=seed, layers=tuple(layer.name for layer in layers),
+                         spearman={m: joined(m, "spearman", 1).astype(np.float32) for m in methods},
+                         ssim={m: joined(m, "ssim", 1).astype(np.float32) for m in methods},
+                         maps={m: joined(m, "trained", 0)[:REFERENCE_IMAGES].astype(np.float16) for m in methods})
 
 
-def summarize_randomisation(check: Randomisation) -> dict[str, dict]:
-    """Per method: the images, the median Spearman correlation and its quartiles over the images whose maps
-    have ranks, and how many have none (NaN: a constant map)."""
-    summary = {}
-    for method, values in check.correlations.items():
-        ranked = values[np.isfinite(values)]
-        quartiles = np.percentile(ranked, [25, 50, 75]) if len(ranked) else [None] * 3
-        summary[method] = {"images": len(values), "seed": check.seed, "median": quartiles[1],
-                           "quartiles": [quartiles[0], quartiles[2]],
-                           "iqr": quartiles[2] - quartiles[0] if len(ranked) else None,
-                           "nan": int(len(values) - len(ranked))}
-    return summary
+@dataclass(frozen=True, kw_only=True)
+class CascadeStep:
+    """One step of the cascade: the `layer` randomised at it (with every layer above), the similarity to the
+    trained map per measure, and per measure the reference's similarity minus this step's on the reference
+    images (one-sided: the step's maps are less alike than two trained seeds'), None without a reference."""
+
+    layer: str
+    similarity: dict[str, MeanInterval]
+    below_reference: dict[str, MeanDifference] | None
 
 
-def randomisation_summaries(checks: dict[str, Randomisation | None]) -> dict[str, dict] | None:
-    """Per model that ran the check, its summary; None when none did."""
-    summaries = {name: summarize_randomisation(check) for name, check in checks.items() if check is not None}
+@dataclass(frozen=True, kw_only=True)
+class MethodCascade:
+    """One method's cascade, top layer first (the last step: all layers random), and the seed-to-seed reference
+    per measure (None without one)."""
+
+    steps: list[CascadeStep]
+    reference: dict[str, MeanInterval] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRandomisation:
+    """One model's check as the report shows it: images, seed, the models its reference compares it with (its
+    replicate group's other seeds; empty: no reference) and on how many images, and per method the cascade."""
+
+    images: int
+    seed: int
+    reference_models: tuple[str, ...]
+    reference_images: int
+    methods: dict[str, MethodCascade]
+
+
+def seed_similarity(check: Randomisation, partners: list[Randomisation], method: str) -> dict[str, np.ndarray]:
+    """Per measure, each reference image's similarity between this model's trained map and another seed's,
+    averaged over the `partners` (NaN where a map is constant)."""
+    own = check.maps[method].astype(np.float64)
+    scores = {"spearman": [], "ssim": []}
+    for partner in partners:
+        other = partner.maps[method].astype(np.float64)
+        scores["spearman"].append(rank_correlations(own, other))
+        scores["ssim"].append(structural_similarities(own, other))
+    return {measure: np.mean(values, axis=0) for measure, values in scores.items()}
+
+
+def comparable(check: Randomisation, other: Randomisation, method: str) -> bool:
+    """Whether two checks ran `method` on the same images (a reference needs them)."""
+    return (method in other.maps and np.array_equal(check.rows, other.rows)
+            and check.maps[method].shape == other.maps[method].shape)
+
+
+def summarize_randomisation(check: Randomisation, partners: dict[str, Randomisation]) -> ModelRandomisation:
+    """Per method and step: the mean similarity with its 95% interval and the constant maps counted; with
+    other seeds of the architecture (`partners`, by name), the seed-to-seed reference and each step's paired
+    difference from it."""
+    methods = {}
+    used: set[str] = set()
+    for method in check.spearman:
+        group = {name: p for name, p in partners.items() if comparable(check, p, method)}
+        used |= group.keys()
+        reference = seed_similarity(check, list(group.values()), method) if group else None
+        steps = []
+        for step, layer in enumerate(check.layers):
+            scores = {"spearman": check.spearman[method][step], "ssim": check.ssim[method][step]}
+            below = None
+            if reference is not None:
+                below = {measure: mean_difference(reference[measure] - scores[measure][:len(reference[measure])],
+                                                  "greater") for measure in MEASURES}
+            steps.append(CascadeStep(layer=layer, similarity={m: mean_interval(scores[m]) for m in MEASURES},
+                                     below_reference=below))
+        methods[method] = MethodCascade(steps=steps, reference=None if reference is None else
+                                        {m: mean_interval(reference[m]) for m in MEASURES})
+    first = next(iter(check.maps.values()), np.zeros((0,)))
+    return ModelRandomisation(images=len(check.rows), seed=check.seed, reference_models=tuple(sorted(used)),
+                              reference_images=len(first) if used else 0, methods=methods)
+
+
+Groups = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def randomisation_summaries(checks: dict[str, Randomisation | None],
+                            groups: Groups = ()) -> dict[str, ModelRandomisation] | None:
+    """Per model that ran the check, its summary, referenced to the other seeds of its replicate group (`groups`:
+    (name, models) pairs); None when no model ran it."""
+    ran = {name: check for name, check in checks.items() if check is not None}
+    group_of = {model: members for _, members in groups for model in members}
+    summaries = {name: summarize_randomisation(check, {other: ran[other] for other in group_of.get(name, ())
+                                                       if other != name and other in ran})
+                 for name, check in ran.items()}
     return summaries or None

@@ -16,17 +16,22 @@ neither the model nor the images. Layout (format version 3; SPLIT is `val` or `t
     curves/rows            int64 [C]: the test rows of the deletion and insertion curves
     curves/ORDER/MODE      float32 [C, steps+1]: the predicted class's probability, ORDER a saliency method or
                            `random`, MODE `deletion` or `insertion`
-    randomisation/rows     int64 [R]: the test rows of the model-randomisation check
-    randomisation/METHOD   float64 [R]: each image's Spearman correlation between the trained and the randomised
-                           model's METHOD maps (NaN: a constant map)
+    randomisation/rows     int64 [R]: the test rows of the cascading model-randomisation check
+    randomisation/METHOD/spearman  float32 [L,R]: per cascade step (the layers of `meta["randomisation"]["layers"]`
+                           randomised cumulatively, top down) each image's Spearman correlation of the absolute
+                           trained and randomised METHOD maps (NaN: a constant map)
+    randomisation/METHOD/ssim      float32 [L,R]: the same steps' SSIM of the maps scaled to [0, 1]
+    randomisation/METHOD/maps      float16 [r,H,W]: the trained model's METHOD maps of the first r rows (r at most
+                           16), for the seed-to-seed reference
     examples/NAME          the report's example images (see EXAMPLE_ARRAYS), rows of the test split
 
 ANCHOR names a way of choosing the anchors, described in `meta["anchors"]`: `saliency` (the top pixels of
 the predicted class's saliency map), `random` (control a: a uniform random map) and `shifted` (control c: the
 saliency mask at a random offset, the same pixel count); readers take the anchors they know. `meta["fill_sweep"]`
-(`setting`, `fills`), `meta["curves"]` (`orders`, `steps`) and `meta["randomisation"]` (`methods`, `seed`) say
-which of the optional arrays a file holds. Version 2 files (no randomisation check) and version 1 files (saliency
-and random anchors, no fill sweep, no curves) are read as well.
+(`setting`, `fills`), `meta["curves"]` (`orders`, `steps`) and `meta["randomisation"]` (`methods`, `seed`,
+`layers`) say which of the optional arrays a file holds. Version 2 files (no randomisation check) and version 1
+files (saliency and random anchors, no fill sweep, no curves) are read as well; a file whose randomisation check
+is the earlier one (all layers at once, `meta["randomisation"]` without `layers`) is read without it.
 """
 
 from __future__ import annotations
@@ -91,18 +96,26 @@ def curve_arrays(curves: Curves | None) -> dict[str, np.ndarray]:
 
 
 def randomisation_arrays(check: Randomisation | None) -> dict[str, np.ndarray]:
-    """The model-randomisation check as arrays (none without it)."""
+    """The cascading model-randomisation check as arrays (none without it)."""
     if check is None:
         return {}
-    return {"randomisation/rows": check.rows.astype(np.int64),
-            **{f"randomisation/{method}": values.astype(np.float64) for method, values in check.correlations.items()}}
+    arrays = {"randomisation/rows": check.rows.astype(np.int64)}
+    for method in check.spearman:
+        arrays.update({f"randomisation/{method}/spearman": check.spearman[method].astype(np.float32),
+                       f"randomisation/{method}/ssim": check.ssim[method].astype(np.float32),
+                       f"randomisation/{method}/maps": check.maps[method].astype(np.float16)})
+    return arrays
+
+
+def randomisation_meta(check: Randomisation | None) -> dict | None:
+    """What the randomisation arrays hold: the methods, the weights' seed and the cascade's layers, top down."""
+    return {"methods": list(check.spearman), "seed": check.seed, "layers": list(check.layers)} if check else None
 
 
 def optional_meta(test: SplitRun, curves: Curves | None, check: Randomisation | None) -> dict:
     """What the optional arrays hold: the fill sweep's setting and fills, the curves' orders and steps, the
     randomisation check's methods and seed."""
-    meta = {"fill_sweep": None, "curves": None,
-            "randomisation": {"methods": list(check.correlations), "seed": check.seed} if check else None}
+    meta = {"fill_sweep": None, "curves": None, "randomisation": randomisation_meta(check)}
     if test.fill_predicted:
         meta["fill_sweep"] = {"setting": list(test.fill_setting), "fills": list(test.fill_predicted)}
     if curves is not None:
@@ -192,14 +205,42 @@ def read_curves(arrays: dict[str, np.ndarray], meta: dict, test: SplitRun, sourc
                                 for order in meta["curves"]["orders"]})
 
 
+def cascade_meta(meta: dict) -> dict | None:
+    """The file's cascading randomisation check as `meta` describes it; None when it has none or the earlier
+    all-at-once check (no `layers`)."""
+    check = meta.get("randomisation")
+    return check if check and "layers" in check else None
+
+
+RANDOMISATION_ARRAYS = ("spearman", "ssim", "maps")
+
+
 def read_randomisation(arrays: dict[str, np.ndarray], meta: dict, test: SplitRun, source: str) -> Randomisation | None:
-    """The model-randomisation check the file holds, rows and shapes checked; None when it holds none."""
-    if not meta.get("randomisation"):
+    """The cascading model-randomisation check the file holds, rows and shapes checked; None when it holds none."""
+    check = cascade_meta(meta)
+    if check is None:
         return None
     rows = indexed_rows(arrays, "randomisation/rows", test, source)
-    return Randomisation(rows, int(meta["randomisation"]["seed"]),
-                         {method: shaped(arrays, f"randomisation/{method}", rows.shape, source).astype(np.float64)
-                          for method in meta["randomisation"]["methods"]})
+    layers = tuple(check["layers"])
+    scores = {key: {method: shaped(arrays, f"randomisation/{method}/{key}", (len(layers), len(rows)),
+                                   source).astype(np.float32) for method in check["methods"]}
+              for key in ("spearman", "ssim")}
+    maps = {method: arrays[f"randomisation/{method}/maps"] for method in check["methods"]}
+    for method, values in maps.items():
+        if values.ndim != 3 or len(values) > len(rows):
+            raise MiscauseError(f"{source}: randomisation/{method}/maps is {list(values.shape)}, expected [r, H, W] "
+                                f"with r at most {len(rows)}")
+    return Randomisation(rows=rows, seed=int(check["seed"]), layers=layers, spearman=scores["spearman"],
+                         ssim=scores["ssim"], maps={method: maps[method].astype(np.float16) for method in maps})
+
+
+def randomisation_needed(meta: dict) -> list[str]:
+    """The randomisation arrays a file with this `meta` must hold."""
+    check = cascade_meta(meta)
+    if check is None:
+        return []
+    return [f"randomisation/{method}/{key}" for method in check["methods"] for key in RANDOMISATION_ARRAYS] + [
+        "randomisation/rows"]
 
 
 def file_anchors(meta: dict) -> list[str]:
@@ -216,11 +257,10 @@ def needed_arrays(meta: dict) -> list[str]:
                                                     for anchor in anchors),
                  *(f"fill/{fill}/{anchor}" for fill in fills for anchor in anchors)]
     curves = meta.get("curves")
-    check = meta.get("randomisation")
     return (["settings"] + [f"{split}/{key}" for split in SPLITS for key in per_split]
             + ([f"curves/{order}/{mode}" for order in curves["orders"] for mode in MODES] + ["curves/rows"]
                if curves else [])
-            + ([f"randomisation/{method}" for method in check["methods"]] + ["randomisation/rows"] if check else [])
+            + randomisation_needed(meta)
             + [f"examples/{key}" for key in EXAMPLE_ARRAYS])
 
 

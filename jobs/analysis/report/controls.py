@@ -5,7 +5,9 @@ sanity check, all models in one table."""
 from __future__ import annotations
 
 from miscause.jobs.analysis.erasure.controls import SHIFTED
-from miscause.jobs.analysis.erasure.randomisation import SANITY_THRESHOLD, WEIGHTS
+from miscause.jobs.analysis.erasure.curves import BETTER, MODES
+from miscause.jobs.analysis.erasure.paired import MeanDifference, MeanInterval
+from miscause.jobs.analysis.erasure.randomisation import MEASURES, ModelRandomisation
 from miscause.jobs.analysis.erasure.run import ANCHORS
 from miscause.jobs.analysis.erasure.summaries import test_key
 from miscause.jobs.analysis.report.document import Block
@@ -102,11 +104,40 @@ def fill_blocks(fills: dict | None) -> list[Block]:
             ("table", headers, rows)]
 
 
+def _interval(ci: tuple[float | None, float | None], fmt: str = ".3f") -> str:
+    return "-" if None in ci else f"[{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
+
+
+def _difference(d: MeanDifference) -> str:
+    p = "-" if d.p_value is None else f"{d.p_value:.3g}"
+    return f"{_number(d.mean, '+.3f')} {_interval(d.ci95, '+.3f')}, p = {p}"
+
+
+def versus_random_blocks(name: str, versus: dict) -> list[Block]:
+    """Each method's areas against the random order's on the same images, and in words where it is no better."""
+    if not versus:
+        return []
+    rows = [[f"`{method}`"] + [f"{_difference(c.difference)}: {c.verdict}" for c in (by_mode[m] for m in MODES)]
+            for method, by_mode in versus.items()]
+    short = [f"`{method}` {mode} ({by_mode[mode].verdict})" for method, by_mode in versus.items() for mode in MODES
+             if by_mode[mode].verdict != BETTER]
+    alpha = next(c.alpha for by_mode in versus.values() for c in by_mode.values())
+    verdict = (f"{name}: no better than random in " + ", ".join(short) + "." if short else
+               f"{name}: every method beats the random order in both modes.")
+    return [("p", "Each method against the random order on the same images: the mean per-image difference of the "
+                  "areas (method minus random) with its 95% t interval and the one-sided paired t test in the "
+                  f"faithful direction (deletion below 0, insertion above 0), level {alpha}. \"Worse than "
+                  "random\": the whole interval on the unfaithful side; \"not shown better\": the test does not "
+                  "reject."),
+            ("table", ["method", "deletion AUC - random", "insertion AUC - random"], rows),
+            ("p", verdict)]
+
+
 def curve_blocks(name: str, curves: dict | None) -> list[Block]:
-    """The deletion and insertion curves: their figure and the areas under them."""
+    """The deletion and insertion curves: their figure, the areas under them and each method against random."""
     if not curves:
         return []
-    rows = [[order] + [_number(by_mode[mode][key]) for mode in ("deletion", "insertion")
+    rows = [[order] + [_number(by_mode[mode][key]) for mode in MODES
                        for key in ("auc", "auc_errors")] for order, by_mode in curves["orders"].items()]
     return [("p", f"Deletion and insertion curves (Petsiuk et al., 2018) on {curves['images']} test images "
                   f"({curves['errors']} misclassified), {curves['steps']} steps: the probability of the predicted "
@@ -115,6 +146,7 @@ def curve_blocks(name: str, curves: dict | None) -> list[Block]:
                   "and higher insertion areas mean a more faithful ranking."),
             ("table", ["order", "deletion AUC", "deletion AUC (errors)", "insertion AUC", "insertion AUC (errors)"],
              rows),
+            *versus_random_blocks(name, curves.get("versus_random", {})),
             ("figure", figure_file("curves", name),
              f"{name}: deletion and insertion curves, per saliency method and random")]
 
@@ -125,23 +157,56 @@ def control_blocks(name: str, summary: dict, setting: dict) -> list[Block]:
             + curve_blocks(name, summary.get("curves")))
 
 
-def randomisation_blocks(summaries: dict[str, dict] | None) -> list[Block]:
-    """The model-randomisation section: one row per model and saliency method (none when no model ran it)."""
+def _similarity(s: MeanInterval) -> str:
+    constant = f"; {s.undefined} constant" if s.undefined else ""
+    return f"{_number(s.mean)} {_interval(s.ci95)}{constant}"
+
+
+def _reference_text(name: str, check: ModelRandomisation) -> str:
+    """Whether the model's maps have a seed-to-seed reference, and against which models."""
+    if not check.reference_models:
+        return (f"{name}: no seed-to-seed reference (no other trained seed of its architecture in a replicate group, "
+                "`--replicates`), so how low a similarity counts as \"different\" is not calibrated.")
+    return (f"{name}: the reference is the similarity of its trained maps to those of "
+            f"{', '.join(check.reference_models)} (other seeds of its architecture) on the first "
+            f"{check.reference_images} check images.")
+
+
+def cascade_rows(name: str, check: ModelRandomisation) -> list[list]:
+    """One row per method and cascade step (and the reference first, where there is one)."""
+    rows = []
+    for method, cascade in check.methods.items():
+        if cascade.reference:
+            rows.append([name, f"`{method}`", "reference: another trained seed"]
+                        + [_similarity(cascade.reference[m]) for m in MEASURES] + ["", ""])
+        for number, step in enumerate(cascade.steps, 1):
+            below = ([_difference(step.below_reference[m]) for m in MEASURES] if step.below_reference
+                     else ["-", "-"])
+            rows.append([name, f"`{method}`", f"{number}: down to `{step.layer}`"]
+                        + [_similarity(step.similarity[m]) for m in MEASURES] + below)
+    return rows
+
+
+def randomisation_blocks(summaries: dict[str, ModelRandomisation] | None) -> list[Block]:
+    """The cascading model-randomisation section: per model, method and step the similarity to the trained maps
+    with intervals, beside the seed-to-seed reference (none when no model ran the check)."""
     if not summaries:
         return []
-    rows = [[name, f"`{method}`", r["images"], _number(r["median"]),
-             "-" if r["iqr"] is None else f"{_number(r['iqr'])} [{_number(r['quartiles'][0])}, "
-                                           f"{_number(r['quartiles'][1])}]", r["nan"],
-             "-" if r["median"] is None else "no" if r["median"] >= SANITY_THRESHOLD else "yes"]
-            for name, methods in summaries.items() for method, r in methods.items()]
-    images = sorted({r["images"] for methods in summaries.values() for r in methods.values()})
-    seeds = sorted({r["seed"] for methods in summaries.values() for r in methods.values()})
-    return [("h2", "Saliency sanity check: model randomisation"),
-            ("p", f"Model-randomisation check (Adebayo et al., 2018) on {', '.join(map(str, images))} test images per "
-                  f"model: each saliency map of the predicted class is compared with the map of the same model with "
-                  f"{WEIGHTS} (seed {', '.join(map(str, seeds))}; biases and normalisation kept), by the Spearman "
-                  "rank correlation of the two maps of each image; NaN counts the images whose map is constant. A "
-                  f"method whose maps correlate highly with the randomised model's (median >= {SANITY_THRESHOLD}) "
-                  "does not explain the model."),
-            ("table", ["model", "method", "images", "median Spearman", "IQR [q25, q75]", "NaN (constant map)",
-                       "explains the model"], rows)]
+    images = sorted({check.images for check in summaries.values()})
+    seeds = sorted({check.seed for check in summaries.values()})
+    rows = [row for name, check in summaries.items() for row in cascade_rows(name, check)]
+    return [("h2", "Saliency sanity check: cascading model randomisation"),
+            ("p", f"Cascading model-randomisation check (Adebayo et al., 2018) on {', '.join(map(str, images))} test "
+                  "images per model: the layers are re-initialised from the logits down, one more at each step "
+                  f"(PyTorch's default initialisation, seed {', '.join(map(str, seeds))}; batch-normalisation "
+                  "statistics reset to mean 0 and variance 1), until all are random. At each step every image's "
+                  "map of the trained model's predicted class is compared with the trained map: Spearman rank "
+                  "correlation of the absolute maps and SSIM (Wang et al., 2004) of the maps scaled to [0, 1]; "
+                  "mean with its 95% t interval, and how many images had a constant map (no score, counted). A "
+                  "method that explains the model falls with the steps; a map that ignores the weights stays near "
+                  "1. A step's maps differ from the trained ones only where they are less alike than the maps of "
+                  "two trained seeds: the last two columns give the reference's similarity minus the step's on the "
+                  "reference images, with its interval and the one-sided paired t test."),
+            ("list", [_reference_text(name, check) for name, check in summaries.items()]),
+            ("table", ["model", "method", "step (layers randomised)", "Spearman", "SSIM",
+                       "reference - step, Spearman", "reference - step, SSIM"], rows)]

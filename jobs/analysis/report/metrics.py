@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields, is_dataclass
 
 import numpy as np
 
@@ -14,7 +15,10 @@ METRICS_VERSION = 1
 
 
 def plain(value: object) -> object:
-    """JSON-ready copy: numpy values to Python, tuples to lists, NaN and Inf to null."""
+    """JSON-ready copy: typed results to objects of their fields, numpy values to Python, tuples to lists, NaN and
+    Inf to null."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
