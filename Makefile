@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 TRITON36 := .venv-triton36
 TRITON36_STAMP := $(TRITON36)/.installed
 
-# The GPU machines' package versions on Python 3.12 (benchmarks/gpu/device-image.txt), the wheels a call carries,
+# The GPU machines' package versions on Python 3.12 (benchmarks/gpu/device-image.txt), the wheels a call carries
+# (the service's grpcio and protobuf; scikit-image and what it needs beyond the image, for the stage's SSIM),
 # and the rehearsal of the device scripts with them (docs/device.md).
 DEVICE_ENV := .venv-device
 PYTHON312 ?= $(firstword $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python))
@@ -65,7 +66,8 @@ wheelhouse:
 	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		$(WHEEL_PLATFORMS) -d $(WHEELS) \
-		$$(grep -E '^(grpcio|grpcio-health-checking|grpcio-reflection|protobuf)==' requirements.lock)
+		$$(grep -E '^(grpcio|grpcio-health-checking|grpcio-reflection|protobuf|scikit-image|imageio|tifffile|lazy-loader|packaging)==' \
+			requirements.lock)
 
 carry-data:
 	mkdir -p carry
