@@ -291,6 +291,8 @@ def test_report_holds_the_cascade_of_every_method_and_the_seed_reference(workspa
         text = (out / report).read_text()
         assert "Saliency sanity check: cascading model randomisation" in text and "on 6 test images" in text
         assert "tiny_a: the reference is the similarity of its trained maps to those of tiny_b" in text
+    assert {f"randomisation-{name}.png" for name in ("tiny_a", "tiny_b", "other")} <= {
+        path.name for path in (out / "figures").iterdir()}
     first = metrics["tiny_b"]["methods"]["gradient"]["steps"][0]["similarity"]["spearman"]["mean"]
     assert f"{first:.3f}" in (out / "report.md").read_text()
 

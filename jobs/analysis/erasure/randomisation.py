@@ -1,14 +1,16 @@
 """Cascading model randomisation (Adebayo et al., 2018): does a saliency method's map depend on what the model
 learned, layer by layer?
 
-The model's layers (every module with a weight of two or more dimensions: convolutions and linear maps, each
-with the normalisation modules that follow it) are re-initialised from the top (the logits) down, cumulatively,
-one layer per step, until all are random. A layer's weight is redrawn as PyTorch's default initialiser draws
-it (Kaiming-uniform with a = sqrt(5), bound 1 / sqrt(fan_in)) and so is its bias (uniform within the same
-bound); its normalisation modules are reset as a fresh one starts: scale 1, shift 0, running mean 0, running
-variance 1. Reset rather than re-estimated: an exported program runs in eval mode only, so no forward pass can
-gather batch statistics, and reset statistics are what a re-initialised network has. The weights are drawn from
-`seed` the same way for every batch and method, and the trained state is restored afterwards.
+The model's blocks are re-initialised from the top (the logits) down, cumulatively, one block per step, until all
+are random. A layer is a module with a weight of two or more dimensions (a convolution or a linear map), with the
+normalisation modules that follow it; a block is the consecutive layers whose module paths share their first two
+components below the network's root (a residual block `layer1.0`, a stage `features.3`, the head `fc`). A layer's
+weight is redrawn as PyTorch's default initialiser draws it (Kaiming-uniform with a = sqrt(5), bound 1 /
+sqrt(fan_in)) and so is its bias (uniform within the same bound); its normalisation modules are reset as a fresh
+one starts: scale 1, shift 0, running mean 0, running variance 1. Reset rather than re-estimated: an exported
+program runs in eval mode only, so no forward pass can gather batch statistics, and reset statistics are what a
+re-initialised network has. The weights are drawn from `seed` the same way for every batch and method, and the
+trained state is restored afterwards.
 
 At each step the map of the trained model's predicted class is compared with the trained map, per image, by
 the Spearman rank correlation of the absolute maps and by SSIM (Wang et al., 2004; scikit-image's
@@ -24,6 +26,7 @@ drawn from `seed` afresh for every model, so all see the same noisy copies and o
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,17 +53,26 @@ MapFunction = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  #
 
 @dataclass(frozen=True)
 class Layer:
-    """One cascade step: the module named `name` that holds the weight, and the normalisation modules after it."""
+    """One cascade step: the block `name`, its modules holding a weight (`weights`) and the normalisation modules
+    after each of them."""
 
     name: str
-    module: nn.Module
+    weights: tuple[nn.Module, ...]
     normalisations: tuple[nn.Module, ...]
 
 
+def block_of(name: str, prefix: str) -> str:
+    """The block a layer's module path belongs to: its first two components below the network's root `prefix`
+    (`layer1.0` of `layer1.0.conv1`, `features.3` of `features.3.conv.0.0`, `head` of `head`)."""
+    return ".".join(name.removeprefix(prefix).split(".")[:2])
+
+
 def cascade_layers(model: nn.Module) -> list[Layer]:
-    """The model's layers from the top (the logits) down: every module holding a weight of two or more
-    dimensions, in reverse module order, each with the parameterised or running-statistics modules (batch
-    normalisation) registered after it and before the next such layer."""
+    """The model's blocks from the top (the logits) down. A layer is a module holding a weight of two or more
+    dimensions, with the parameterised or running-statistics modules (batch normalisation) registered after it
+    and before the next layer; consecutive layers whose paths share their first two components below the root
+    form one block (a residual block, a numbered stage, a head), so a deep network has tens of steps, not
+    hundreds."""
     found: list[tuple[str, nn.Module, list[nn.Module]]] = []
     for name, module in model.named_modules():
         own = dict(module.named_parameters(recurse=False))
@@ -69,12 +81,24 @@ def cascade_layers(model: nn.Module) -> list[Layer]:
             found.append((name, module, []))
         elif found and (own or NORMALISATION_BUFFERS.keys() & buffers.keys()):
             found[-1][2].append(module)
-    return [Layer(name, module, tuple(norms)) for name, module, norms in reversed(found)]
+    names = [name for name, _, _ in found]
+    root = names[0].rsplit(".", 1)[0] + "." if len(names) == 1 and "." in names[0] else ""
+    if len(names) > 1:
+        common = os.path.commonprefix([name.split(".") for name in names])
+        root = "".join(f"{part}." for part in common)
+    blocks: list[tuple[str, list[nn.Module], list[nn.Module]]] = []
+    for name, module, norms in found:
+        block = block_of(name, root)
+        if not blocks or blocks[-1][0] != block:
+            blocks.append((block, [], []))
+        blocks[-1][1].append(module)
+        blocks[-1][2].extend(norms)
+    return [Layer(name, tuple(weights), tuple(norms)) for name, weights, norms in reversed(blocks)]
 
 
 def _state(layers: list[Layer]) -> list[torch.Tensor]:
     """Every parameter and buffer the layers own (not their children's)."""
-    modules = [module for layer in layers for module in (layer.module, *layer.normalisations)]
+    modules = [module for layer in layers for module in (*layer.weights, *layer.normalisations)]
     return [tensor for module in modules
             for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False))]
 
@@ -95,15 +119,16 @@ def restored(layers: list[Layer]) -> Iterator[None]:
 
 @torch.no_grad()
 def randomise_layer(layer: Layer, generator: torch.Generator) -> None:
-    """Re-initialise one layer as PyTorch initialises a fresh one: weight and bias uniform within
-    1 / sqrt(fan_in) (Kaiming-uniform, a = sqrt(5)), drawn from `generator` on the CPU; its normalisation modules'
-    scale 1, shift 0, running mean 0 and running variance 1."""
-    parameters = dict(layer.module.named_parameters(recurse=False))
-    fan_in = max(parameter[0].numel() for parameter in parameters.values() if parameter.dim() >= 2)
-    bound = 1 / math.sqrt(fan_in)
-    for parameter in parameters.values():
-        drawn = torch.rand(parameter.shape, generator=generator, dtype=torch.float64) * 2 * bound - bound
-        parameter.copy_(drawn.to(parameter.dtype))
+    """Re-initialise one block as PyTorch initialises fresh layers: each weight and bias uniform within
+    1 / sqrt(fan_in) of its module (Kaiming-uniform, a = sqrt(5)), drawn from `generator` on the CPU; its
+    normalisation modules' scale 1, shift 0, running mean 0 and running variance 1."""
+    for module in layer.weights:
+        parameters = dict(module.named_parameters(recurse=False))
+        fan_in = max(parameter[0].numel() for parameter in parameters.values() if parameter.dim() >= 2)
+        bound = 1 / math.sqrt(fan_in)
+        for parameter in parameters.values():
+            drawn = torch.rand(parameter.shape, generator=generator, dtype=torch.float64) * 2 * bound - bound
+            parameter.copy_(drawn.to(parameter.dtype))
     for module in layer.normalisations:
         for name, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):
             value = {**NORMALISATION_PARAMETERS, **NORMALISATION_BUFFERS}.get(name)
@@ -215,7 +240,7 @@ def randomisation_study(model: RepositoryModel, images: np.ndarray, count: int, 
     if count == 0:
         return None
     rows = curve_rows(len(images), count, seed)
-    layers = cascade_layers(getattr(model.module, "module", model.module))  # named within the network, unwrapped
+    layers = cascade_layers(model.module)
     methods = [method for method in kernels.METHODS if model.config.offers(method)]
     parts: dict[str, list[CascadeScores]] = {method: [] for method in methods}
     for begin in range(0, len(rows), batch_size):

@@ -209,4 +209,7 @@ def randomisation_blocks(summaries: dict[str, ModelRandomisation] | None) -> lis
                   "reference images, with its interval and the one-sided paired t test."),
             ("list", [_reference_text(name, check) for name, check in summaries.items()]),
             ("table", ["model", "method", "step (layers randomised)", "Spearman", "SSIM",
-                       "reference - step, Spearman", "reference - step, SSIM"], rows)]
+                       "reference - step, Spearman", "reference - step, SSIM"], rows),
+            *[("figure", figure_file("randomisation", name),
+               f"{name}: similarity to the trained maps as the layers are randomised from the top (95% intervals "
+               "shaded; dotted: another trained seed)") for name in summaries]]

@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from miscause.jobs.analysis.erasure.examples import Example
+from miscause.jobs.analysis.erasure.randomisation import MEASURES, ModelRandomisation
 
 
 def file_stem(name: str) -> str:
@@ -18,7 +19,8 @@ def file_stem(name: str) -> str:
 
 
 def figure_file(kind: str, name: str) -> str:
-    """The file name of one model's figure of `kind` (confusion, network, erasure, curves, examples)."""
+    """The file name of one model's figure of `kind` (confusion, network, erasure, curves, examples,
+    randomisation)."""
     return f"{kind}-{file_stem(name)}.png"
 
 
@@ -130,6 +132,32 @@ def curves_figure(name: str, curves: dict) -> bytes:
         ax.set_xlabel(f"fraction of pixels {'deleted' if mode == 'deletion' else 'inserted'}", fontsize=8)
         ax.set_ylabel("probability of the predicted class", fontsize=8)
         ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return png(figure)
+
+
+def randomisation_figure(name: str, check: ModelRandomisation) -> bytes:
+    """The cascade: per measure, each method's mean similarity to the trained maps against the step (layers
+    randomised from the top), its 95% interval shaded, the seed-to-seed reference dotted."""
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, len(MEASURES))
+    for ax, measure in zip(axes, MEASURES, strict=True):
+        for method, cascade in check.methods.items():
+            steps = [step.similarity[measure] for step in cascade.steps]
+            x = np.arange(1, len(steps) + 1)
+            mean = np.array([np.nan if s.mean is None else s.mean for s in steps])
+            low, high = (np.array([np.nan if s.ci95[k] is None else s.ci95[k] for s in steps]) for k in (0, 1))
+            (line,) = ax.plot(x, mean, "o-", markersize=3, label=method)
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
+            reference = cascade.reference[measure].mean if cascade.reference else None
+            if reference is not None:
+                ax.axhline(reference, color=line.get_color(), linestyle=":", linewidth=1)
+        layers = [step.layer for step in next(iter(check.methods.values())).steps] if check.methods else []
+        ax.set_xticks(range(1, len(layers) + 1), layers, rotation=60, ha="right", fontsize=6)
+        ax.set_title(f"{name}: {measure} to the trained map, {check.images} images", fontsize=9)
+        ax.set_xlabel("randomised from the top down to", fontsize=8)
+        ax.set_ylim(-0.2 if measure == "spearman" else 0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return png(figure)

@@ -13,6 +13,7 @@ from pathlib import Path
 import networkx as nx
 
 from miscause.atomic import atomic_directory
+from miscause.jobs.analysis.erasure.randomisation import ModelRandomisation
 from miscause.jobs.analysis.patterns.misclassification import Analysis
 from miscause.jobs.analysis.patterns.networks import network_json
 from miscause.jobs.analysis.pipeline import ErasureResults, Results
@@ -23,9 +24,11 @@ from miscause.jobs.analysis.report.metrics import metrics, plain
 from miscause.jobs.analysis.report.sections import document
 
 
-def figure_set(analysis: Analysis, erasure: ErasureResults | None) -> dict[str, bytes]:
+def figure_set(analysis: Analysis, erasure: ErasureResults | None,
+               randomisation: dict[str, ModelRandomisation] | None = None) -> dict[str, bytes]:
     """Every figure of the report, by file name."""
-    out = {}
+    out = {figure_file("randomisation", name): figures.randomisation_figure(name, check)
+           for name, check in (randomisation or {}).items()}
     for name, m in analysis.models.items():
         out[figure_file("confusion", name)] = figures.confusion_figure(name, analysis.classes, m.rates,
                                                                        m.conditional)
@@ -54,7 +57,7 @@ def write_network(graph: nx.DiGraph, folder: Path, stem: str) -> None:
 def write_report(out: str | os.PathLike, results: Results) -> Path:
     """Render everything first, then write the directory atomically: complete or untouched."""
     analysis = results.analysis
-    figure_bytes = figure_set(analysis, results.erasure)
+    figure_bytes = figure_set(analysis, results.erasure, results.randomisation)
     blocks = document(results)
     numbers = json.dumps(metrics(results), indent=1, allow_nan=False)
     with atomic_directory(out) as tmp:
