@@ -157,7 +157,7 @@ def randomisation_figure(name: str, check: ModelRandomisation) -> bytes:
         ax.set_xticks(range(1, len(layers) + 1), layers, rotation=60, ha="right", fontsize=6)
         ax.set_title(f"{name}: {measure} to the trained map, {check.images} images", fontsize=9)
         ax.set_xlabel("randomised from the top down to", fontsize=8)
-        ax.set_ylim(-0.2 if measure == "spearman" else 0, 1.02)
+        ax.set_ylim(-0.2, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return png(figure)
