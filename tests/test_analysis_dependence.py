@@ -102,6 +102,7 @@ def test_a_share_that_differs_between_architectures_not_seeds_is_found(analysis)
     assert bird.cause == NON_ESSENTIAL and set(bird.models) == {"a0", "a1", "a2"} and bird.architectures == ["arch_a"]
     assert d.effect.high == "arch_a" and d.effect.low in ("arch_b", "arch_c")
     assert 0 < d.effect.ci95[0] <= d.effect.difference <= d.effect.ci95[1]
+    assert 0 < d.effect.ci95_images[0] <= d.effect.difference <= d.effect.ci95_images[1]
     assert abs(d.effect.difference - 0.5) < 0.06
     assert d.min_detectable is not None and d.min_detectable < d.effect.difference
 
@@ -121,6 +122,8 @@ def test_an_equivalent_pair_is_shared_and_seed_noise_undetermined(analysis) -> N
     ship = analysis.pair("ship", "frog").dependence
     assert ship.outcome not in (MODEL_DEPENDENT, SHARED) and ship.p_adjusted > 0.05
     assert ship.dispersion > 5 and ship.equivalence_adjusted > 0.05
+    # the interval with seed-to-seed variation is wider than the one over images with the seeds fixed
+    assert ship.effect.ci95[1] - ship.effect.ci95[0] > 3 * (ship.effect.ci95_images[1] - ship.effect.ci95_images[0])
     assert analysis.pair("ship", "frog").cause == UNDETERMINED
     assert ship.min_detectable is None or ship.min_detectable > cat.dependence.min_detectable
 
@@ -163,7 +166,8 @@ def test_without_replicates_nothing_is_tested() -> None:
     assert not analysis.dependence.tested and "no replicate groups" in analysis.dependence.reason
     bird = analysis.pair("bird", "airplane")
     assert bird.dependence.outcome == NOT_TESTED and bird.cause == UNDETERMINED
-    assert bird.dependence.effect is not None and bird.dependence.p_value is None
+    assert bird.dependence.effect.ci95 is None and bird.dependence.effect.ci95_images is not None
+    assert bird.dependence.p_value is None
     assert {r.cause for r in analysis.pairs} <= {UNDETERMINED, "not_significant"}
 
 

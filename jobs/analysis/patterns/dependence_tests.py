@@ -12,7 +12,7 @@ from itertools import combinations
 import numpy as np
 import statsmodels.api as sm
 from scipy import stats
-from statsmodels.stats.proportion import tost_proportions_2indep
+from statsmodels.stats.proportion import confint_proportions_2indep, tost_proportions_2indep
 
 BINOMIAL = sm.families.Binomial()
 CLIP = 1e-12
@@ -94,13 +94,26 @@ def equivalence_p(arch_n: np.ndarray, arch_e: np.ndarray, dispersion: np.ndarray
 @dataclass(frozen=True, kw_only=True)
 class Effect:
     """The largest difference between architectures' pooled shares (highest minus lowest, the two chosen on the
-    data) and its 95% percentile bootstrap interval over the class's images, paired across models (None where some
-    resample leaves one of the two architectures without errors of the class)."""
+    data) with two 95% intervals: `ci95`, seed-to-seed variation included (`difference_interval`; None where the
+    dependence test did not run), and `ci95_images`, the percentile bootstrap over the class's images paired across
+    models with the seeds fixed (None where some resample leaves one of the two architectures without errors of the
+    class)."""
 
     difference: float
-    ci95: tuple[float, float] | None
     high: str
     low: str
+    ci95_images: tuple[float, float] | None
+    ci95: tuple[float, float] | None = None
+
+
+def difference_interval(arch_n: np.ndarray, arch_e: np.ndarray, dispersion: float, high: int,
+                        low: int) -> tuple[float, float]:
+    """95% interval of the difference between two architectures' pooled shares, the dual of the equivalence test:
+    statsmodels' Agresti-Caffo interval on the pooled counts divided by the dispersion."""
+    low_end, high_end = confint_proportions_2indep(arch_n[high] / dispersion, arch_e[high] / dispersion,
+                                                   arch_n[low] / dispersion, arch_e[low] / dispersion,
+                                                   method="agresti-caffo", compare="diff", alpha=0.05)
+    return float(low_end), float(high_end)
 
 
 def share_effect(err: np.ndarray, to_j: np.ndarray, arch: np.ndarray, names: list[str], seed: int) -> Effect | None:
@@ -125,4 +138,5 @@ def share_effect(err: np.ndarray, to_j: np.ndarray, arch: np.ndarray, names: lis
         ci = stats.bootstrap(per_image, contrast, n_resamples=BOOTSTRAP_RESAMPLES, vectorized=True, paired=True,
                              method="percentile", rng=np.random.default_rng(seed)).confidence_interval
     interval = (float(ci.low), float(ci.high)) if np.isfinite([ci.low, ci.high]).all() else None
-    return Effect(difference=float(observed[high] - observed[low]), ci95=interval, high=names[high], low=names[low])
+    return Effect(difference=float(observed[high] - observed[low]), high=names[high], low=names[low],
+                  ci95_images=interval)

@@ -29,6 +29,7 @@ from miscause.jobs.analysis.patterns.dependence_power import rule_power
 from miscause.jobs.analysis.patterns.dependence_tests import (
     Effect,
     architecture_test,
+    difference_interval,
     equivalence_p,
     pooled,
     share_effect,
@@ -138,7 +139,7 @@ def model_dependence(labels: np.ndarray, predicted: list[np.ndarray], counts: li
                       if len(arch_names) > 1 else None)
             pair = replace(pair, effect=effect)
             if reason is None:
-                pair = _tested(pair, n_all[:, i, j], errors[:, i], arch, len(arch_names), margin, level, pair_seed)
+                pair = _tested(pair, n_all[:, i, j], errors[:, i], arch, arch_names, margin, level, pair_seed)
         pairs[int(i), int(j)] = pair
     if reason is None:
         pairs.update(_corrected({key: pair for key, pair in pairs.items() if pair.in_family}, alpha, correction))
@@ -163,17 +164,20 @@ def _number(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _tested(pair: PairDependence, n: np.ndarray, e: np.ndarray, arch: np.ndarray, n_arch: int, margin: float,
-            level: float, seed: np.random.SeedSequence) -> PairDependence:
-    """One family pair with its test, equivalence test and power (before the correction over the family)."""
+def _tested(pair: PairDependence, n: np.ndarray, e: np.ndarray, arch: np.ndarray, arch_names: list[str],
+            margin: float, level: float, seed: np.random.SeedSequence) -> PairDependence:
+    """One family pair with its test, equivalence test, the effect's interval and the power (before the correction
+    over the family)."""
     test = architecture_test(n, e, arch)
     dispersion = float(test.dispersion)
     if not np.isfinite(dispersion):
         return replace(pair, outcome=UNDETERMINED, df_between=test.df_between, df_within=test.df_within,
                        p_value=1.0, equivalence_p=1.0, shared_power=0.0)
-    arch_n, arch_e = pooled(n, e, arch, n_arch)
-    power = rule_power(e, arch, n_arch, float(n.sum() / e.sum()), dispersion, level, margin, seed)
-    return replace(pair, outcome=UNDETERMINED, f=float(test.f), df_between=test.df_between, df_within=test.df_within,
-                   dispersion=dispersion, p_value=float(test.p_value),
+    arch_n, arch_e = pooled(n, e, arch, len(arch_names))
+    effect = pair.effect and replace(pair.effect, ci95=difference_interval(
+        arch_n, arch_e, dispersion, arch_names.index(pair.effect.high), arch_names.index(pair.effect.low)))
+    power = rule_power(e, arch, len(arch_names), float(n.sum() / e.sum()), dispersion, level, margin, seed)
+    return replace(pair, outcome=UNDETERMINED, effect=effect, f=float(test.f), df_between=test.df_between,
+                   df_within=test.df_within, dispersion=dispersion, p_value=float(test.p_value),
                    equivalence_p=float(equivalence_p(arch_n, arch_e, np.asarray(dispersion), margin)),
                    min_detectable=power.min_detectable, shared_power=power.shared_power)

@@ -34,14 +34,14 @@ def rule_text(analysis: Analysis) -> list[str]:
         f"correction over the model's K(K-1) ordered pairs, is at most {o.alpha}, and it holds at least "
         f"{o.min_count} errors. A model's misclassification network keeps exactly these edges.",
         *dependence_text(analysis),
-        f"An architecture has an edge when a strict majority of its models (seeds) have it. With "
+        f"An architecture has an edge when a strict majority of its models (seeds) have it. With {m} model(s) in "
         f"{len(analysis.dependence.architectures)} architecture(s) and tolerance {o.tolerance}, the quorum is "
         f"max(A - tolerance, floor(A/2) + 1) = {analysis.quorum} architectures. A pair shown shared with the edge in "
         f"at least {analysis.quorum} architecture(s) is `{causes.MORPHOLOGICAL}`; a pair shown model-dependent and "
         f"significant in at least one model is `{causes.NON_ESSENTIAL}` for the models where it is significant; any "
         f"other pair with an edge is `{causes.UNDETERMINED}` (an edge in one model and none in another is not a "
         f"difference, and a failure to reject is not sameness); a pair without an edge is "
-        f"`{causes.NOT_SIGNIFICANT}`. ({m} model(s).)",
+        f"`{causes.NOT_SIGNIFICANT}`.",
         "When the erasure study ran, a pair is reported as non-essential interference only where erasing at the "
         "most salient pixels corrects its errors significantly more often than the control erasure named in the "
         "erasure study (exact one-sided McNemar test on the same images, corrected over the model's significant "

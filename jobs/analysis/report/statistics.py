@@ -50,7 +50,8 @@ def dependence_text(analysis: Analysis) -> list[str]:
                 "test them."]
     counts = d.outcomes
     span = d.detectable_range
-    power = (f"between {percent(span[0])} and {percent(span[1])}" if span else "none within reach")
+    power = (f"from {100 * span[0]:.0f} to {100 * span[1]:.0f} points over the pairs where some difference is "
+             "detectable" if span else "no difference is detectable for any pair")
     return [
         quantity, family,
         f"Architectures ({groups}). Model dependence: a quasi-binomial GLM of the share with the architecture as "
@@ -68,8 +69,9 @@ def dependence_text(analysis: Analysis) -> list[str]:
         f"dispersion: the smallest difference in the share (grid {STEP}) that it calls model-dependent with "
         f"{POWER:.0%} probability at the level {d.level:.3g} (alpha over the family, what the correction asks of the "
         f"smallest p-value), one architecture shifted: {power}. Effect: the difference between the architectures "
-        f"with the highest and lowest pooled share, with a 95% percentile bootstrap interval ({BOOTSTRAP_RESAMPLES} "
-        "resamples of the class's images, paired across models; seeds fixed).",
+        "with the highest and lowest pooled share, with its 95% interval (Agresti-Caffo on the counts divided by the "
+        "dispersion, seed-to-seed variation included; metrics.json also holds the percentile bootstrap over the "
+        f"class's images, {BOOTSTRAP_RESAMPLES} resamples paired across models, seeds fixed).",
     ]
 
 
@@ -80,12 +82,15 @@ def correction_text(method: str) -> str:
 
 
 def effect_text(record: PairRecord) -> str:
-    """A pair's largest difference between architectures with its interval."""
+    """A pair's largest difference between architectures with its interval (seeds included where tested, else over
+    images with the seeds fixed)."""
     effect = record.dependence.effect
     if effect is None:
         return "-"
-    interval = (f" [{100 * effect.ci95[0]:+.1f}, {100 * effect.ci95[1]:+.1f}]" if effect.ci95 else "")
-    return f"{effect.high} - {effect.low}: {100 * effect.difference:+.1f} pts{interval}"
+    interval = effect.ci95 or effect.ci95_images
+    scope = "" if effect.ci95 or interval is None else " images only"
+    shown = f" [{100 * interval[0]:+.1f}, {100 * interval[1]:+.1f}{scope}]" if interval else ""
+    return f"{effect.high} - {effect.low}: {100 * effect.difference:+.1f} pts{shown}"
 
 
 def detectable(record: PairRecord) -> str:
