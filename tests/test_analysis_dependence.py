@@ -17,7 +17,7 @@ from miscause.jobs.analysis.erasure.cause_interaction import cause_interaction
 from miscause.jobs.analysis.erasure.verification_power import verification_power
 from miscause.jobs.analysis.inputs.predictions import make_predictions
 from miscause.jobs.analysis.patterns.causes import MORPHOLOGICAL, NON_ESSENTIAL, UNDETERMINED
-from miscause.jobs.analysis.patterns.dependence_power import rule_power
+from miscause.jobs.analysis.patterns.dependence_power import called, rule_power, simulate_counts
 from miscause.jobs.analysis.patterns.dependence_tests import architecture_test, equivalence_p
 from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions, analyze_predictions
 from miscause.jobs.analysis.patterns.model_dependence import MODEL_DEPENDENT, NOT_TESTED, SHARED
@@ -158,6 +158,17 @@ def test_power_of_the_rule_grows_with_errors_and_shrinks_with_dispersion() -> No
     assert noisy.min_detectable is None or noisy.min_detectable > large.min_detectable
     assert large.shared_power > small.shared_power
     assert rule_power(np.full(6, 500.0), arch, 2, 0.3, 1.0, 0.01, 0.1, seed) == large
+
+
+def test_seed_noise_alone_is_rarely_called_dependent() -> None:
+    # 1000 simulated pairs, three architectures of three seeds with equal shares and seeds three times as variable
+    # as binomial sampling: the rule at level 0.05 calls few of them model-dependent
+    e = np.array([300.0, 320.0, 280.0, 200.0, 210.0, 190.0, 400.0, 380.0, 420.0])
+    arch = np.repeat(np.arange(3), 3)
+    counts = simulate_counts(e, np.full((1, 9), 0.3), 3.0, np.random.SeedSequence(1))
+    dependent, shared = called(counts, e, arch, 3, 0.05, 0.1)
+    assert dependent.mean() <= 0.07
+    assert architecture_test(counts, e, arch).dispersion.mean() > 2
 
 
 def test_without_replicates_nothing_is_tested() -> None:
