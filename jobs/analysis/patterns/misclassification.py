@@ -31,7 +31,7 @@ from miscause.jobs.analysis.patterns.significance import CORRECTIONS
 from miscause.jobs.analysis.patterns.similarity import jaccard_matrix, spearman_matrix
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AnalysisOptions:
     """Significance and cause-assignment thresholds (the CLI's defaults), the replicate groups the dependence test
     needs ((group name, its models) pairs), the equivalence margin on P(j | i, error), and the seed of the effect's
