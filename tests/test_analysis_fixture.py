@@ -123,7 +123,9 @@ def write_result_file(path: Path, arch: str, seed: int) -> None:
         for mode in ("deletion", "insertion"):
             arrays[f"curves/{order}/{mode}"] = rng.random((10, 5)).astype(np.float32)
     arrays["randomisation/rows"] = np.arange(6, dtype=np.int64)
-    arrays["randomisation/gradient"] = rng.uniform(-0.2, 0.6, 6)
+    arrays["randomisation/gradient/spearman"] = rng.uniform(-0.2, 0.6, (2, 6)).astype(np.float32)
+    arrays["randomisation/gradient/ssim"] = rng.uniform(0.0, 0.5, (2, 6)).astype(np.float32)
+    arrays["randomisation/gradient/maps"] = rng.random((6, 8, 8)).astype(np.float16)
     arrays.update({"examples/rows": np.zeros(0, np.int64), "examples/after": np.zeros(0, np.int64),
                    "examples/image": np.zeros((0, 32, 32, 3), np.uint8),
                    "examples/saliency": np.zeros((0, 32, 32), np.float32),
@@ -138,17 +140,18 @@ def write_result_file(path: Path, arch: str, seed: int) -> None:
                                                                                "val_size": N},
             "device": "cpu", "fill_sweep": {"setting": [5.0, 3], "fills": ["mean", "blur"]},
             "curves": {"orders": ["gradient", "random"], "steps": 4},
-            "randomisation": {"methods": ["gradient"], "seed": 0}}
+            "randomisation": {"methods": ["gradient"], "seed": 0, "layers": ["head", "conv"]}}
     np.savez_compressed(path, meta=np.asarray(json.dumps(meta)), **arrays)
 
 
 def test_result_file_analysis_is_unchanged(tmp_path: Path) -> None:
-    for seed, arch in enumerate(("net_a", "net_b", "net_c")):
+    archs = ("net_a", "net_b", "net_c", "net_d")
+    for seed, arch in enumerate(archs):
         write_result_file(tmp_path / f"{arch}.npz", arch, seed)
     out = tmp_path / "report"
-    assert main(["analyze", "--results", *(str(tmp_path / f"{a}.npz") for a in ("net_a", "net_b", "net_c")),
+    assert main(["analyze", "--results", *(str(tmp_path / f"{a}.npz") for a in archs),
                  "--out", str(out), "--min-count", "2", "--policy-min-gain", "1", "--control", "shifted",
-                 "--replicates", "net=net_a,net_b"]) == 0
+                 "--replicates", "net=net_a,net_b", "--replicates", "odd=net_c,net_d"]) == 0
     check(out, tmp_path, "metrics-results.json")
 
 

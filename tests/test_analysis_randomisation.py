@@ -269,9 +269,11 @@ def analyze(workspace: dict, out: Path, *options: str) -> int:  # noqa: F811
 
 def test_report_holds_the_cascade_of_every_method_and_the_seed_reference(workspace: dict) -> None:  # noqa: F811
     out = workspace["root"] / "randomisation"
-    write_model(workspace["repo"], "other", 5, "none")  # a second architecture beside the replicate group
+    for name, seed in (("other_a", 5), ("other_b", 6)):  # a second replicated architecture, as --replicates needs
+        write_model(workspace["repo"], name, seed, "none")
     assert analyze(workspace, out, "--randomisation-images", "6", "--seed", "3", "--models", "tiny_a", "tiny_b",
-                   "other", "--replicates", "tiny=tiny_a,tiny_b") == 0
+                   "other_a", "other_b", "--replicates", "tiny=tiny_a,tiny_b", "--replicates",
+                   "other=other_a,other_b") == 0
     metrics = json.loads((out / "metrics.json").read_text())["randomisation"]
     methods = [m for m in kernels.METHODS if m != "grad_cam"]  # the tiny models name no Grad-CAM layer
     for name, other in (("tiny_a", "tiny_b"), ("tiny_b", "tiny_a")):
@@ -291,7 +293,7 @@ def test_report_holds_the_cascade_of_every_method_and_the_seed_reference(workspa
         text = (out / report).read_text()
         assert "Saliency sanity check: cascading model randomisation" in text and "on 6 test images" in text
         assert "tiny_a: the reference is the similarity of its trained maps to those of tiny_b" in text
-    assert {f"randomisation-{name}.png" for name in ("tiny_a", "tiny_b", "other")} <= {
+    assert {f"randomisation-{name}.png" for name in ("tiny_a", "tiny_b", "other_a")} <= {
         path.name for path in (out / "figures").iterdir()}
     first = metrics["tiny_b"]["methods"]["gradient"]["steps"][0]["similarity"]["spearman"]["mean"]
     assert f"{first:.3f}" in (out / "report.md").read_text()

@@ -41,7 +41,7 @@ from miscause import kernels
 from miscause.jobs.analysis.erasure.curves import curve_rows
 from miscause.jobs.analysis.erasure.paired import MeanDifference, MeanInterval, mean_difference, mean_interval
 from miscause.jobs.analysis.inputs.repository_model import RepositoryModel
-from miscause.kernels.gradients import Target, clean_logits
+from miscause.kernels import Target, clean_logits
 
 MEASURES = ("spearman", "ssim")
 REFERENCE_IMAGES = 16  # trained maps kept per method for the seed-to-seed reference (float16, 32x32: 2 KB each)
