@@ -11,7 +11,7 @@ def test_toy_study_runs_in_two_sittings_and_writes_the_report(tiny_folder, tmp_p
     out = tmp_path / "study"
     args = ["study", "--data", str(tiny_folder), "--out", str(out), "--archs", "cifarnet", "mobilenet_v2",
             "--epochs", "1", "--batch-size", "32", "--limit", "96", "--sweep-fill", "mean", "blur",
-            "--curve-images", "16", "--curve-methods", "gradient", "--randomisation-images", "2", "--no-progress"]
+            "--curve-images", "16", "--curve-methods", "gradient", "--randomisation-images", "1", "--no-progress"]
     assert main([*args, "--max-stages", "4"]) == 0
     first = json.loads((out / "study.json").read_text())
     assert list(first["stages"]) == ["train:cifarnet", "evaluate:cifarnet", "export:cifarnet", "train:mobilenet_v2"]

@@ -31,7 +31,7 @@ ARCHS = ("cifarnet", "mobilenet_v2")
 LIMIT = 64
 SETTINGS = [(5.0, 3), (10.0, 3)]
 OPTIONS = (f"--epochs 1 --limit {LIMIT} --batch-size 32 --sweep-top-percent 5 10 --sweep-box 3 --sweep-fill mean blur "
-           "--curve-methods gradient --curve-images 16 --randomisation-images 2 --device cpu")
+           "--curve-methods gradient --curve-images 16 --randomisation-images 1 --device cpu")
 
 
 @pytest.fixture(scope="module")

@@ -334,11 +334,11 @@ def summarize_randomisation(check: Randomisation, partners: dict[str, Randomisat
                               reference_images=len(first) if used else 0, methods=methods)
 
 
-Groups = tuple[tuple[str, tuple[str, ...]], ...]
+ReplicateGroups = tuple[tuple[str, tuple[str, ...]], ...]  # (name, models), as AnalysisOptions.replicates
 
 
 def randomisation_summaries(checks: dict[str, Randomisation | None],
-                            groups: Groups = ()) -> dict[str, ModelRandomisation] | None:
+                            groups: ReplicateGroups = ()) -> dict[str, ModelRandomisation] | None:
     """Per model that ran the check, its summary, referenced to the other seeds of its replicate group (`groups`:
     (name, models) pairs); None when no model ran it."""
     ran = {name: check for name, check in checks.items() if check is not None}
