@@ -32,6 +32,7 @@ from miscause.jobs.analysis.erasure.randomisation import (
     cascade_check,
     cascade_layers,
     randomisation_summaries,
+    randomise_layer,
     rank_correlations,
     structural_similarities,
 )
@@ -77,6 +78,23 @@ def test_layers_run_from_the_logits_down_each_with_its_normalisation(toy: Toy) -
     layers = cascade_layers(toy)
     assert [layer.name for layer in layers] == ["head", "conv3", "conv2", "conv1"]
     assert [layer.normalisations for layer in layers] == [(), (), (toy.norm2,), (toy.norm1,)]
+
+
+def test_layers_of_one_block_are_randomised_together() -> None:
+    def stage(channels: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(channels, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1))
+
+    network = nn.Sequential()
+    network.add_module("features", nn.Sequential(stage(3), stage(4)))
+    network.add_module("fc", nn.Linear(4, 2))
+    layers = cascade_layers(nn.Sequential(network))  # a wrapper's prefix is not part of the names
+    assert [layer.name for layer in layers] == ["fc", "features.1", "features.0"]
+    first = network.features[0]
+    assert layers[2].weights == (first[0], first[2]) and layers[2].normalisations == (first[1],)
+    generator = torch.Generator().manual_seed(0)
+    randomise_layer(layers[2], generator)
+    assert (first[0].weight.abs() <= 1 / np.sqrt(3 * 9)).all() and (first[2].weight.abs() <= 1 / np.sqrt(4)).all()
+    assert (first[1].running_var == 1).all() and (network.features[1][1].running_var == 1).all()
 
 
 def test_the_cascade_randomises_one_more_layer_per_step_and_resets_the_statistics(toy: Toy,
