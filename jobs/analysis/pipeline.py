@@ -175,8 +175,7 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
 def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, device: torch.device,
                        context: Context) -> Results:
     """Run the models on the test split and the model-randomisation check on some of its images; with a study
-    also the erasure study on test and the policy fit on val."""
-    options.check()
+    also the erasure study on test and the policy fit on val; `options` as checked by the caller."""
     if request.study:
         request.study.erasure.check()
     models = [load_model(request.repository, name, device) for name in request.models]
