@@ -24,6 +24,7 @@ from miscause.jobs.analysis.erasure.randomisation import randomisation_study, ra
 from miscause.jobs.analysis.erasure.run import ErasureOptions, infer
 from miscause.jobs.analysis.erasure.summaries import summarize, verified_pairs
 from miscause.jobs.analysis.erasure.verification_power import verification_power
+from miscause.jobs.analysis.inputs.data_record import data_record
 from miscause.jobs.analysis.inputs.images import subset
 from miscause.jobs.analysis.inputs.predictions import make_predictions
 from miscause.jobs.analysis.inputs.repository_model import load_model
@@ -183,12 +184,12 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
     for model in models:
         check_classes(model.classes, test, f"model {model.name}")
     images = subset(test, request.max_images, request.seed)
-    data = {"path": str(request.data or os.environ["MISCAUSE_DATA"]), "split": "test",  # as the user named them
-            "n": len(images.labels), "split_size": len(test), "repository": str(request.repository),
-            "models": list(request.models)}
-    data["description"] = (f"Models {', '.join(request.models)} from the repository `{data['repository']}`, run "
-                           f"on {data['n']} of the {len(test)} images of the test split of `{data['path']}`.")
-    if request.study is None:
+    val = subset(load_split(request.data, "val"), request.max_images, request.seed) if request.study else None
+    data = data_record(f"Models {', '.join(request.models)} from the repository `{request.repository}`, run",
+                       len(images.labels), path=str(request.data or os.environ["MISCAUSE_DATA"]),  # as named
+                       split_size=len(test), validation_n=None if val is None else len(val.labels),
+                       repository=str(request.repository), models=list(request.models))
+    if val is None:
         checks = {m.name: randomisation_study(m, images.images, request.randomisation_images, request.batch_size,
                                               request.seed, device) for m in models}
         predictions = [
@@ -197,9 +198,6 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
             for m in models]
         return Results(analysis=analyze_predictions(predictions, options), context=context, data=data,
                        randomisation=randomisation_summaries(checks))
-    val = subset(load_split(request.data, "val"), request.max_images, request.seed)
-    data["validation_n"] = len(val.labels)
-    data["description"] += f" The correction policy is fitted on {len(val.labels)} validation-split images."
     runs = [collect_runs(model, {"test": images, "val": val}, request.study.erasure, examples_count=request.examples,
                          randomisation_images=request.randomisation_images, device=device,
                          progress=request.progress) for model in models]
