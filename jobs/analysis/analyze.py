@@ -85,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     erasure_group.add_argument("--max-images", type=int, help="analyse a random subset of this many images per split")
     erasure_group.add_argument("--examples", type=int, default=8, help="example images per model in the report")
     erasure_group.add_argument("--policy-min-gain", type=int, default=3,
-                               help="net validation images a policy rule must gain (default 3)")
+                               help="net images a policy rule must gain on the images it is fitted on, in every "
+                                    "fit of the nested selection (default 3)")
     erasure_group.add_argument("--no-policy", action="store_true", help="do not write policy.json into the repository")
     erasure_group.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
     erasure_group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")

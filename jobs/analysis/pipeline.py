@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from miscause.defaults import RANDOMISATION_IMAGES
-from miscause.jobs.analysis.erasure import policy_fit
+from miscause.jobs.analysis.erasure import policy_fit, policy_selection
 from miscause.jobs.analysis.erasure.cause_interaction import cause_interaction
 from miscause.jobs.analysis.erasure.collect import ModelRuns, collect_runs
 from miscause.jobs.analysis.erasure.curves import summarize_curves
@@ -50,7 +50,7 @@ class Context:
 @dataclass(frozen=True, kw_only=True)
 class Study:
     """The erasure study as run and judged: its options, the control a pair must beat to be verified, the net
-    images a policy rule must gain, and the seed of the policy's bootstrap and folds."""
+    images a policy rule must gain where it is fitted, and the seed of the policy's bootstrap and folds."""
 
     erasure: ErasureOptions
     control: str = "random"
@@ -117,7 +117,7 @@ def validation_warning(name: str, training_split: str | None, val_accuracy: floa
     if training_split in ("trainval", "val"):
         return (f"{name}: its config says it was trained on the {training_split!r} split, which holds the "
                 f"validation images; its policy is cross-fitted on the test split instead "
-                f"({policy_fit.FOLDS} folds).")
+                f"({policy_selection.FOLDS} folds).")
     if val_accuracy - test_accuracy > VALIDATION_GAP_WARNING:
         return (f"{name}: its validation accuracy {val_accuracy:.3f} exceeds its test accuracy "
                 f"{test_accuracy:.3f}, so it may have been trained on the validation images; the policy fit is "
@@ -159,12 +159,12 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
             warnings.append(f"{model.name}: no correction policy: the fill {fill_name(erasure.fill)!r} is not one "
                             "value per channel, which is all the service can apply")
             continue
-        fit, test_result, fitted_on = policy_fit.honest_fit(model.val, model.test, model.training_split,
-                                                            erasure.default, study.policy_min_gain, study.seed)
+        honest = policy_selection.honest_fit(model.val, model.test, model.training_split, erasure.default,
+                                             study.policy_min_gain, study.seed)
         policies[model.name] = policy_fit.policy_document(
-            model.name, fit, test_result, model.test.classes, erasure.saliency_method, fill,
-            {**fitted_on, "data": data["path"], "min_gain": study.policy_min_gain, "accuracy": val_accuracy},
-            context.created, context.versions)
+            model.name, honest.written, honest.test, model.test.classes, erasure.saliency_method, fill,
+            {**honest.fitted_on, "data": data["path"], "min_gain": study.policy_min_gain, "accuracy": val_accuracy},
+            honest.selection, context.created, context.versions)
     settings = {**asdict(erasure), "split": "test", "fill": fill_name(erasure.fill), "control": study.control}
     results = ErasureResults(summaries=summaries, policies=policies, examples={m.name: m.examples for m in models},
                              settings=settings, cause_interaction=cause_interaction(analysis, summaries),
