@@ -124,8 +124,10 @@ def honest_fit(val: SplitRun, test: SplitRun, training_split: str | None, defaul
     applied, reason = decision(chosen, expected)
     written = chosen if applied else {**chosen, "setting": default, "rules": {}, "gain": 0, "held_out_gain": 0}
     top_percent, box = chosen["setting"]
-    selection = {"method": "nested cross-validation", "folds": folds, "inner_folds": folds, "expected": expected,
-                 "chosen": {"top_percent": top_percent, "box": box, "rules": rule_list(chosen["rules"], val.classes),
+    selection = {"method": "nested cross-validation", "folds": folds, "inner_folds": folds, "keep_level": KEEP_LEVEL,
+                 "expected": expected,
+                 "chosen": {"top_percent": top_percent, "box": box,
+                            "rules": rule_list(chosen["rules"], fitting.classes),
                             "net_gain": chosen["gain"], "held_out_gain": chosen["held_out_gain"]},
                  "applied": applied, "reason": reason}
     if validation:
