@@ -45,9 +45,13 @@ class Policy:
         limits = torch.as_tensor(self.thresholds, dtype=confidence.dtype, device=confidence.device)[labels]
         return confidence <= limits  # NaN (no rule) compares False
 
-    def correct(self, labels: torch.Tensor, confidence: torch.Tensor, erased_labels: torch.Tensor) -> torch.Tensor:
-        """The corrected labels: the erased image's label where the policy applies, else the prediction."""
-        return torch.where(self.applies(labels, confidence), erased_labels, labels)
+    def correct(self, labels: torch.Tensor, confidence: torch.Tensor, erased_labels: torch.Tensor,
+                applies: torch.Tensor | None = None) -> torch.Tensor:
+        """The corrected labels: the erased image's label where the policy applies, else the prediction;
+        `applies`: `self.applies(labels, confidence)` when the caller has it already (the service selects the
+        rows to explain by it)."""
+        applies = self.applies(labels, confidence) if applies is None else applies
+        return torch.where(applies, erased_labels, labels)
 
 
 def parse_policy(raw: object, classes: list[str], source: str) -> Policy | None:

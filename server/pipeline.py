@@ -86,8 +86,10 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work],
     # the explanation stages only when an output needs them: a LABEL-only batch waits for nothing on the device
     # and copies only its outputs to the host
     if explains:
+        # the policy's selection, once for the batch: it picks the rows to explain and then the corrected labels
+        applies = None if policy is None else policy.applies(labels, confidence)
         if not every_image:
-            explained = _explained(policy, works, rows, labels, confidence)
+            explained = _explained(applies, works, rows, labels)
             plan = _plan(works, rows, explained.cpu(), labels)
             saliency, gradient, _ = _explain(backend, images, plan)
         mask, erased_logits = _erase(backend, images, saliency, gradient, plan, logits)
@@ -95,7 +97,7 @@ def _run(backend: Backend, policy: Policy | None, works: list[Work],
         erased_labels = erased_probs.argmax(dim=1)
         # the policy's one rule; a row it sends to its erased label but not explained here is one whose request
         # did not ask for CORRECTED_LABEL (`_explained`), so no answer reads its erased label
-        corrected = labels if policy is None else policy.correct(labels, confidence, erased_labels)
+        corrected = labels if policy is None else policy.correct(labels, confidence, erased_labels, applies)
         tensors.update({names.SALIENCY: saliency, names.MASK: mask, names.ERASED_LABEL: erased_labels,
                         names.ERASED_PROBS: erased_probs, names.CORRECTED_LABEL: corrected})
     return _host(works, rows, tensors, times, started, uploaded)
@@ -131,15 +133,16 @@ class Plan:
     by_erasure: dict[tuple, list[torch.Tensor]]  # (from gradient, top_percent, box, fill) -> host row indices
 
 
-def _explained(policy: Policy | None, works: list[Work], rows: list[torch.Tensor], labels: torch.Tensor,
-               confidence: torch.Tensor) -> torch.Tensor:
-    """Bool [N]: the rows that go through the explanation stages."""
+def _explained(applies: torch.Tensor | None, works: list[Work], rows: list[torch.Tensor],
+               labels: torch.Tensor) -> torch.Tensor:
+    """Bool [N]: the rows that go through the explanation stages; `applies`: the rows the policy (if any) sends to
+    their erased label (`Policy.applies` on the whole batch)."""
     explained = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
     for work, index in zip(works, rows, strict=True):
         if SALIENCY_OUTPUTS & set(work.outputs):
             explained[index] = True
-        elif names.CORRECTED_LABEL in work.outputs and policy is not None:
-            explained[index] = policy.applies(labels[index], confidence[index])
+        elif names.CORRECTED_LABEL in work.outputs and applies is not None:
+            explained[index] = applies[index]
     return explained
 
 

@@ -12,9 +12,9 @@ from PIL import Image
 from torch import nn
 
 from miscause.cli import main
-from miscause.jobs.analysis.erasure import policy_fit
+from miscause.jobs.analysis.erasure import policy_selection
 from miscause.jobs.analysis.erasure.examples import round_robin
-from miscause.jobs.analysis.erasure.policy_fit import apply_rules, evaluate_policy, fit_policy, policy_document
+from miscause.jobs.analysis.erasure.policy_fit import apply_rules, evaluate_policy, policy_document, setting_rules
 from miscause.jobs.analysis.erasure.run import SplitRun
 from miscause.jobs.analysis.erasure.summaries import summarize, verified_pairs
 from miscause.jobs.analysis.patterns.causes import CAUSES
@@ -130,7 +130,12 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
     a, b = (json.loads((workspace["repo"] / name / "policy.json").read_text()) for name in ("tiny_a", "tiny_b"))
     assert a["fitted_on"]["split"] == "val" and a["fitted_on"]["n"] == 6 and "folds" not in a["test"]
     assert b["fitted_on"]["split"] == "test" and b["fitted_on"]["method"] == "cross-fit" and b["fitted_on"]["n"] == 30
-    assert [f["n"] for f in b["test"]["folds"]] == [6] * 5 and all(f["fitted_n"] == 24 for f in b["test"]["folds"])
+    folds = b["selection"]["expected"]["folds"]
+    assert [f["n"] for f in folds] == [6] * 5 and all(f["fitted_n"] == 24 for f in folds)
+    for policy in (a, b):  # rules reach the service only where the expected gain's interval lies above zero
+        selection = policy["selection"]
+        assert selection["applied"] == (selection["expected"]["ci95"][0] > 0 and bool(selection["chosen"]["rules"]))
+        assert selection["applied"] or policy["rules"] == []
     assert any(w.startswith("tiny_b: its config says it was trained on the 'trainval' split") and "cross-fitted" in w
                for w in metrics["warnings"])
     assert {p["cause"] for p in metrics["pairs"]} <= set(CAUSES)
@@ -143,6 +148,8 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
     assert "## Erasure study" in markdown and "## Correction policy" in markdown and "--erasure" in markdown
     assert "## Erasure by cause" in markdown and "## Deviations from the paper" in markdown
     assert "with every image erased" in markdown and "not calibrated by seed replicates" in markdown
+    assert "expected gain (nested cross-validation on the val split)" in markdown
+    assert "realised gain on the test split" in markdown
     assert set(metrics["cause_interaction"]) == {"tiny_a", "tiny_b"}
 
 
@@ -207,10 +214,15 @@ def test_pair_verification_against_random_control() -> None:
     assert default["saliency"]["broken"] == 40 and default["random"]["broken"] == 0
 
 
-def test_policy_fit_threshold_and_semantics() -> None:
+def planted_fit(run: SplitRun, index: int) -> dict:
+    """The rules fitted on every image of `run` at its setting `index`, as a fit the policy functions take."""
+    rules = setting_rules(run, index, np.arange(len(run.labels)), min_gain=1)
+    return {"setting": run.settings[index], "rules": rules, "gain": sum(g for _, g in rules.values()), "n": 100}
+
+
+def test_policy_rule_threshold_and_semantics() -> None:
     run = planted_run([(1.0, 1), (5.0, 3)])
-    fit = fit_policy(run, (5.0, 3), min_gain=1)
-    assert fit["setting"] == (5.0, 3)
+    fit = planted_fit(run, 1)
     threshold, gain = fit["rules"][1]
     confidence = run.confidence
     assert threshold == pytest.approx(confidence[0]) and gain == 45
@@ -220,50 +232,50 @@ def test_policy_fit_threshold_and_semantics() -> None:
     result = evaluate_policy(fit, run)
     assert result["corrected"] == 45 and result["broken"] == 0 and result["net_change"] == pytest.approx(0.45)
     assert result["ci95"][0] > 0.3
-    none = fit_policy(run, (5.0, 3), min_gain=100)
-    assert none["rules"] == {} and none["setting"] == (5.0, 3)
+    assert setting_rules(run, 1, np.arange(100), min_gain=100) == {}
 
 
 def test_blanket_erasure_and_break_even() -> None:
     run = planted_run([(5.0, 3)])
-    result = evaluate_policy(fit_policy(run, (5.0, 3), min_gain=1), run)
+    result = evaluate_policy(planted_fit(run, 0), run)
     # erasing every image: 45 of 60 errors corrected, all 40 correct answers broken
     assert result["accuracy_blanket"] == pytest.approx(0.45) and result["accuracy_before"] == pytest.approx(0.40)
     assert result["blanket_corrected_rate"] == pytest.approx(0.75) and result["blanket_broken_rate"] == 1.0
     assert result["break_even_error_share"] == pytest.approx(1 / 1.75)
 
 
-def test_cross_fit_never_scores_a_fold_with_its_own_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cross_fit_never_scores_a_fold_with_its_own_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     run = planted_run([(1.0, 1), (5.0, 3)])
-    fitted, scored = [], []
-    real_fit, real_labels = policy_fit.fit_policy, policy_fit.policy_labels
+    chosen, scored = [], []
+    real_select, real_labels = policy_selection.select, policy_selection.policy_labels
 
-    def spy_fit(run, default, min_gain, rows=None):
-        fit = real_fit(run, default, min_gain, rows)
-        fitted.append((id(fit), set(rows.tolist())))
+    def spy_select(run, rows, default, min_gain, folds, seed):
+        fit = real_select(run, rows, default, min_gain, folds, seed)
+        chosen.append((id(fit), set(rows.tolist())))
         return fit
 
     def spy_labels(fit, run, rows):
         scored.append((id(fit), set(rows.tolist())))
         return real_labels(fit, run, rows)
 
-    monkeypatch.setattr(policy_fit, "fit_policy", spy_fit)
-    monkeypatch.setattr(policy_fit, "policy_labels", spy_labels)
-    result = policy_fit.cross_fit(run, (5.0, 3), min_gain=1, folds=4, seed=3)
-    assert len(fitted) == len(scored) == 4
-    fits = dict(fitted)
+    monkeypatch.setattr(policy_selection, "select", spy_select)
+    monkeypatch.setattr(policy_selection, "policy_labels", spy_labels)
+    corrected, _, parts = policy_selection.cross_fit(run, (5.0, 3), min_gain=1, folds=4, seed=3)
+    assert len(chosen) == len(scored) == 4
+    fits = dict(chosen)
     for fit_id, rows in scored:
         assert not rows & fits[fit_id] and len(rows | fits[fit_id]) == 100
     assert set().union(*(rows for _, rows in scored)) == set(range(100))
-    assert [f["n"] for f in result["folds"]] == [25] * 4
+    assert [f["n"] for f in parts] == [25] * 4
     # the planted structure holds in every fold, so the held-out folds gain like the whole: 45 of 60 errors
-    assert result["corrected"] == 45 and result["broken"] == 0
+    assert (corrected == run.labels).sum() - (run.predicted == run.labels).sum() == 45
     monkeypatch.undo()
-    val_fit, _, fitted_on = policy_fit.honest_fit(run, run, "train", (5.0, 3), 1, 0)
-    assert fitted_on == {"split": "val", "method": "validation"} and val_fit["n"] == 100
-    _, crossed, fitted_on = policy_fit.honest_fit(run, run, None, (5.0, 3), 1, 0)
-    assert fitted_on["method"] == "cross-fit" and "not recorded" in fitted_on["reason"]
-    assert crossed["method"] == "cross-fit" and len(crossed["folds"]) == policy_fit.FOLDS
+    validated = policy_selection.honest_fit(run, run, "train", (5.0, 3), 1, 0)
+    assert validated.fitted_on == {"split": "val", "method": "validation"} and validated.written["n"] == 100
+    crossed = policy_selection.honest_fit(run, run, None, (5.0, 3), 1, 0)
+    assert crossed.fitted_on["method"] == "cross-fit" and "not recorded" in crossed.fitted_on["reason"]
+    assert crossed.test["method"] == "cross-fit"
+    assert len(crossed.selection["expected"]["folds"]) == policy_selection.FOLDS
 
 
 def test_examples_spread_over_pairs() -> None:
@@ -276,13 +288,14 @@ def test_policy_document_reads_in_the_service() -> None:
     from miscause.policy import parse_policy
 
     run = planted_run([(5.0, 3)])
-    fit = fit_policy(run, (5.0, 3), min_gain=1)
-    document = policy_document("m", fit, evaluate_policy(fit, run), CLASSES, "gradient", [0.0, 0.0, 0.0],
-                               {"split": "val"}, "2026-01-01T00:00:00+00:00", {})
+    honest = policy_selection.honest_fit(run, run, "train", (5.0, 3), 1, 0)
+    assert honest.selection["applied"] and honest.written["rules"]
+    document = policy_document("m", honest.written, honest.test, CLASSES, "gradient", [0.0, 0.0, 0.0],
+                               {"split": "val"}, honest.selection, "2026-01-01T00:00:00+00:00", {})
     served = parse_policy(json.loads(json.dumps(document)), list(CLASSES), "policy.json")
     assert served.defaults == {"top_percent": 5.0, "box": 3, "fill": [0.0, 0.0, 0.0], "saliency_method": "gradient"}
     confidence = torch.from_numpy(run.confidence)
     applies = served.applies(torch.from_numpy(run.predicted), confidence).numpy()
     marker = np.full_like(run.predicted, -1)  # an "erased class" that shows where a rule applied
-    ours = apply_rules({1: fit["rules"][1][0]}, run.confidence, run.predicted, marker) == -1
+    ours = apply_rules({1: honest.written["rules"][1][0]}, run.confidence, run.predicted, marker) == -1
     assert (applies == ours).all() and applies.sum() == 60

@@ -114,6 +114,19 @@ def test_options_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert not Path(out).exists()
 
 
+def test_analysis_options_checked_once_by_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions
+
+    checked = []
+    real = AnalysisOptions.check
+    monkeypatch.setattr(AnalysisOptions, "check", lambda self: checked.append(self) or real(self))
+    out = tmp_path / "out"
+    assert main(["analyze", "--predictions", str(write(tmp_path / "good.npz")), "--alpha", "0.1", "--out",
+                 str(out)]) == 0
+    assert len(checked) == 1 and checked[0].alpha == 0.1
+    assert json.loads((out / "metrics.json").read_text())["settings"]["alpha"] == 0.1
+
+
 def test_perfect_model_and_unpredicted_class_report(tmp_path: Path) -> None:
     labels = np.arange(200) % 4
     perfect = write(tmp_path / "perfect.npz", logits=np.eye(4, dtype=np.float32)[labels] * 5)

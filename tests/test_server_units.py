@@ -252,6 +252,26 @@ def test_pipeline_matches_each_request_computed_alone(backend):
     assert (got[4][CORRECTED_LABEL] != got[4][LABEL]).any()  # the policy's erasure changes some answers
 
 
+def test_a_corrected_label_batch_selects_by_the_policy_once(backend, monkeypatch):
+    """Only LABEL and CORRECTED_LABEL asked: the policy's selection runs once over the batch, and every answer is
+    the request's computed alone (the rule applied as before)."""
+    works, policy, _ = mixed_batch(backend)
+    works = [works[4], Work(random_images(5, seed=11), (CORRECTED_LABEL,), works[4].explain)]
+    selections: list[int] = []
+    original = Policy.applies
+    monkeypatch.setattr(Policy, "applies",
+                        lambda self, labels, confidence: selections.append(len(labels)) or original(self, labels,
+                                                                                                     confidence))
+    got = pipeline.run(backend, policy, works)
+    assert selections == [6 + 5]
+    monkeypatch.undo()
+    for number, (work, outputs) in enumerate(zip(works, got, strict=True)):
+        want = computed_alone(backend, policy, work)
+        for name in work.outputs:
+            np.testing.assert_array_equal(outputs[name], want[name], err_msg=f"request {number}: {name}")
+    assert (got[0][CORRECTED_LABEL] != got[0][LABEL]).any()
+
+
 def test_a_batch_explaining_every_image_takes_its_logits_from_the_explanation_pass(backend, monkeypatch):
     """No CORRECTED_LABEL-only request: ONNX Runtime runs once, for the erased images; the logits of the
     gradient pass (the same network as the torch program) give LOGITS and LABEL, and every output matches

@@ -30,6 +30,7 @@ from miscause.defaults import RANDOMISATION_IMAGES
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure.fills import parse_fill
 from miscause.jobs.analysis.erasure.run import ANCHORS, ErasureOptions
+from miscause.jobs.analysis.inputs.data_record import data_record
 from miscause.jobs.analysis.inputs.predictions import load_predictions
 from miscause.jobs.analysis.options import RUN_TIME, add_erasure_arguments, erasure_options
 from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions, analyze_predictions
@@ -90,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     erasure_group.add_argument("--max-images", type=int, help="analyse a random subset of this many images per split")
     erasure_group.add_argument("--examples", type=int, default=8, help="example images per model in the report")
     erasure_group.add_argument("--policy-min-gain", type=int, default=3,
-                               help="net validation images a policy rule must gain (default 3)")
+                               help="net images a policy rule must gain on the images it is fitted on, in every "
+                                    "fit of the nested selection (default 3)")
     erasure_group.add_argument("--no-policy", action="store_true", help="do not write policy.json into the repository")
     erasure_group.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
     erasure_group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
@@ -156,10 +158,8 @@ def run(args: argparse.Namespace) -> int:
     if args.repository:
         return run_repository(args, options, context)
     analysis = analyze_predictions([load_predictions(p) for p in args.predictions], options)
-    n = next(iter(analysis.models.values())).n
-    data = {"predictions": list(args.predictions), "n": n,
-            "description": f"Predictions files of {len(analysis.models)} model(s), {n} samples each, on the same "
-                           "split."}
+    data = data_record(f"Predictions files of {len(analysis.models)} model(s)",
+                       next(iter(analysis.models.values())).n, predictions=list(args.predictions))
     write_report(args.out, Results(analysis=analysis, context=context, data=data))
     print(f"wrote {args.out}")
     return 0
@@ -174,7 +174,12 @@ def run_results(args: argparse.Namespace, options: AnalysisOptions, context: Con
     """The result-file path: the runs come from the files, the default setting and method from the options."""
     from miscause.jobs.analysis.inputs.results import combine_results, load_results
     loaded = [load_results(path) for path in args.results]
-    erasure, data = combine_results(loaded, args.top_percent, args.box, args.saliency_method)
+    erasure, _ = combine_results(loaded, args.top_percent, args.box, args.saliency_method)
+    (meta, first), names = loaded[0], [runs.name for _, runs in loaded]
+    data = data_record(f"Result files of {', '.join(names)} (`miscause study --stage-only`), each run",
+                       len(first.test.labels), path=meta["data"]["path"], split_size=meta["data"]["test_size"],
+                       validation_n=len(first.val.labels), results=[runs.source for _, runs in loaded],
+                       models=names, devices={runs.name: meta["device"] for meta, runs in loaded})
     results = analyze_runs([runs for _, runs in loaded], study(args, erasure), options, context, data)
     results.warnings += [f"{runs.name}: its result file (format version {meta['format_version']}) does not carry "
                          "the model-randomisation check as now run (cascading, layer by layer), so the report has "

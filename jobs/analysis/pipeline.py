@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from miscause.defaults import RANDOMISATION_IMAGES
-from miscause.jobs.analysis.erasure import policy_fit
+from miscause.jobs.analysis.erasure import policy_fit, policy_selection
 from miscause.jobs.analysis.erasure.cause_interaction import cause_interaction
 from miscause.jobs.analysis.erasure.collect import ModelRuns, collect_runs
 from miscause.jobs.analysis.erasure.curves import summarize_curves
@@ -28,6 +28,7 @@ from miscause.jobs.analysis.erasure.randomisation import (
 from miscause.jobs.analysis.erasure.run import ErasureOptions, infer
 from miscause.jobs.analysis.erasure.summaries import summarize, verified_pairs
 from miscause.jobs.analysis.erasure.verification_power import verification_power
+from miscause.jobs.analysis.inputs.data_record import data_record
 from miscause.jobs.analysis.inputs.images import subset
 from miscause.jobs.analysis.inputs.predictions import make_predictions
 from miscause.jobs.analysis.inputs.repository_model import load_model
@@ -53,7 +54,7 @@ class Context:
 @dataclass(frozen=True, kw_only=True)
 class Study:
     """The erasure study as run and judged: its options, the control a pair must beat to be verified, the net
-    images a policy rule must gain, and the seed of the policy's bootstrap and folds."""
+    images a policy rule must gain where it is fitted, and the seed of the policy's bootstrap and folds."""
 
     erasure: ErasureOptions
     control: str = "random"
@@ -120,7 +121,7 @@ def validation_warning(name: str, training_split: str | None, val_accuracy: floa
     if training_split in ("trainval", "val"):
         return (f"{name}: its config says it was trained on the {training_split!r} split, which holds the "
                 f"validation images; its policy is cross-fitted on the test split instead "
-                f"({policy_fit.FOLDS} folds).")
+                f"({policy_selection.FOLDS} folds).")
     if val_accuracy - test_accuracy > VALIDATION_GAP_WARNING:
         return (f"{name}: its validation accuracy {val_accuracy:.3f} exceeds its test accuracy "
                 f"{test_accuracy:.3f}, so it may have been trained on the validation images; the policy fit is "
@@ -162,12 +163,12 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
             warnings.append(f"{model.name}: no correction policy: the fill {fill_name(erasure.fill)!r} is not one "
                             "value per channel, which is all the service can apply")
             continue
-        fit, test_result, fitted_on = policy_fit.honest_fit(model.val, model.test, model.training_split,
-                                                            erasure.default, study.policy_min_gain, study.seed)
+        honest = policy_selection.honest_fit(model.val, model.test, model.training_split, erasure.default,
+                                             study.policy_min_gain, study.seed)
         policies[model.name] = policy_fit.policy_document(
-            model.name, fit, test_result, model.test.classes, erasure.saliency_method, fill,
-            {**fitted_on, "data": data["path"], "min_gain": study.policy_min_gain, "accuracy": val_accuracy},
-            context.created, context.versions)
+            model.name, honest.written, honest.test, model.test.classes, erasure.saliency_method, fill,
+            {**honest.fitted_on, "data": data["path"], "min_gain": study.policy_min_gain, "accuracy": val_accuracy},
+            honest.selection, context.created, context.versions)
     settings = {**asdict(erasure), "split": "test", "fill": fill_name(erasure.fill), "control": study.control}
     results = ErasureResults(summaries=summaries, policies=policies, examples={m.name: m.examples for m in models},
                              settings=settings, cause_interaction=cause_interaction(analysis, summaries),
@@ -180,8 +181,7 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
 def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, device: torch.device,
                        context: Context) -> Results:
     """Run the models on the test split and the model-randomisation check on some of its images; with a study
-    also the erasure study on test and the policy fit on val."""
-    options.check()
+    also the erasure study on test and the policy fit on val; `options` as checked by the caller."""
     if request.study:
         request.study.erasure.check()
     models = [load_model(request.repository, name, device) for name in request.models]
@@ -189,12 +189,12 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
     for model in models:
         check_classes(model.classes, test, f"model {model.name}")
     images = subset(test, request.max_images, request.seed)
-    data = {"path": str(request.data or os.environ["MISCAUSE_DATA"]), "split": "test",  # as the user named them
-            "n": len(images.labels), "split_size": len(test), "repository": str(request.repository),
-            "models": list(request.models)}
-    data["description"] = (f"Models {', '.join(request.models)} from the repository `{data['repository']}`, run "
-                           f"on {data['n']} of the {len(test)} images of the test split of `{data['path']}`.")
-    if request.study is None:
+    val = subset(load_split(request.data, "val"), request.max_images, request.seed) if request.study else None
+    data = data_record(f"Models {', '.join(request.models)} from the repository `{request.repository}`, run",
+                       len(images.labels), path=str(request.data or os.environ["MISCAUSE_DATA"]),  # as named
+                       split_size=len(test), validation_n=None if val is None else len(val.labels),
+                       repository=str(request.repository), models=list(request.models))
+    if val is None:
         checks = {m.name: randomisation_study(m, images.images, request.randomisation_images, request.batch_size,
                                               request.seed, device) for m in models}
         predictions = [
@@ -203,9 +203,6 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
             for m in models]
         return Results(analysis=analyze_predictions(predictions, options), context=context, data=data,
                        randomisation=randomisation_summaries(checks, options.replicates))
-    val = subset(load_split(request.data, "val"), request.max_images, request.seed)
-    data["validation_n"] = len(val.labels)
-    data["description"] += f" The correction policy is fitted on {len(val.labels)} validation-split images."
     runs = [collect_runs(model, {"test": images, "val": val}, request.study.erasure, examples_count=request.examples,
                          randomisation_images=request.randomisation_images, device=device,
                          progress=request.progress) for model in models]

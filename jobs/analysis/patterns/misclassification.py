@@ -183,9 +183,9 @@ def pair_records(classes: tuple[str, ...], models: dict[str, ModelPattern], tole
 
 def analyze_predictions(predictions: dict[str, Predictions] | list[Predictions],
                         options: AnalysisOptions | None = None) -> Analysis:
-    """The pattern analysis of models evaluated on the same split (checked: same classes, samples, labels)."""
+    """The pattern analysis of models evaluated on the same split (checked: same classes, samples, labels);
+    `options` as checked by the caller (`AnalysisOptions.check`, which the command runs once)."""
     options = options or AnalysisOptions()
-    options.check()
     given = list(predictions.values()) if isinstance(predictions, dict) else list(predictions)
     check_replicates(options.groups, {p.name: p.classes for p in given})
     aligned = align(given)

@@ -59,21 +59,20 @@ def mcnemar_greater(only_first: int, only_second: int) -> float:
     return float(stats.binom.sf(only_first - 1, total, 0.5))
 
 
-def bootstrap_mean_interval(gains: int, losses: int, n: int, level: float = 0.95, resamples: int = 10000,
-                            seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval for the mean of n paired differences valued +1 (gains), -1, 0.
-
-    Resampling n values with replacement only changes how many are +1 and -1, so each resample is one
-    multinomial draw: exact and fast.
-    """
-    if n == 0:
+def mean_interval(values: np.ndarray, level: float = 0.95, resamples: int = 10000,
+                  seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval (`scipy.stats.bootstrap`) for the mean of paired per-image differences (e.g.
+    +1 corrected, -1 broken, 0 unchanged): images are resampled, so each keeps its pair. No values: (0, 0); one
+    value throughout: that value."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
         return (0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(n, [gains / n, losses / n, (n - gains - losses) / n], size=resamples)
-    means = (draws[:, 0] - draws[:, 1]) / n
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    if np.all(values == values[0]):
+        return (float(values[0]), float(values[0]))
+    result = stats.bootstrap((values,), np.mean, confidence_level=level, n_resamples=resamples,
+                             method="percentile", batch=max(1, 2 ** 21 // values.size),
+                             rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def fisher_greater(first: tuple[int, int], second: tuple[int, int]) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from miscause.jobs.analysis.erasure import policy_fit
 from miscause.jobs.analysis.patterns import causes
 from miscause.jobs.analysis.patterns.misclassification import Analysis
 from miscause.jobs.analysis.pipeline import ErasureResults, Results
@@ -12,12 +11,12 @@ from miscause.jobs.analysis.report import controls as report_controls
 from miscause.jobs.analysis.report.deviations import deviations
 from miscause.jobs.analysis.report.document import Block
 from miscause.jobs.analysis.report.figures import figure_file
+from miscause.jobs.analysis.report.policy import policy_blocks
 from miscause.jobs.analysis.report.statistics import (
     correction_text,
     dependence_text,
     detectable,
     effect_text,
-    fitted_text,
     interaction_blocks,
 )
 from miscause.jobs.analysis.report.statistics import percent as _percent
@@ -114,41 +113,6 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
     return blocks
 
 
-def _policy_blocks(erasure: ErasureResults, paths: dict[str, str], accuracy: dict[str, float]) -> list[Block]:
-    blocks: list[Block] = [
-        ("h2", "Correction policy"),
-        ("p", "Fitted only on images the model never trained on: the validation split for a model trained on the "
-              f"`train` split, otherwise cross-fitting over {policy_fit.FOLDS} folds of the test split. For an image "
-              "predicted as class c with maximum softmax probability q, the service answers with the erased "
-              "image's class when the policy has a rule for c and q <= its max_confidence. Beside the gated "
-              "policy: the accuracy with every image erased at the policy's setting, and the break-even error "
-              "share b / (b + c) (c: share of errors that erasure corrects, b: share of correct answers it breaks), "
-              "the share of errors a gate's selected images must hold for erasing them to gain."),
-    ]
-    for name, policy in erasure.policies.items():
-        test = policy["test"]
-        rules = ", ".join(f"{r['pred']} <= {r['max_confidence']:.3f}" for r in policy["rules"]) or "none"
-        break_even = test.get("break_even_error_share")
-        blocks += [
-            ("h3", name),
-            ("list", [f"validation accuracy {_percent(policy['fitted_on']['accuracy'])}, test accuracy "
-                      f"{_percent(accuracy[name])}",
-                      f"setting: p = {policy['top_percent']}, b = {policy['box']}; rules: {rules}",
-                      fitted_text(policy),
-                      f"test: accuracy {_percent(test['accuracy_before'])} -> {_percent(test['accuracy_after'])} "
-                      f"gated, {_percent(test['accuracy_blanket'])} with every image erased; {test['corrected']} "
-                      f"corrected, {test['broken']} broken; net change {100 * test['net_change']:+.2f} points, 95% "
-                      f"CI [{100 * test['ci95'][0]:+.2f}, {100 * test['ci95'][1]:+.2f}]",
-                      f"erasure corrects {_percent(test['blanket_corrected_rate'])} of errors and breaks "
-                      f"{_percent(test['blanket_broken_rate'])} of correct answers: "
-                      + (f"a gate gains only where more than {_percent(break_even)} of the images it selects are "
-                         f"errors (the model errs on {_percent(1 - test['accuracy_before'])} of all images)"
-                         if break_even is not None else "no gate can gain"),
-                      f"written to `{paths.get(name, 'not written')}`"]),
-        ]
-    return blocks
-
-
 def document(results: Results) -> list[Block]:
     """The report's blocks, in order."""
     analysis, erasure, context = results.analysis, results.erasure, results.context
@@ -198,7 +162,7 @@ def document(results: Results) -> list[Block]:
         blocks += _erasure_blocks(erasure)
         blocks += interaction_blocks(analysis, erasure)
         if erasure.policies:
-            blocks += _policy_blocks(erasure, results.policy_paths,
+            blocks += policy_blocks(erasure, results.policy_paths,
                                      {n: m.accuracy for n, m in analysis.models.items()})
     blocks += report_controls.randomisation_blocks(results.randomisation)
     blocks += [("h2", "Deviations from the paper"), ("list", deviations(results))]

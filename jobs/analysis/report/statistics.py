@@ -1,5 +1,5 @@
 """The report's statistical parts: the model-dependence rule and its power, erasure by cause and the power of
-the erasure verification, how the policy was fitted."""
+the erasure verification."""
 
 from __future__ import annotations
 
@@ -149,13 +149,3 @@ def interaction_blocks(analysis: Analysis, erasure: ErasureResults) -> list[Bloc
              power_rows),
         ]
     return blocks
-
-
-def fitted_text(policy: dict) -> str:
-    """How and on what a policy was fitted, in words."""
-    fitted = policy["fitted_on"]
-    if fitted.get("method") == "cross-fit":
-        return (f"fitted by {fitted['folds']}-fold cross-fitting on the test split ({fitted['reason']}): each fold "
-                "scored by the policy fitted on the other folds; the policy written is fitted on the whole split, "
-                f"net gain {fitted['net_gain']} of {fitted['n']} images in-sample")
-    return f"fitted on the validation split: net gain {fitted['net_gain']} of {fitted['n']} images"
