@@ -31,7 +31,8 @@ ARCHS = ("cifarnet", "mobilenet_v2")
 LIMIT = 64
 SETTINGS = [(5.0, 3), (10.0, 3)]
 OPTIONS = (f"--epochs 1 --limit {LIMIT} --batch-size 32 --sweep-top-percent 5 10 --sweep-box 3 --sweep-fill mean blur "
-           "--curve-methods gradient --curve-images 16 --randomisation-images 8 --device cpu")
+           "--sweep-methods gradient grad_cam --control-draws 2 --curve-methods gradient --curve-images 16 "
+           "--randomisation-images 8 --device cpu")
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_result_files_alone_reproduce_what_the_trained_models_give(device_run: d
                                            "mean_erased_pixels": pytest.approx(mask.sum((1, 2)).float().mean().item())}
             anchors = kernels.anchor_count(top_percent, 32 * 32)
             assert anchors <= setting["random"]["mean_erased_pixels"] <= anchors * box * box
-            assert setting["shifted"]["mean_erased_pixels"] == setting["saliency"]["mean_erased_pixels"]
+            assert set(setting["runner_up"]) == {"saliency", "random", "matched"}
         mask = kernels.erase(x, saliency, *SETTINGS[0])[1]
         with torch.no_grad():
             blurred = model(fill_masked(x, mask, canvas(x, "blur", state["mean"], state["std"]))).argmax(1).numpy()
@@ -121,6 +122,9 @@ def test_result_files_alone_reproduce_what_the_trained_models_give(device_run: d
             key: value for key, value in summary["settings"][0]["saliency"].items() if key != "mean_erased_pixels"}
         assert fills["blur"]["saliency"] == outcomes(labels, logits.argmax(1), blurred)
         assert summary["curves"]["images"] == 16 and set(summary["curves"]["orders"]) == {"gradient", "random"}
+        endpoints = metrics["endpoints"][arch]
+        assert endpoints["primary"]["draws"] == 2 and {c["method"] for c in endpoints["sweep"]} == {"gradient",
+                                                                                                   "grad_cam"}
         policy = metrics["policies"][arch]
         assert policy["test"]["n"] == LIMIT and policy["fitted_on"]["n"] == 40
         assert policy["test"]["accuracy_before"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
@@ -133,7 +137,7 @@ def test_result_files_refuse_what_they_cannot_answer(device_run: dict, tmp_path:
     bad = tmp_path / "bad.npz"
     np.savez(bad, meta=np.asarray("{}"))
     for argv, message in (([str(bad)], "not a study result file"),
-                          ([good, "--top-percent", "2"], "no setting top percent 2, box 3"),
+                          ([good, "--top-percent", "2"], "drew their controls at top percent 5, box 3"),
                           ([good, "--saliency-method", "smoothgrad"], "saliency method 'gradient' only"),
                           ([good, "--data", str(device_run["data"])], "--data: result files hold finished runs")):
         assert main(["analyze", "--results", *argv, "--out", str(tmp_path / "report")]) == 2
@@ -153,7 +157,7 @@ def test_dry_run_prints_the_plan_measured_on_this_device(device_run: dict, capsy
 
 def test_epochs_fitted_to_a_budget() -> None:
     plan = StagePlan("resnet50", "cuda:0 (GPU)", 512, 40, 40, {"train": 45_000, "val": 5_000, "test": 10_000},
-                     step_seconds=0.1, erasure_seconds_per_image=0.001)
+                     step_seconds=0.1, erasure_seconds_per_image=0.001, erasure_passes=100)
     assert plan.steps_per_epoch == 87
     assert plan.epoch_seconds == pytest.approx(0.1 * (87 + 10 / 3))
     assert plan.erasure_seconds == pytest.approx(15.0)

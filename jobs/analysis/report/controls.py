@@ -4,7 +4,7 @@ sanity check, all models in one table."""
 
 from __future__ import annotations
 
-from miscause.jobs.analysis.erasure.controls import SHIFTED
+from miscause.jobs.analysis.erasure.controls import MATCHED
 from miscause.jobs.analysis.erasure.randomisation import SANITY_THRESHOLD, WEIGHTS
 from miscause.jobs.analysis.erasure.run import ANCHORS
 from miscause.jobs.analysis.erasure.summaries import test_key
@@ -12,7 +12,7 @@ from miscause.jobs.analysis.report.document import Block
 from miscause.jobs.analysis.report.figures import figure_file
 
 ANCHOR_LABELS = {"saliency": "saliency", "random": "random (as many anchors)",
-                 SHIFTED: "shifted (the same pixel count)"}
+                 MATCHED: "location-matched (one draw)"}
 
 
 def _percent(x: float) -> str:
