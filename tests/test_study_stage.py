@@ -165,3 +165,11 @@ def test_epochs_fitted_to_a_budget() -> None:
     assert affordable.epochs == 10 and affordable.budget_seconds == pytest.approx(35 + 10 * plan.epoch_seconds + 1)
     assert affordable.total_seconds == pytest.approx(10 * plan.epoch_seconds + 35)
     assert fit_epochs(plan, 10_000).epochs == 40 and fit_epochs(plan, 1).epochs == 1
+
+
+def test_the_stage_imports_neither_statsmodels_nor_scikit_image() -> None:
+    """The device image lacks both: the stage's code (training, collect_runs, the result file) must not need them."""
+    code = ("import sys, miscause.jobs.study_stage, miscause.jobs.study_plan; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('statsmodels', 'skimage')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
