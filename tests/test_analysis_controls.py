@@ -374,3 +374,18 @@ def test_live_analysis_with_a_per_image_fill_and_the_shifted_control(workspace: 
                      str(workspace["data"]), "--erasure", "--out", str(out / "bad"), *argv]) == 2
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1 and not (out / "bad").exists()
+
+
+def test_the_planned_passes_are_the_classifications_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from miscause.jobs.analysis.erasure import run as erasure_run
+
+    calls = []
+    real = erasure_run.classify
+    monkeypatch.setattr(erasure_run, "classify", lambda model, x: calls.append(len(x)) or real(model, x))
+    images = np.random.default_rng(4).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    options = ErasureOptions(top_percent=1.0, box=1, sweep_top_percent=(1.0, 2.0), sweep_box=(1,),
+                             sweep_fill=("mean", "blur"), sweep_methods=("gradient", "integrated_gradients"),
+                             control_draws=3, batch_size=8)
+    run = run_split(tiny_model(Tiny()), images, np.zeros(8, int), np.arange(8), "test", options, CPU, progress=False)
+    assert len(calls) == options.erasure_passes() == 3 * (2 + 1) + (2 + 3) + 2 * (2 + 1)
+    assert set(run.methods) == {"integrated_gradients"} and options.saliency_passes() == 1 + 50

@@ -94,7 +94,7 @@ class ErasureOptions(ErasureSettings):
         location-matched erasures at every setting and fill."""
         settings, fills = len(self.settings()), len(self.extra_fills())
         draws = (self.control_draws - 1) + self.control_draws
-        return (len(ANCHORS) * settings + (len(ANCHORS) + 1) * fills + draws
+        return (len(ANCHORS) * (settings + fills) + draws
                 + 2 * (len(self.methods()) - 1) * (settings + fills))
 
     def saliency_passes(self) -> int:
