@@ -1,5 +1,7 @@
-"""The erasure study's controls on planted data: the area-matched shifted control, the runner-up baseline, the
-fills, the deletion and insertion curves, and result files with the new arrays (and version 1 files)."""
+"""The erasure study's controls: the shifted control (never overlapping, the same pixel count, a non-zero offset),
+the location-matched control (another image's mask of the same predicted class), settings without an admissible
+offset, the runner-up baseline, the fills, the deletion and insertion curves, and result files (format 4; older
+ones refused)."""
 
 from __future__ import annotations
 

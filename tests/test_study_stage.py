@@ -31,7 +31,7 @@ ARCHS = ("cifarnet", "mobilenet_v2")
 LIMIT = 64
 SETTINGS = [(5.0, 3), (10.0, 3)]
 OPTIONS = (f"--epochs 1 --limit {LIMIT} --batch-size 32 --sweep-top-percent 5 10 --sweep-box 3 --sweep-fill mean blur "
-           "--sweep-methods gradient grad_cam --control-draws 2 --curve-methods gradient --curve-images 16 "
+           "--sweep-methods gradient --control-draws 2 --curve-methods gradient --curve-images 16 "
            "--randomisation-images 8 --device cpu")
 
 
@@ -53,9 +53,9 @@ def device_run(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     subprocess.run([sys.executable, str(tool), "pack", str(root / "tiny"), str(root / "carry" / "cifar10.pack.npz")],
                    check=True, capture_output=True)
     env = {**os.environ, "OUT": str(root / "out"), "CARRY": str(root / "carry"), "STUDY_WORK": str(root / "work"),
-           "PYTHON": sys.executable, "STUDY_OPTIONS": OPTIONS}
+           "PYTHON": sys.executable, "STUDY_OPTIONS": OPTIONS, "STUDY_BUDGET_MINUTES": "10"}
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu" / "study.sh"), *ARCHS], env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     return {"root": root, "out": root / "out", "work": root / "work", "data": root / "work" / "cifar10",
             "log": done.stdout}
@@ -123,8 +123,7 @@ def test_result_files_alone_reproduce_what_the_trained_models_give(device_run: d
         assert fills["blur"]["saliency"] == outcomes(labels, logits.argmax(1), blurred)
         assert summary["curves"]["images"] == 16 and set(summary["curves"]["orders"]) == {"gradient", "random"}
         endpoints = metrics["endpoints"][arch]
-        assert endpoints["primary"]["draws"] == 2 and {c["method"] for c in endpoints["sweep"]} == {"gradient",
-                                                                                                   "grad_cam"}
+        assert endpoints["primary"]["draws"] == 2 and {c["method"] for c in endpoints["sweep"]} == {"gradient"}
         policy = metrics["policies"][arch]
         assert policy["test"]["n"] == LIMIT and policy["fitted_on"]["n"] == 40
         assert policy["test"]["accuracy_before"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
