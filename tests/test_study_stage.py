@@ -28,7 +28,8 @@ from miscause.pixels import normalize
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = ("cifarnet", "mobilenet_v2")
-LIMIT = 64
+LIMIT = 32
+VAL = 32  # the packed training images hold 40 validation images, of which the limit keeps this many
 SETTINGS = [(5.0, 3), (10.0, 3)]
 OPTIONS = (f"--epochs 1 --limit {LIMIT} --batch-size 32 --sweep-top-percent 5 10 --sweep-box 3 --sweep-fill mean blur "
            "--sweep-methods gradient --control-draws 2 --curve-methods gradient --curve-images 16 "
@@ -69,12 +70,12 @@ def test_script_keeps_one_result_file_per_architecture_and_the_log(device_run: d
         meta, runs = load_results(out / f"{arch}.npz")
         assert (out / f"{arch}.npz").stat().st_size < 1_000_000
         assert meta["arch"] == arch and meta["epochs"] == 1 and meta["device"].startswith("cpu")
-        assert meta["plan"]["epochs"] == 1 and meta["plan"]["images"] == {"train": LIMIT, "val": 40, "test": LIMIT}
+        assert meta["plan"]["epochs"] == 1 and meta["plan"]["images"] == {"train": LIMIT, "val": VAL, "test": LIMIT}
         assert meta["training"]["split"] == "train" and len(meta["training"]["epochs"]) == 1
         assert set(meta["seconds"]) >= {"train", "erasure_val", "erasure_test", "total"}
         assert meta["erasure"]["sweep_top_percent"] == [5.0, 10.0]
         assert meta["anchors"]["saliency"]["method"] == "gradient"
-        assert len(runs.test.labels) == LIMIT and len(runs.val.labels) == 40 and runs.test.settings == SETTINGS
+        assert len(runs.test.labels) == LIMIT and len(runs.val.labels) == VAL and runs.test.settings == SETTINGS
         assert meta["accuracy"]["test"] == pytest.approx(float((runs.test.predicted == runs.test.labels).mean()))
         assert 0 < len(runs.examples) <= 8
     assert (device_run["work"] / "study" / "runs" / "cifarnet" / "checkpoint.pt").is_file()
@@ -125,7 +126,7 @@ def test_result_files_alone_reproduce_what_the_trained_models_give(device_run: d
         endpoints = metrics["endpoints"][arch]
         assert endpoints["primary"]["draws"] == 2 and {c["method"] for c in endpoints["sweep"]} == {"gradient"}
         policy = metrics["policies"][arch]
-        assert policy["test"]["n"] == LIMIT and policy["fitted_on"]["n"] == 40
+        assert policy["test"]["n"] == LIMIT and policy["fitted_on"]["n"] == VAL
         assert policy["test"]["accuracy_before"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
     figures = {p.name for p in (tmp_path / "report" / "figures").iterdir()}
     assert {"erasure-cifarnet.png", "examples-mobilenet_v2.png", "network-consensus.png"} <= figures
