@@ -4,8 +4,10 @@ stage can afford within a time budget, and the dry run's table.
 Estimates are for the device they were measured on. Training: a few steps of the architecture's recipe and
 batch size on random images (`train.measure_step_seconds`); validation after each epoch, a forward pass over
 the validation images, is taken as a third of a training step per batch. Erasure study: one batch of the
-erasure study's own code (`erasure.run_split`) at the default setting alone, scaled to the whole sweep (a
-saliency pass costs about three forward passes, each setting two more: saliency and random anchors).
+erasure study's own code (`erasure.run_split`) at the default setting alone, with the study's method, one draw per
+control and no further fill, scaled to the whole study by its passes per image (`ErasureOptions.erasure_passes`:
+the classifications of every anchor kind, method, setting, fill and draw; `saliency_passes`: a gradient pass per
+method, one per step for integrated gradients, each about three forward passes).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class StagePlan:
     images: dict[str, int]
     step_seconds: float
     erasure_seconds_per_image: float
+    erasure_passes: int  # forward passes per image: the erasures' classifications and the saliency maps
     budget_seconds: float | None = None  # the share of the budget the epochs were fitted to
 
     @property
@@ -75,12 +78,19 @@ def measure_erasure_seconds(arch: str, recipe: Recipe, erasure: ErasureOptions, 
     n = erasure.batch_size if device.type == "cuda" else min(erasure.batch_size, CPU_ERASURE_IMAGES)
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
-    single = replace(erasure, sweep_top_percent=(erasure.top_percent,), sweep_box=(erasure.box,), sweep_fill=())
+    single = replace(erasure, sweep_top_percent=(erasure.top_percent,), sweep_box=(erasure.box,), sweep_fill=(),
+                     sweep_methods=(erasure.saliency_method,), control_draws=1)
     run_split(model, images, labels, np.arange(n), "plan", single, device, progress=False)  # warm-up
     started = time.perf_counter()
     run_split(model, images, labels, np.arange(n), "plan", single, device, progress=False)
     seconds = (time.perf_counter() - started) / n
-    return seconds * (3 + erasure.erasure_passes()) / (3 + single.erasure_passes())
+    return seconds * forward_passes(erasure) / forward_passes(single)
+
+
+def forward_passes(erasure: ErasureOptions) -> int:
+    """Forward passes per image of the erasure study: its classifications and its saliency maps (a gradient pass
+    taken as three forward passes)."""
+    return erasure.erasure_passes() + 3 * erasure.saliency_passes()
 
 
 def split_sizes(data: str | None, limit: int | None) -> dict[str, int]:
@@ -98,7 +108,7 @@ def plan_stage(arch: str, recipe: Recipe, images: dict[str, int], erasure: Erasu
 
     step = measure_step_seconds(arch, recipe, device, steps=2, warmup=1)
     plan = StagePlan(arch, describe(device), recipe.batch_size, recipe.epochs, recipe.epochs, dict(images), step,
-                     measure_erasure_seconds(arch, recipe, erasure, device))
+                     measure_erasure_seconds(arch, recipe, erasure, device), forward_passes(erasure))
     return plan if budget_seconds is None else fit_epochs(plan, budget_seconds)
 
 
@@ -110,18 +120,21 @@ def fit_epochs(plan: StagePlan, budget_seconds: float) -> StagePlan:
 
 def plan_table(plans: list[StagePlan], budget_seconds: float | None) -> str:
     """The dry run's table: per architecture the planned epochs and the estimated device time."""
-    lines = ["| arch | batch | epochs (recipe) | s/step | steps/epoch | train s | erasure s | stage s | budget s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| arch | batch | epochs (recipe) | s/step | steps/epoch | train s | erasure passes/image | erasure s | "
+             "stage s | budget s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for p in plans:
         budget = "-" if p.budget_seconds is None else f"{p.budget_seconds:.0f}"
         over = " (over)" if p.budget_seconds is not None and p.total_seconds > p.budget_seconds else ""
         lines.append(f"| {p.arch} | {p.batch_size} | {p.epochs} ({p.recipe_epochs}) | {p.step_seconds:.3f} | "
-                     f"{p.steps_per_epoch} | {p.epochs * p.epoch_seconds:.0f} | {p.erasure_seconds:.0f} | "
+                     f"{p.steps_per_epoch} | {p.epochs * p.epoch_seconds:.0f} | {p.erasure_passes} | "
+                     f"{p.erasure_seconds:.0f} | "
                      f"{p.total_seconds:.0f} | {budget}{over} |")
     total = sum(p.total_seconds for p in plans)
     devices = sorted({p.device for p in plans})
     lines += ["", f"estimated device time: {total:.0f} s ({total / 60:.1f} min) in all, measured on "
                   f"{', '.join(devices)}; the estimate holds for that device only"]
+    lines.append("erasure passes/image: forward passes per image of the erasure study (every anchor kind, saliency "
+                 "method, setting, fill and control draw, and the saliency maps; the cost the sweep adds)")
     if budget_seconds is not None:
         lines.append(f"budget: {budget_seconds:.0f} s, shared among the stages in order; epochs cut to fit each "
                      "share, at least one; (over): beyond its share even so")

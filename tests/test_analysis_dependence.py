@@ -212,7 +212,7 @@ def test_replicate_groups_and_margin_checked() -> None:
         analyze_predictions(models, AnalysisOptions(replicates=(("arch_a", ("a0", "a1", "a2")),)))
     for margin in (0.0, 1.0, -0.1, 1.5):
         with pytest.raises(MiscauseError, match="--margin must lie in"):
-            analyze_predictions(models, AnalysisOptions(margin=margin))
+            AnalysisOptions(margin=margin).check()
 
 
 def write(path: Path, predictions) -> str:

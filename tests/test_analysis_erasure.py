@@ -96,8 +96,9 @@ def eager_accuracy(model: nn.Module, data: Path) -> float:
 def test_erasure_study_end_to_end(workspace: dict) -> None:
     out = workspace["root"] / "report"
     status = main(["analyze", "--repository", str(workspace["repo"]), "--data", str(workspace["data"]),
-                   "--erasure", "--out", str(out), "--batch-size", "16", "--examples", "4",
-                   "--policy-min-gain", "1", "--min-count", "2", "--device", "cpu", "--no-progress"])
+                   "--erasure", "--out", str(out), "--batch-size", "16", "--examples", "4", "--sweep-methods",
+                   "gradient", "--control-draws", "3", "--policy-min-gain", "1", "--min-count", "2", "--device",
+                   "cpu", "--no-progress"])
     assert status == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {"tiny_a", "tiny_b"}
@@ -151,6 +152,15 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
     assert "expected gain (nested cross-validation on the val split)" in markdown
     assert "realised gain on the test split" in markdown
     assert set(metrics["cause_interaction"]) == {"tiny_a", "tiny_b"}
+    for name in ("tiny_a", "tiny_b"):
+        endpoint = metrics["endpoints"][name]
+        assert endpoint["primary"]["control"] == "matched" and endpoint["primary"]["draws"] == 3
+        assert endpoint["primary"]["correction"]["n"] == metrics["models"][name]["errors"]
+        assert endpoint["verdict"] in ("supported", "absent", "undetermined")
+        assert [s["control"] for s in endpoint["secondary"]] == ["shifted", "random"]
+        assert len(endpoint["sweep"]) == 15 + 3  # every setting, then the three further fills
+    assert markdown.index("## Primary endpoint") < markdown.index("## Data and models")
+    assert "sweep-tiny_a.png" in figures and any("fewer than the 10" in w for w in metrics["warnings"])
 
 
 def test_repository_without_erasure_and_no_policy(workspace: dict) -> None:
@@ -169,7 +179,8 @@ def test_grad_cam_erasure_study_and_a_model_without_its_layer(workspace: dict, c
     write_model(repo, "tiny_cam", 2, "flip", grad_cam_layer="features.5")
     out = workspace["root"] / "grad_cam"
     quick = ["--data", str(workspace["data"]), "--erasure", "--saliency-method", "grad_cam", "--sweep-top-percent",
-             "5", "--sweep-box", "3", "--device", "cpu", "--no-progress", "--no-policy", "--min-count", "2"]
+             "5", "--sweep-box", "3", "--sweep-methods", "grad_cam", "--control-draws", "2", "--sweep-fill", "mean",
+             "--device", "cpu", "--no-progress", "--no-policy", "--min-count", "2"]
     assert main(["analyze", "--repository", str(repo), "--out", str(out), *quick]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     setting = metrics["erasure"]["tiny_cam"]["settings"][0]
@@ -204,10 +215,13 @@ def test_pair_verification_against_random_control() -> None:
     run = planted_run([(5.0, 3)])
     candidates = np.zeros((3, 3), bool)
     candidates[0, 1] = candidates[2, 1] = True
-    summary = summarize(run, (5.0, 3), candidates, 0.05, "holm")
+    summary = summarize(run, (5.0, 3), candidates, 0.05, "holm", control="random")
     assert verified_pairs(summary) == [("cat", "dog")]
     pairs = {(p["true"], p["pred"]): p for p in summary["pairs"]}
     assert pairs["cat", "dog"]["test"] == {"saliency_only": 30, "random_only": 0, "p_value": pytest.approx(0.5 ** 30)}
+    verification = pairs["cat", "dog"]["verification"]
+    assert verification["difference"] == 1.0 and verification["control_corrected"] == 0.0
+    assert verification["p_value"] == pytest.approx(1 / 10_000)  # every sign flip but the identity falls short
     assert pairs["ship", "dog"]["saliency"]["corrected"] == 15 == pairs["ship", "dog"]["random"]["corrected"]
     assert pairs["ship", "dog"]["verified"] is False
     default = summary["settings"][0]

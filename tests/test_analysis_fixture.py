@@ -88,7 +88,8 @@ def test_repository_analysis_with_erasure_is_unchanged(tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert main(["analyze", "--repository", str(tmp_path / "repo"), "--data", str(tmp_path / "data"), "--erasure",
                  "--out", str(out), "--sweep-top-percent", "5", "20", "--sweep-box", "1", "3",
-                 "--sweep-fill", "mean", "blur", "--curve-images", "6", "--curve-steps", "4", "--curve-methods",
+                 "--sweep-fill", "mean", "blur", "--control-draws", "3", "--curve-images", "6", "--curve-steps", "4",
+                 "--curve-methods",
                  "gradient", "--randomisation-images", "4", "--examples", "2", "--batch-size", "16",
                  "--min-count", "2", "--policy-min-gain", "1", "--device", "cpu", "--no-progress",
                  "--no-policy"]) == 0
@@ -96,28 +97,54 @@ def test_repository_analysis_with_erasure_is_unchanged(tmp_path: Path) -> None:
 
 
 def write_result_file(path: Path, arch: str, seed: int) -> None:
-    """A study result file (format version 3) of planted runs: three anchors, a fill sweep, curves and the
-    randomisation check, written from its documented layout."""
+    """A study result file (format version 4) of planted runs: three anchors, a fill sweep, the drawn controls and
+    their geometry, a further method, curves and the randomisation check, written from its documented layout."""
     rng = np.random.default_rng(seed)
     settings = [(5.0, 3), (20.0, 3)]
     arrays: dict[str, np.ndarray] = {"settings": np.asarray(settings, dtype=np.float64)}
+    k = len(CLASSES)
     for split in ("val", "test"):
-        labels = np.arange(N) % len(CLASSES)
+        labels = np.arange(N) % k
         # mostly i -> i+1; net_c alone confuses cat with ship (i -> i+2) instead
         step = np.where((labels == 0) & (arch == "net_c"), 2, 1)
         predicted = np.where(rng.random(N) < 0.35, (labels + step + (rng.random(N) < 0.15)) % 3, labels)
-        logits = rng.normal(0, 0.5, (N, len(CLASSES))).astype(np.float32)
+        logits = rng.normal(0, 0.5, (N, k)).astype(np.float32)
         logits[np.arange(N), predicted] += rng.uniform(0.2, 3, N).astype(np.float32)
+
+        def code(fix: float, shape: tuple[int, ...], labels=labels, predicted=predicted) -> np.ndarray:
+            """Classes after an erasure that fixes with probability `fix`, as the file's CODE."""
+            after = np.where(rng.random(shape) < fix, labels, predicted)
+            after = np.where(rng.random(shape) < 0.1, (after + 1) % k, after)
+            return ((after - predicted) % k).astype(np.int8)
+
         arrays.update({f"{split}/positions": np.arange(N, dtype=np.int64), f"{split}/labels": labels,
                        f"{split}/logits": logits})
-        for anchor, fix in (("saliency", 0.5), ("random", 0.3), ("shifted", 0.35)):
-            after = np.where(rng.random((2, N)) < fix, labels, predicted)
-            after = np.where(rng.random((2, N)) < 0.1, (after + 1) % 3, after)
-            arrays[f"{split}/predicted/{anchor}"] = after.astype(np.int16)
-            arrays[f"{split}/pixels/{anchor}"] = rng.integers(40, 300, (2, N)).astype(np.int32)
+        for anchor, fix in (("saliency", 0.5), ("random", 0.3), ("matched", 0.35)):
+            arrays[f"{split}/after/{anchor}"] = code(fix, (2, N))
             for fill in ("mean", "blur"):
-                arrays[f"{split}/fill/{fill}/{anchor}"] = np.where(rng.random(N) < fix, labels,
-                                                                   predicted).astype(np.int16)
+                arrays[f"{split}/fill/{fill}/{anchor}"] = code(fix, (N,))
+            if split == "test":
+                arrays[f"test/pixels/{anchor}"] = rng.integers(40, 300, (2, N)).astype(np.uint16)
+        if split == "test":
+            for control, fix in (("matched", 0.35), ("shifted", 0.3)):
+                count = np.where(rng.random(N) < (0.7 if control == "shifted" else 1), 10, 0)
+                corrected = rng.binomial(count, np.where(predicted == labels, 0.9, fix))
+                changed = np.minimum(count, np.where(predicted == labels, count - corrected,
+                                                     corrected + rng.binomial(count - corrected, 0.1)))
+                arrays.update({f"test/draws/{control}/count": count.astype(np.uint8),
+                               f"test/draws/{control}/corrected": corrected.astype(np.uint8),
+                               f"test/draws/{control}/changed": changed.astype(np.uint8)})
+            for anchor in ("saliency", "random", "matched"):
+                arrays[f"test/geometry/{anchor}"] = np.stack([rng.integers(40, 300, N), rng.random(N),
+                                                              rng.random(N)]).astype(np.float16)
+            # the shifted mask: the saliency mask's pixels, never inside it; none where no offset avoids it
+            shifted = np.stack([arrays["test/geometry/saliency"][0], rng.random(N), np.zeros(N)])
+            shifted[:, arrays["test/draws/shifted/count"] == 0] = np.nan
+            arrays["test/geometry/shifted"] = shifted.astype(np.float16)
+            for anchor, fix in (("saliency", 0.45), ("matched", 0.35)):
+                arrays[f"test/method/integrated_gradients/{anchor}"] = code(fix, (2, N))
+                for fill in ("mean", "blur"):
+                    arrays[f"test/method/integrated_gradients/fill/{fill}/{anchor}"] = code(fix, (N,))
     arrays["curves/rows"] = np.arange(0, N, 30, dtype=np.int64)
     for order in ("gradient", "random"):
         for mode in ("deletion", "insertion"):
@@ -133,13 +160,14 @@ def write_result_file(path: Path, arch: str, seed: int) -> None:
                    "examples/mask": np.zeros((0, 32, 32), bool)})
     erasure = {"top_percent": 5.0, "box": 3, "sweep_top_percent": [5.0, 20.0], "sweep_box": [3], "fill": None,
                "saliency_method": "gradient", "batch_size": 256, "seed": 0, "sweep_fill": ["mean", "blur"],
+               "sweep_methods": ["gradient", "integrated_gradients"], "control_draws": 10,
                "curve_methods": ["gradient"], "curve_steps": 4, "curve_images": 10, "insertion_canvas": "blur"}
-    meta = {"format_version": 3, "arch": arch, "classes": list(CLASSES), "mean": [0.5] * 3, "std": [0.25] * 3,
+    meta = {"format_version": 4, "arch": arch, "classes": list(CLASSES), "mean": [0.5] * 3, "std": [0.25] * 3,
             "training": {"split": "train"}, "erasure": erasure,
-            "anchors": {"saliency": {}, "random": {}, "shifted": {}}, "data": {"path": "data", "test_size": N,
-                                                                               "val_size": N},
-            "device": "cpu", "fill_sweep": {"setting": [5.0, 3], "fills": ["mean", "blur"]},
-            "curves": {"orders": ["gradient", "random"], "steps": 4},
+            "anchors": {"saliency": {}, "random": {}, "matched": {}, "shifted": {}},
+            "data": {"path": "data", "test_size": N, "val_size": N}, "device": "cpu",
+            "fill_sweep": {"setting": [5.0, 3], "fills": ["mean", "blur"]}, "methods": ["integrated_gradients"],
+            "draws": 10, "draw_setting": [5.0, 3], "curves": {"orders": ["gradient", "random"], "steps": 4},
             "randomisation": {"methods": ["gradient"], "seed": 0, "layers": ["head", "conv"]}}
     np.savez_compressed(path, meta=np.asarray(json.dumps(meta)), **arrays)
 

@@ -64,7 +64,8 @@ def test_analyze_and_study_offer_the_same_erasure_options() -> None:
     analyze, study = erasure_flags("analyze"), erasure_flags("study")
     assert analyze == study
     assert {"--top-percent", "--box", "--fill", "--saliency-method", "--sweep-top-percent", "--sweep-box",
-            "--sweep-fill", "--curve-methods", "--curve-steps", "--curve-images", "--insertion-canvas"} == set(analyze)
+            "--sweep-fill", "--sweep-methods", "--control-draws", "--curve-methods", "--curve-steps", "--curve-images",
+            "--insertion-canvas"} == set(analyze)
     assert (analyze["--top-percent"][0], analyze["--box"][0], analyze["--saliency-method"][0]) == (5.0, 3, "gradient")
 
 

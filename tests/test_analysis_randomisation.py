@@ -247,8 +247,7 @@ def test_the_result_file_round_trips_the_cascade(tmp_path: Path) -> None:
                           spearman={"gradient": spearman, "smoothgrad": spearman[::-1].copy()},
                           ssim={"gradient": spearman * 0.5, "smoothgrad": spearman.copy()},
                           maps={m: rng.random((4, 32, 32)).astype(np.float16) for m in ("gradient", "smoothgrad")})
-    write_results(tmp_path / "m.npz", result_meta(ErasureOptions(sweep_top_percent=(1.0, 5.0), sweep_box=(1, 3)),
-                                                  {"saliency": {}, "random": {}, "shifted": {}}),
+    write_results(tmp_path / "m.npz", result_meta(ErasureOptions(sweep_top_percent=(1.0, 5.0), sweep_box=(1, 3))),
                   ModelRuns(name="m", source="m", training_split="train", test=runs["test"], val=runs["val"],
                             randomisation=check))
     meta, loaded = load_results(tmp_path / "m.npz")
@@ -263,21 +262,6 @@ def test_the_result_file_round_trips_the_cascade(tmp_path: Path) -> None:
             np.testing.assert_array_equal(getattr(got, key)[method], values)
     with np.load(tmp_path / "m.npz") as data:
         assert sum(data[key].nbytes for key in data.files if key.startswith("randomisation/")) < 40_000
-
-
-def test_a_file_with_the_earlier_check_is_read_without_it(tmp_path: Path) -> None:
-    runs = {split: result_run(split) for split in ("val", "test")}
-    options = ErasureOptions(sweep_top_percent=(1.0, 5.0), sweep_box=(1, 3))
-    path = write_results(tmp_path / "m.npz", result_meta(options, {"saliency": {}, "random": {}}),
-                         ModelRuns(name="m", source="m", training_split="train", test=runs["test"], val=runs["val"]))
-    with np.load(path) as data:
-        arrays = {key: data[key] for key in data.files}
-    meta = json.loads(str(arrays["meta"]))
-    meta["randomisation"] = {"methods": ["gradient"], "seed": 0}  # all layers at once, one correlation per image
-    arrays.update({"meta": np.asarray(json.dumps(meta)), "randomisation/rows": np.arange(3),
-                   "randomisation/gradient": np.array([0.1, 0.2, 0.3])})
-    np.savez_compressed(path, **arrays)
-    assert load_results(path)[1].randomisation is None
 
 
 def analyze(workspace: dict, out: Path, *options: str) -> int:  # noqa: F811

@@ -11,6 +11,7 @@ def test_toy_study_runs_in_two_sittings_and_writes_the_report(tiny_folder, tmp_p
     out = tmp_path / "study"
     args = ["study", "--data", str(tiny_folder), "--out", str(out), "--archs", "cifarnet", "mobilenet_v2",
             "--epochs", "1", "--batch-size", "32", "--limit", "96", "--sweep-fill", "mean", "blur",
+            "--sweep-methods", "gradient", "--control-draws", "2",
             "--curve-images", "16", "--curve-methods", "gradient", "--randomisation-images", "1", "--no-progress"]
     assert main([*args, "--max-stages", "4"]) == 0
     first = json.loads((out / "study.json").read_text())
@@ -28,6 +29,7 @@ def test_toy_study_runs_in_two_sittings_and_writes_the_report(tiny_folder, tmp_p
     assert set(metrics["models"]) == {"cifarnet", "mobilenet_v2"}
     assert metrics["settings"]["erasure"]["sweep_fill"] == ["mean", "blur"]
     assert metrics["erasure"]["cifarnet"]["curves"]["images"] == 16
+    assert metrics["endpoints"]["cifarnet"]["primary"]["draws"] == 2
     assert (out / "report" / "report.html").is_file()
     summary = (out / "summary.md").read_text()
     assert "| cifarnet |" in summary and "| mobilenet_v2 |" in summary

@@ -29,7 +29,8 @@ from pathlib import Path
 from miscause.defaults import RANDOMISATION_IMAGES
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure.fills import parse_fill
-from miscause.jobs.analysis.erasure.run import ANCHORS, ErasureOptions
+from miscause.jobs.analysis.erasure.run import ErasureOptions
+from miscause.jobs.analysis.erasure.summaries import CONTROLS, PRIMARY_CONTROL
 from miscause.jobs.analysis.inputs.data_record import data_record
 from miscause.jobs.analysis.inputs.predictions import load_predictions
 from miscause.jobs.analysis.options import RUN_TIME, add_erasure_arguments, erasure_options
@@ -49,7 +50,6 @@ from miscause.jobs.analysis.report.write import write_report
 from miscause.jobs.analysis.versions import versions
 
 REPEATED = ("replicates",)  # options given once per value
-CONTROLS = ANCHORS[1:]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,9 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     erasure_group = parser.add_argument_group("erasure study (with --repository; with --results only the control, "
                                               "policy gain and seed apply)")
     erasure_group.add_argument("--erasure", action="store_true", help="run the erasure study and fit the policy")
-    erasure_group.add_argument("--control", choices=CONTROLS, default="random",
-                               help="the control erasure a pair must beat to be verified (default %(default)s; "
-                                    "shifted: the saliency mask at a random offset, the same pixel count)")
+    erasure_group.add_argument("--control", choices=CONTROLS, default=PRIMARY_CONTROL,
+                               help="the control erasure a pair must beat to be verified (default %(default)s, the "
+                                    "primary endpoint's: another image's saliency mask of the same predicted class; "
+                                    "shifted: the saliency mask at an offset that avoids it; random: as many "
+                                    "random anchors)")
     erasure_group.add_argument("--max-images", type=int, help="analyse a random subset of this many images per split")
     erasure_group.add_argument("--examples", type=int, default=8, help="example images per model in the report")
     erasure_group.add_argument("--policy-min-gain", type=int, default=3,

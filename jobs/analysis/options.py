@@ -16,8 +16,8 @@ from miscause.jobs.analysis.erasure.run import ErasureOptions
 
 DEFAULTS = ErasureOptions()
 # the options that shape the runs, by field name; each is None unless given
-RUN_TIME = ("sweep_top_percent", "sweep_box", "sweep_fill", "curve_methods", "curve_steps", "curve_images",
-            "insertion_canvas")
+RUN_TIME = ("sweep_top_percent", "sweep_box", "sweep_fill", "sweep_methods", "control_draws", "curve_methods",
+            "curve_steps", "curve_images", "insertion_canvas")
 
 
 def _words(values: tuple) -> str:
@@ -41,6 +41,13 @@ def add_erasure_arguments(parser: argparse.ArgumentParser, title: str = "erasure
                        help=f"b values of the sweep (default {_words(DEFAULTS.sweep_box)})")
     group.add_argument("--sweep-fill", nargs="+", choices=FILLS, metavar="FILL",
                        help=f"fills compared at the default setting (default all: {_words(DEFAULTS.sweep_fill)})")
+    group.add_argument("--sweep-methods", nargs="+", metavar="METHOD",
+                       help="saliency methods of the sweep beside --saliency-method, each against the "
+                            "location-matched control (default: gradient integrated_gradients grad_cam; grad_cam "
+                            "where the model names a layer); name one to limit the work on a CPU")
+    group.add_argument("--control-draws", type=int, metavar="D",
+                       help=f"draws per image of the location-matched and shifted controls at the default setting "
+                            f"(default {DEFAULTS.control_draws}; the primary endpoint asks for at least 10)")
     group.add_argument("--curve-methods", nargs="+", metavar="METHOD",
                        help="saliency methods of the deletion and insertion curves (default: all but grad_cam, "
                             "which needs a layer in every model)")

@@ -17,6 +17,7 @@ from miscause.defaults import RANDOMISATION_IMAGES
 from miscause.jobs.analysis.erasure import policy_fit, policy_selection
 from miscause.jobs.analysis.erasure.cause_interaction import cause_interaction
 from miscause.jobs.analysis.erasure.collect import ModelRuns, collect_runs
+from miscause.jobs.analysis.erasure.controls import DRAWS
 from miscause.jobs.analysis.erasure.curves import summarize_curves
 from miscause.jobs.analysis.erasure.examples import Example
 from miscause.jobs.analysis.erasure.fills import constant_values, fill_name
@@ -26,7 +27,7 @@ from miscause.jobs.analysis.erasure.randomisation import (
     randomisation_summaries,
 )
 from miscause.jobs.analysis.erasure.run import ErasureOptions, infer
-from miscause.jobs.analysis.erasure.summaries import summarize, verified_pairs
+from miscause.jobs.analysis.erasure.summaries import PRIMARY_CONTROL, Endpoints, endpoints, summarize, verified_pairs
 from miscause.jobs.analysis.erasure.verification_power import verification_power
 from miscause.jobs.analysis.inputs.data_record import data_record
 from miscause.jobs.analysis.inputs.images import subset
@@ -57,17 +58,19 @@ class Study:
     images a policy rule must gain where it is fitted, and the seed of the policy's bootstrap and folds."""
 
     erasure: ErasureOptions
-    control: str = "random"
+    control: str = PRIMARY_CONTROL
     policy_min_gain: int = 3
     seed: int = 0
 
 
 @dataclass(kw_only=True)
 class ErasureResults:
-    """The erasure study's outputs per model: the test-split summary, the policy document, the example images,
-    erasure by cause and the power of the verification; and the settings it ran with."""
+    """The erasure study's outputs per model: the endpoints (the primary one first), the test-split summary, the
+    policy document, the example images, erasure by cause and the power of the verification; and the settings it
+    ran with."""
 
     summaries: dict[str, dict]
+    endpoints: dict[str, Endpoints] = field(default_factory=dict)
     policies: dict[str, dict] = field(default_factory=dict)
     examples: dict[str, list[Example]] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
@@ -144,7 +147,8 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
     erasure = study.erasure
     analysis = analyze_predictions([m.test.predictions(m.source) for m in models], options)
     summaries = {m.name: summarize(m.test, erasure.default, analysis.models[m.name].significant, options.alpha,
-                                   options.correction, study.control) for m in models}
+                                   options.correction, study.control, study.seed) for m in models}
+    primary = {m.name: endpoints(m.test, erasure.default, erasure.saliency_method, erasure.fill) for m in models}
     for m in models:
         summaries[m.name]["curves"] = (
             {**summarize_curves(m.curves, m.test.predicted != m.test.labels, options.alpha),
@@ -152,6 +156,8 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
             if m.curves else None)
     apply_erasure_check(analysis, {name: verified_pairs(s) for name, s in summaries.items()})
     policies, warnings = {}, []
+    warnings += [f"{name}: the controls took {e.primary.draws} draws per image, fewer than the {DRAWS} the primary "
+                 "endpoint asks for" for name, e in primary.items() if e.primary.draws < DRAWS]
     for model in models:
         val_accuracy = float((model.val.predicted == model.val.labels).mean())
         warning = validation_warning(model.name, model.training_split, val_accuracy,
@@ -170,8 +176,9 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
             {**honest.fitted_on, "data": data["path"], "min_gain": study.policy_min_gain, "accuracy": val_accuracy},
             honest.selection, context.created, context.versions)
     settings = {**asdict(erasure), "split": "test", "fill": fill_name(erasure.fill), "control": study.control}
-    results = ErasureResults(summaries=summaries, policies=policies, examples={m.name: m.examples for m in models},
-                             settings=settings, cause_interaction=cause_interaction(analysis, summaries),
+    results = ErasureResults(summaries=summaries, endpoints=primary, policies=policies,
+                             examples={m.name: m.examples for m in models}, settings=settings,
+                             cause_interaction=cause_interaction(analysis, summaries),
                              verification_power=verification_power(summaries, options.alpha, options.correction))
     return Results(analysis=analysis, context=context, data=data, erasure=results, warnings=warnings,
                    randomisation=randomisation_summaries({m.name: m.randomisation for m in models},

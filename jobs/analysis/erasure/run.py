@@ -1,21 +1,23 @@
 """The erasure study: erase boxes at the most salient pixels of the predicted class, classify again, compare.
 
-For every image of a split and every (top_percent p, box b) setting, three erasures are classified:
+For every image of a split and every (top_percent p, box b) setting, these erasures are classified:
 - saliency: boxes anchored at the top p% pixels of the predicted class's saliency map;
 - random (control a): the same number of anchors drawn uniformly at random (a uniform random map passed to the
   same erase op), the same boxes and fill;
-- shifted (control c, `controls`): the saliency mask moved by a random offset, the same pixel count exactly.
-At the default setting the erasures are also classified with every fill of the fill sweep (`fills`).
-Misclassified images are then `corrected` (now the true class), `third_class` or `unchanged`; correctly
-classified images are `broken` or not (control b). Only the saliency erasure correcting significantly more
-errors than a control, on the same images (exact one-sided McNemar test), supports the claim that a
-confusion comes from non-essential information; the runner-up counts (`runner_up`) say how many of those
-corrections only hand the answer to the model's second choice.
+- matched (the location-matched control, `controls`): the saliency mask of another image with the same predicted
+  class, one draw per setting (the same donor at every setting).
+At the primary setting (the default p and b) both controls of `controls` take `control_draws` draws per image,
+the location-matched one and `shifted` (the saliency mask at a non-zero offset that does not overlap it), kept as
+per-image counts (`Draws`), with every mask's geometry; every fill of the fill sweep is classified there as well.
+Every further saliency method of the sweep (`sweep_methods`) gets its own saliency and location-matched erasures
+at every setting and fill (`MethodRun`). Misclassified images are then `corrected` (now the true class),
+`third_class` or `unchanged`; correctly classified images are `broken` or not (control b). The endpoints
+(`endpoints`) compare saliency with a control on the same images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,29 +29,42 @@ from miscause.erasure import ErasureSettings
 from miscause.errors import MiscauseError
 from miscause.grad_cam_layers import GRAD_CAM
 from miscause.jobs.analysis.erasure import runner_up
-from miscause.jobs.analysis.erasure.controls import SHIFTED, draw_offsets, shift_masks
+from miscause.jobs.analysis.erasure.controls import (
+    DRAWS,
+    MATCHED,
+    SHIFTED,
+    check_shiftable,
+    draw_donors,
+    draw_offsets,
+    geometry,
+    shift_masks,
+)
 from miscause.jobs.analysis.erasure.fills import FILLS, canvas, check_fill, fill_masked, fill_name
 from miscause.jobs.analysis.inputs.predictions import Predictions, make_predictions
 from miscause.jobs.analysis.inputs.repository_model import RepositoryModel
 
-SHIFT_STREAM = 1  # the shifted control's offsets come from their own random stream, beside the random maps'
+SEED_STREAMS = {"shifted": 1, "matched": 2}  # the controls' own random streams, beside the random maps'
 
 
 # the curves' default methods: those every model can run (Grad-CAM needs a layer a model may not name; asked
 # for explicitly, it needs one in every model)
 CURVE_METHODS = tuple(method for method in kernels.METHODS if method != GRAD_CAM)
+SWEEP_METHODS = ("gradient", "integrated_gradients", GRAD_CAM)  # Grad-CAM where the model names a layer
+IG_STEPS = 50  # the integrated gradients' default quadrature points: a saliency pass costs that many gradients
 
 
 @dataclass(frozen=True, kw_only=True)
 class ErasureOptions(ErasureSettings):
-    """The study's erasure settings (`fill` may also name a fill of `fills`) and its sweeps, curves and batches;
-    the default setting is always part of the sweep."""
+    """The study's erasure settings (`fill` may also name a fill of `fills`) and its sweeps, control draws, curves
+    and batches; the default setting is always part of the sweep, the study's method always one of its methods."""
 
     sweep_top_percent: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)
     sweep_box: tuple[int, ...] = (1, 3, 5)
     batch_size: int = 256
     seed: int = 0
     sweep_fill: tuple[str, ...] = FILLS
+    sweep_methods: tuple[str, ...] = SWEEP_METHODS
+    control_draws: int = DRAWS
     curve_methods: tuple[str, ...] = CURVE_METHODS
     curve_steps: int = 16
     curve_images: int = 256
@@ -68,9 +83,23 @@ class ErasureOptions(ErasureSettings):
         """The fills of the fill sweep other than the study's own, in sweep order."""
         return [f for f in dict.fromkeys(self.sweep_fill) if f != fill_name(self.fill)]
 
+    def methods(self, offers: Callable[[str], bool] = lambda method: True) -> list[str]:
+        """The saliency methods to sweep, the study's own first, those a model `offers` (Grad-CAM needs a layer)."""
+        wanted = dict.fromkeys((self.saliency_method, *self.sweep_methods))
+        return [m for m in wanted if m == self.saliency_method or offers(m)]
+
     def erasure_passes(self) -> int:
-        """Classifications of an image's erasures: every anchor kind at every setting and every further fill."""
-        return len(ANCHORS) * (len(self.settings()) + len(self.extra_fills()))
+        """Classifications of an image's erasures: the study's method's anchor kinds at every setting and every
+        further fill, the controls' further draws at the primary setting, each further method's saliency and
+        location-matched erasures at every setting and fill."""
+        settings, fills = len(self.settings()), len(self.extra_fills())
+        draws = (self.control_draws - 1) + self.control_draws
+        return (len(ANCHORS) * (settings + fills) + draws
+                + 2 * (len(self.methods()) - 1) * (settings + fills))
+
+    def saliency_passes(self) -> int:
+        """Gradient passes of an image's saliency maps, one per method (integrated gradients: one per step)."""
+        return sum(IG_STEPS if m == "integrated_gradients" else 1 for m in self.methods())
 
     def check(self, methods: Sequence[str] = kernels.METHODS) -> None:
         """A `MiscauseError` for a setting the erase op would refuse (every setting of the sweep checked)."""
@@ -81,19 +110,63 @@ class ErasureOptions(ErasureSettings):
             raise MiscauseError(str(error)) from None
         if self.batch_size < 1:
             raise MiscauseError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.control_draws < 1:
+            raise MiscauseError(f"--control-draws must be at least 1, got {self.control_draws}")
         check_fill(self.fill)
         for name in (*self.sweep_fill, self.insertion_canvas):
             check_fill(name)
-        unknown = [m for m in self.curve_methods if m not in kernels.METHODS]
-        if unknown:
-            raise MiscauseError(f"unknown curve method(s) {', '.join(unknown)}: choose among "
-                                f"{', '.join(kernels.METHODS)}")
+        for option, chosen in (("curve", self.curve_methods), ("sweep", self.sweep_methods)):
+            unknown = [m for m in chosen if m not in kernels.METHODS]
+            if unknown:
+                raise MiscauseError(f"unknown {option} method(s) {', '.join(unknown)}: choose among "
+                                    f"{', '.join(kernels.METHODS)}")
         if self.curve_steps < 1 or self.curve_images < 0:
             raise MiscauseError(f"curves need at least 1 step and 0 or more images, got {self.curve_steps} steps, "
                                 f"{self.curve_images} images")
 
 
-ANCHORS = ("saliency", "random", SHIFTED)
+ANCHORS = ("saliency", "random", MATCHED)  # the anchor kinds of every setting, in run order
+DRAWN = (MATCHED, SHIFTED)  # the controls drawn several times per image at the primary setting
+
+
+@dataclass(frozen=True, kw_only=True)
+class Draws:
+    """A control's draws at the primary setting, per image [N]: how many draws it has (`count`, 0 where the
+    control does not exist for the image), how many gave the true class (`corrected`: for a correct answer, kept
+    it) and how many changed the prediction (`changed`)."""
+
+    count: np.ndarray
+    corrected: np.ndarray
+    changed: np.ndarray
+
+    @classmethod
+    def of_classes(cls, labels: np.ndarray, predicted: np.ndarray, after: np.ndarray,
+                   valid: np.ndarray | None = None) -> Draws:
+        """The counts of classes after erasure [draws, N] (or [N]: one draw) on the `valid` images (all)."""
+        after = np.atleast_2d(after)
+        valid = np.ones(after.shape[1], bool) if valid is None else valid
+        return cls(count=np.where(valid, len(after), 0).astype(np.uint8),
+                   corrected=np.where(valid, (after == labels).sum(0), 0).astype(np.uint8),
+                   changed=np.where(valid, (after != predicted).sum(0), 0).astype(np.uint8))
+
+    def rows(self, members: np.ndarray) -> Draws:
+        """The draws of some images."""
+        return Draws(count=self.count[members], corrected=self.corrected[members], changed=self.changed[members])
+
+    @property
+    def drawn(self) -> int:
+        """Draws per image where the control exists."""
+        return int(self.count.max(initial=0))
+
+
+@dataclass(kw_only=True)
+class MethodRun:
+    """One saliency method's sweep: [settings, N] classes after erasure at its saliency and at the
+    location-matched control (one draw), and at the primary setting per fill ({fill: {anchor: [N]}})."""
+
+    saliency: np.ndarray
+    matched: np.ndarray
+    fills: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -105,7 +178,9 @@ class SplitRun:
     `positions` are the images' positions in the split; `error_rows` index the rows (of this run) that were
     misclassified, with their saliency maps in `error_maps` (empty when the run was read from a result file).
     `fill_predicted[fill][anchor]` [N] holds the classes after erasure with each fill of the fill sweep at
-    `fill_setting` (empty when no fill sweep ran)."""
+    `fill_setting` (empty when no fill sweep ran). At the primary setting `draw_setting`, `draws[control]`
+    counts the drawn controls' outcomes and `geometry[anchor]` [3, N] measures the masks (`controls.GEOMETRY`,
+    means over draws); `methods` holds the further saliency methods' sweeps."""
 
     model: str
     split: str
@@ -123,6 +198,10 @@ class SplitRun:
     controls: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     fill_predicted: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     fill_setting: tuple[float, int] | None = None
+    draws: dict[str, Draws] = field(default_factory=dict)
+    draw_setting: tuple[float, int] | None = None
+    geometry: dict[str, np.ndarray] = field(default_factory=dict)
+    methods: dict[str, MethodRun] = field(default_factory=dict)
 
     @property
     def predicted(self) -> np.ndarray:
@@ -145,6 +224,13 @@ class SplitRun:
     def erased_pixels(self, anchor: str) -> np.ndarray:
         """[settings, N] pixels erased at `anchor`'s anchors."""
         return self.controls[anchor][1] if anchor in self.controls else getattr(self, f"{anchor}_pixels")
+
+    def method_run(self, method: str, study_method: str) -> MethodRun:
+        """The sweep of saliency `method`: the study's own (`study_method`) from the main arrays, else `methods`."""
+        if method != study_method:
+            return self.methods[method]
+        return MethodRun(saliency=self.saliency_predicted, matched=self.after(MATCHED),
+                         fills={f: {a: by[a] for a in ("saliency", MATCHED)} for f, by in self.fill_predicted.items()})
 
     @property
     def confidence(self) -> np.ndarray:
@@ -172,65 +258,130 @@ def classify(model: RepositoryModel, x: torch.Tensor) -> np.ndarray:
     return model.logits(x).argmax(1).cpu().numpy()
 
 
-def anchor_masks(x: torch.Tensor, saliency: torch.Tensor, uniform: torch.Tensor, offsets: torch.Tensor,
-                 top_percent: float, box: int) -> dict[str, torch.Tensor]:
-    """The erased pixels [N,H,W] of every anchor kind at one setting (the fill is applied by the caller)."""
-    masks = {"saliency": kernels.erase(x, saliency, top_percent, box)[1],
-             "random": kernels.erase(x, uniform, top_percent, box)[1]}
-    masks[SHIFTED] = shift_masks(masks["saliency"], offsets)
-    return masks
+def saliency_maps(model: RepositoryModel, images: np.ndarray, methods: list[str], batch_size: int,
+                  device: torch.device, desc: str, progress: bool) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    """Logits [N,K] and every method's saliency map of the predicted class [N,H,W] (kept on the CPU: the
+    location-matched control erases at other images' maps)."""
+    logits, maps = [], {method: [] for method in methods}
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress):
+        x = model.prepare(images[start:start + batch_size], device)
+        for method in methods:
+            saliency, batch_logits = kernels.saliency(model.module, x, method=method,
+                                                      **model.config.saliency_options(method))
+            maps[method].append(saliency.float().cpu())
+            if method == methods[0]:
+                logits.append(batch_logits.float().cpu().numpy())
+    return np.concatenate(logits), {method: torch.cat(parts) for method, parts in maps.items()}
+
+
+def mask(x: torch.Tensor, ranking: torch.Tensor, setting: tuple[float, int]) -> torch.Tensor:
+    """The erased pixels [N,H,W] of boxes around the top pixels of `ranking` (the fill is the caller's)."""
+    return kernels.erase(x, ranking, *setting)[1]
+
+
+class Collected(dict):
+    """Per key, the batches' arrays, joined along the images' (last) axis at the end."""
+
+    def add(self, key: tuple, value: torch.Tensor | np.ndarray) -> None:
+        self.setdefault(key, []).append(value.cpu().numpy() if isinstance(value, torch.Tensor) else value)
+
+    def joined(self, key: tuple) -> np.ndarray:
+        return np.concatenate(self[key], axis=-1)
 
 
 def run_split(model: RepositoryModel, images: np.ndarray, labels: np.ndarray, positions: np.ndarray,
               split: str, options: ErasureOptions, device: torch.device, progress: bool = True) -> SplitRun:
-    """Classify and take the saliency of the predicted class (one forward and backward), erase under every
-    setting (every anchor kind) and classify again; at the default setting also under every further fill.
-    Saliency maps are kept for the misclassified images only (the examples)."""
-    settings = options.settings()
-    default = settings.index(options.default)
+    """Every method's saliency of the predicted class (one pass over the split), then per batch the erasures:
+    every setting of every anchor kind and method, every further fill and the controls' draws at the primary
+    setting, each classified again. Saliency maps are kept for the misclassified images only (the examples)."""
+    settings, default = options.settings(), options.default
+    check_shiftable(*images.shape[1:3], default)
+    methods = options.methods(model.config.offers)
+    study = methods[0]
+    logits, maps = saliency_maps(model, images, methods, options.batch_size, device,
+                                 f"{model.name} {split}: saliency", progress)
+    predicted = logits.argmax(1)
+    draws = options.control_draws
+    donors = torch.from_numpy(draw_donors(predicted, draws, np.random.default_rng([options.seed,
+                                                                                   SEED_STREAMS[MATCHED]])))
     generator = torch.Generator().manual_seed(options.seed)
-    shift_rng = np.random.default_rng([options.seed, SHIFT_STREAM])
+    shift_seed = int(np.random.SeedSequence([options.seed, SEED_STREAMS[SHIFTED]]).generate_state(1)[0])
+    shift_generator = torch.Generator().manual_seed(shift_seed)
     main = fill_name(options.fill)
     fills = {main: options.fill, **{f: f for f in options.extra_fills()}}
     swept = list(fills) if options.sweep_fill else []
-    logits, wrong_rows, maps = [], [], []
-    after: dict[str, list] = {anchor: [] for anchor in ANCHORS}
-    pixels: dict[str, list] = {anchor: [] for anchor in ANCHORS}
-    filled: dict[str, dict[str, list]] = {f: {anchor: [] for anchor in ANCHORS} for f in swept}
-    steps = range(0, len(images), options.batch_size)
-    for start in tqdm(steps, desc=f"{model.name} {split}: saliency and erasure", unit="batch", disable=not progress):
-        x = model.prepare(images[start:start + options.batch_size], device)
-        saliency, batch_logits = kernels.saliency(model.module, x, method=options.saliency_method,
-                                                  **model.config.saliency_options(options.saliency_method))
-        predicted = batch_logits.argmax(1)
-        uniform = torch.rand(saliency.shape, generator=generator).to(device)
-        offsets = torch.from_numpy(draw_offsets(shift_rng, *saliency.shape)).to(device)
+    out = Collected()
+    for start in tqdm(range(0, len(images), options.batch_size), desc=f"{model.name} {split}: erasure",
+                      unit="batch", disable=not progress):
+        rows = slice(start, start + options.batch_size)
+        x = model.prepare(images[rows], device)
+        uniform = torch.rand(x.shape[:1] + x.shape[2:], generator=generator).to(device)
         canvases = {name: canvas(x, fill, model.mean, model.std) for name, fill in fills.items()}
-        batch_after: dict[str, list] = {anchor: [] for anchor in ANCHORS}
-        batch_pixels: dict[str, list] = {anchor: [] for anchor in ANCHORS}
-        for index, (top_percent, box) in enumerate(settings):
-            for anchor, mask in anchor_masks(x, saliency, uniform, offsets, top_percent, box).items():
-                batch_after[anchor].append(classify(model, fill_masked(x, mask, canvases[main])))
-                batch_pixels[anchor].append(mask.sum((1, 2)).cpu().numpy())
-                for name in swept if index == default else ():
-                    filled[name][anchor].append(batch_after[anchor][-1] if name == main else
-                                                classify(model, fill_masked(x, mask, canvases[name])))
-        batch_labels = torch.from_numpy(labels[start:start + options.batch_size]).to(device)
-        wrong = (predicted != batch_labels).nonzero().squeeze(1)
-        logits.append(batch_logits.cpu().numpy())
-        for anchor in ANCHORS:
-            after[anchor].append(np.stack(batch_after[anchor]))
-            pixels[anchor].append(np.stack(batch_pixels[anchor]))
-        wrong_rows.append(wrong.cpu().numpy() + start)
-        maps.append(saliency[wrong].cpu().numpy())
-    after = {anchor: np.concatenate(arrays, axis=1) for anchor, arrays in after.items()}
-    pixels = {anchor: np.concatenate(arrays, axis=1) for anchor, arrays in pixels.items()}
-    return SplitRun(model=model.name, split=split, classes=model.classes, positions=positions, labels=labels,
-                    logits=np.concatenate(logits), settings=settings, saliency_predicted=after["saliency"],
-                    random_predicted=after["random"], saliency_pixels=pixels["saliency"],
-                    random_pixels=pixels["random"], error_rows=np.concatenate(wrong_rows),
-                    error_maps=np.concatenate(maps),
-                    controls={SHIFTED: (after[SHIFTED], pixels[SHIFTED])},
-                    fill_predicted={f: {a: np.concatenate(v) for a, v in by_anchor.items()}
-                                    for f, by_anchor in filled.items()},
-                    fill_setting=options.default if swept else None)
+        for method in methods:
+            ranking = maps[method][rows].to(device)
+            donor_maps = maps[method][donors[:1 if method != study else draws, rows]].to(device)
+            by_setting: dict[str, list] = {}
+            for setting in settings:
+                masks = {"saliency": mask(x, ranking, setting), MATCHED: mask(x, donor_maps[0], setting)}
+                if method == study:
+                    masks["random"] = mask(x, uniform, setting)
+                for anchor, erased in masks.items():
+                    after = classify(model, fill_masked(x, erased, canvases[main]))
+                    by_setting.setdefault(anchor, []).append(after)
+                    if method == study:
+                        by_setting.setdefault(f"{anchor}/pixels", []).append(erased.sum((1, 2)).cpu().numpy())
+                    for name in swept if setting == default else ():
+                        out.add((method, "fill", name, anchor), after if name == main else
+                                classify(model, fill_masked(x, erased, canvases[name])))
+                if method == study and setting == default:
+                    primary_draws(model, x, setting, masks, by_setting[MATCHED][-1], donor_maps, shift_generator,
+                                  canvases[main], out)
+            for key, values in by_setting.items():
+                out.add((method, key), np.stack(values))
+    return split_run(model, split, positions, labels, logits, (settings, default), maps[study], methods, swept, out)
+
+
+def primary_draws(model: RepositoryModel, x: torch.Tensor, setting: tuple[float, int], masks: dict[str, torch.Tensor],
+                  matched_after: np.ndarray, donor_maps: torch.Tensor, generator: torch.Generator,
+                  fill_canvas: torch.Tensor, out: Collected) -> None:
+    """At the primary setting: the controls' draws (location-matched: the donors' masks, the first one classified
+    already as `matched_after`; shifted: the saliency mask at admissible offsets), classified, and every mask's
+    geometry."""
+    offsets, valid = draw_offsets(masks["saliency"], len(donor_maps), generator)
+    out.add(("valid", SHIFTED), valid)
+    drawn = {MATCHED: [masks[MATCHED]] + [mask(x, donor, setting) for donor in donor_maps[1:]],
+             SHIFTED: [shift_masks(masks["saliency"], offset) for offset in offsets]}
+    for control, control_masks in drawn.items():
+        first = [matched_after] if control == MATCHED else []
+        out.add(("draws", control), np.stack(first + [classify(model, fill_masked(x, m, fill_canvas))
+                                                      for m in control_masks[len(first):]]))
+        shape = torch.stack([geometry(m, masks["saliency"]) for m in control_masks]).mean(0)
+        out.add(("geometry", control), shape if control == MATCHED else shape.where(valid.to(shape.device), torch.nan))
+    for anchor in ("saliency", "random"):
+        out.add(("geometry", anchor), geometry(masks[anchor], masks["saliency"]))
+
+
+def split_run(model: RepositoryModel, split: str, positions: np.ndarray, labels: np.ndarray, logits: np.ndarray,
+              grid: tuple[list[tuple[float, int]], tuple[float, int]], study_maps: torch.Tensor, methods: list[str],
+              swept: list[str], out: Collected) -> SplitRun:
+    """The batches' arrays joined into the split's run; `grid`: the settings and the primary one."""
+    (settings, default), study, predicted = grid, methods[0], logits.argmax(1)
+    shiftable = out.joined(("valid", SHIFTED))
+    wrong = np.flatnonzero(predicted != labels)
+    filled = {name: {anchor: out.joined((study, "fill", name, anchor)) for anchor in ANCHORS} for name in swept}
+    return SplitRun(
+        model=model.name, split=split, classes=model.classes, positions=positions, labels=labels, logits=logits,
+        settings=settings, saliency_predicted=out.joined((study, "saliency")),
+        random_predicted=out.joined((study, "random")), saliency_pixels=out.joined((study, "saliency/pixels")),
+        random_pixels=out.joined((study, "random/pixels")), error_rows=wrong,
+        error_maps=study_maps[torch.from_numpy(wrong)].numpy(),
+        controls={MATCHED: (out.joined((study, MATCHED)), out.joined((study, f"{MATCHED}/pixels")))},
+        fill_predicted=filled, fill_setting=default if swept else None,
+        draws={control: Draws.of_classes(labels, predicted, out.joined(("draws", control)),
+                                         shiftable if control == SHIFTED else None) for control in DRAWN},
+        draw_setting=default,
+        geometry={anchor: out.joined(("geometry", anchor)).astype(np.float32) for anchor in (*ANCHORS, SHIFTED)},
+        methods={m: MethodRun(saliency=out.joined((m, "saliency")), matched=out.joined((m, MATCHED)),
+                              fills={name: {a: out.joined((m, "fill", name, a)) for a in ("saliency", MATCHED)}
+                                     for name in swept})
+                 for m in methods[1:]})

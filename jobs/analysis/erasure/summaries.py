@@ -1,16 +1,29 @@
 """What the erasure did, counted: per setting, per fill and per class pair, every anchor kind's outcomes on the
 errors (corrected, third class, unchanged) and on the correct answers (broken), the paired tests of saliency
 against each control (exact one-sided McNemar on the same images) and the runner-up counts; a pair is verified
-where saliency erasure beats the control after correction over the model's significant edges."""
+where saliency erasure corrects its errors more than the chosen control does (a one-sided sign-flip permutation
+test of the paired differences, the control's draws averaged per image) after correction over the model's
+significant edges. And per model the endpoints (`endpoints`): the primary one with its verdict, the secondary
+controls, the controls' geometry and every cell of the sweep."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from scipy import stats
 
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure import runner_up
-from miscause.jobs.analysis.erasure.run import SplitRun
+from miscause.jobs.analysis.erasure.controls import GEOMETRY, MATCHED, SHIFTED
+from miscause.jobs.analysis.erasure.endpoints import Effect, Endpoint, endpoint, verdict
+from miscause.jobs.analysis.erasure.fills import fill_name
+from miscause.jobs.analysis.erasure.run import Draws, SplitRun
 from miscause.jobs.analysis.patterns.significance import adjust, mcnemar_greater
+
+PRIMARY_CONTROL = MATCHED  # the pre-registered control (docs/analysis.md)
+CONTROLS = (MATCHED, SHIFTED, "random")  # the controls a pair may be verified against
+RESAMPLES = 9999  # sign flips of the pair verification where exact enumeration is too long
 
 
 def outcomes(labels: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict:
@@ -73,12 +86,46 @@ def fill_summary(run: SplitRun) -> dict | None:
                       for name, by_anchor in run.fill_predicted.items()]}
 
 
+def control_draws(run: SplitRun, control: str, index: int) -> Draws:
+    """The control's outcomes per image at setting `index`: its draws where the run drew it (the primary setting),
+    else its one erasure."""
+    if control in run.draws and run.settings[index] == run.draw_setting:
+        return run.draws[control]
+    if control not in run.anchors[1:]:
+        raise MiscauseError(f"{run.model}: no {control!r} control in these runs (they hold "
+                            f"{', '.join((*run.anchors[1:], *run.draws))})")
+    return Draws.of_classes(run.labels, run.predicted, run.after(control)[index])
+
+
+def sign_flip_p(differences: np.ndarray, seed: int) -> float:
+    """One-sided p-value that paired differences have a positive mean: the sign-flip permutation test (scipy;
+    exact where 2^n flips are fewer than `RESAMPLES`)."""
+    if not np.any(differences):  # none, or all zero: no evidence of a difference
+        return 1.0
+    return float(stats.permutation_test((differences,), lambda d, axis: d.mean(axis=axis), vectorized=True,
+                                        permutation_type="samples", alternative="greater", n_resamples=RESAMPLES,
+                                        rng=np.random.default_rng(seed)).pvalue)
+
+
+def verification(labels: np.ndarray, saliency_after: np.ndarray, control: Draws, seed: int) -> dict:
+    """A pair's errors: corrected by saliency erasure, by the control (the mean over its draws, summed), the mean
+    paired difference and its one-sided sign-flip p-value."""
+    has = control.count > 0
+    fixed = saliency_after[has] == labels[has]
+    differences = fixed - control.corrected[has] / control.count[has]
+    return {"draws": control.drawn, "errors": int(has.sum()), "saliency_corrected": int(fixed.sum()),
+            "control_corrected": float((control.corrected[has] / control.count[has]).sum()),
+            "difference": float(differences.mean()) if has.any() else None,
+            "p_value": sign_flip_p(differences, seed)}
+
+
 def pair_summaries(run: SplitRun, index: int, candidates: np.ndarray, alpha: float,
-                   correction: str, control: str = "random") -> list[dict]:
+                   correction: str, control: str = PRIMARY_CONTROL, seed: int = 0) -> list[dict]:
     """Per class pair with errors: the erasure outcomes, the paired tests and the runner-up counts; the
-    candidates (the model's significant edges) are corrected for multiple testing among themselves and marked
-    `verified` or not by the test against `control`."""
+    candidates (the model's significant edges) are tested against `control` (`verification`), corrected for
+    multiple testing among themselves and marked `verified` or not."""
     predicted, labels, second = run.predicted, run.labels, run.runner_up
+    against = control_draws(run, control, index)
     records = []
     for i, j in sorted(set(zip(labels[predicted != labels].tolist(), predicted[predicted != labels].tolist(),
                                strict=True))):
@@ -88,13 +135,15 @@ def pair_summaries(run: SplitRun, index: int, candidates: np.ndarray, alpha: flo
                   **compared(labels[members], predicted[members], afters),
                   "runner_up_true": int((second[members] == i).sum()),
                   "saliency_to_runner_up": int((afters["saliency"] == second[members]).sum()),
-                  "candidate": bool(candidates[i, j]), "p_adjusted": None, "verified": None}
+                  "candidate": bool(candidates[i, j]), "verification": None, "p_adjusted": None, "verified": None}
         for anchor in run.anchors:
             for key in ("correct", "broken", "broken_rate", "errors"):
                 record[anchor].pop(key)
+        if record["candidate"]:
+            record["verification"] = verification(labels[members], afters["saliency"], against.rows(members), seed)
         records.append(record)
     tested = [r for r in records if r["candidate"]]
-    for record, p in zip(tested, adjust(np.array([r[test_key(control)]["p_value"] for r in tested]), correction),
+    for record, p in zip(tested, adjust(np.array([r["verification"]["p_value"] for r in tested]), correction),
                          strict=True):
         record["p_adjusted"] = float(p)
         record["verified"] = bool(p <= alpha)
@@ -102,21 +151,98 @@ def pair_summaries(run: SplitRun, index: int, candidates: np.ndarray, alpha: flo
 
 
 def summarize(run: SplitRun, default: tuple[float, int], candidates: np.ndarray, alpha: float,
-              correction: str, control: str = "random") -> dict:
+              correction: str, control: str = PRIMARY_CONTROL, seed: int = 0) -> dict:
     """The study's numbers for one model on one split (the `erasure` entry of metrics.json); pairs are verified
-    against `control`, one of the run's control anchor kinds."""
-    if control not in run.anchors[1:]:
-        raise MiscauseError(f"{run.model}: no {control!r} control in these runs (they hold "
-                            f"{', '.join(run.anchors[1:])})")
+    against `control`, one of `CONTROLS` the run holds."""
     index = run.settings.index(default)
     return {"split": run.split, "n": len(run.labels), "errors": int((run.predicted != run.labels).sum()),
             "default": {"top_percent": default[0], "box": default[1]}, "control": control,
             "runner_up_oracle": runner_up.oracle(run.labels, run.predicted, run.runner_up),
             "settings": [setting_summary(run, s) for s in range(len(run.settings))],
             "fills": fill_summary(run),
-            "pairs": pair_summaries(run, index, candidates, alpha, correction, control)}
+            "pairs": pair_summaries(run, index, candidates, alpha, correction, control, seed)}
 
 
 def verified_pairs(summary: dict) -> list[tuple[str, str]]:
     """(true, pred) pairs whose errors saliency erasure corrects significantly more than the control's erasure."""
     return [(r["true"], r["pred"]) for r in summary["pairs"] if r["verified"]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Geometry:
+    """One anchor kind's masks at the primary setting, over the `images` that have it: the mean pixel count, the
+    mean share in the central half of each side, the mean and the largest share inside the saliency mask (None
+    without images)."""
+
+    anchor: str
+    images: int
+    pixels: float | None
+    central_share: float | None
+    saliency_overlap: float | None
+    max_saliency_overlap: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    """One cell of the sweep: saliency `method` at (p, b) with `fill`, against the location-matched control
+    (one draw)."""
+
+    method: str
+    top_percent: float
+    box: int
+    fill: str
+    correction: Effect
+    specificity: Effect
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoints:
+    """One model's endpoints on the test split: the primary one (against the location-matched control at the
+    primary setting) and its verdict, the secondary controls, the masks' geometry and the sweep's cells."""
+
+    method: str
+    top_percent: float
+    box: int
+    fill: str
+    primary: Endpoint
+    verdict: str
+    secondary: tuple[Endpoint, ...]
+    geometry: tuple[Geometry, ...]
+    sweep: tuple[Cell, ...]
+
+
+def geometry_summary(anchor: str, values: np.ndarray) -> Geometry:
+    """The means of one anchor kind's per-image geometry [3, N]."""
+    present = values[:, np.isfinite(values).all(0)].astype(np.float64)
+    rows = dict(zip(GEOMETRY, present, strict=True))
+    means = {key: float(row.mean()) if row.size else None for key, row in rows.items()}
+    return Geometry(anchor=anchor, images=present.shape[1], **means,
+                    max_saliency_overlap=float(rows["saliency_overlap"].max()) if present.size else None)
+
+
+def sweep_cells(run: SplitRun, study_method: str, fill: str) -> list[Cell]:
+    """Every method's every setting with the study's fill, then every further fill at the primary setting."""
+    labels, predicted, cells = run.labels, run.predicted, []
+    for method in (study_method, *run.methods):
+        sweep = run.method_run(method, study_method)
+        outcomes = [(p, b, fill, sweep.saliency[s], sweep.matched[s]) for s, (p, b) in enumerate(run.settings)]
+        outcomes += [(*run.fill_setting, name, by["saliency"], by[MATCHED])
+                     for name, by in sweep.fills.items() if name != fill]
+        for p, b, name, saliency_after, matched_after in outcomes:
+            result = endpoint(labels, predicted, saliency_after, Draws.of_classes(labels, predicted, matched_after),
+                              MATCHED)
+            cells.append(Cell(method=method, top_percent=p, box=b, fill=name, correction=result.correction,
+                              specificity=result.specificity))
+    return cells
+
+
+def endpoints(run: SplitRun, default: tuple[float, int], method: str, fill: object) -> Endpoints:
+    """The model's endpoints at the primary setting `default` (`PRIMARY_CONTROL` first) and the sweep."""
+    index = run.settings.index(default)
+    after = run.saliency_predicted[index]
+    results = [endpoint(run.labels, run.predicted, after, control_draws(run, control, index), control)
+               for control in CONTROLS]
+    return Endpoints(method=method, top_percent=default[0], box=default[1], fill=fill_name(fill),
+                     primary=results[0], verdict=verdict(results[0]), secondary=tuple(results[1:]),
+                     geometry=tuple(geometry_summary(anchor, values) for anchor, values in run.geometry.items()),
+                     sweep=tuple(sweep_cells(run, method, fill_name(fill))))

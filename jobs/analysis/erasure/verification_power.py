@@ -1,11 +1,13 @@
 """What the erasure verification could have detected: per tested pair, its errors against the test's level.
 
-The verification (`erasure.pair_summaries`) is an exact one-sided McNemar test per significant edge of a model,
-corrected over the model's edges. At the per-pair level alpha / m (m tested edges; alpha without correction), even
-the most favourable outcome, errors corrected by saliency erasure and never by random erasure alone, needs
-`needed` such errors; `min_detectable_rate` is the share of the pair's errors saliency erasure alone must correct
-for the test to succeed with 80% power (`significance.mcnemar_min_detectable`). A pair with fewer errors than
-`needed` could not have been verified whatever erasure did.
+The verification (`erasure.summaries.pair_summaries`) is a one-sided sign-flip permutation test of the paired
+differences (saliency corrects - the control's draws correct) per significant edge of a model, corrected over the
+model's edges. In its most favourable outcome, errors corrected by saliency erasure and by none of the control's
+draws, its p-value is 2^-n, the exact McNemar test's; so at the per-pair level alpha / m (m tested edges; alpha
+without correction) that outcome needs `needed` such errors; `min_detectable_rate` is the share of the pair's
+errors saliency erasure alone must correct for the test to succeed with 80% power, for binary outcomes as with
+one control draw (`significance.mcnemar_min_detectable`). A pair with fewer errors than `needed` could not have
+been verified whatever erasure did.
 """
 
 from __future__ import annotations

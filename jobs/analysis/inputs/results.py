@@ -1,37 +1,47 @@
 """Study result files: what the analysis needs from one trained architecture, without its weights.
 
-`miscause study --stage-only` writes one compressed `.npz` per architecture, a few MB, meant to be committed;
-`miscause analyze --results` reads them back into the runs the erasure analysis takes, so the report needs
-neither the model nor the images. Layout (format version 3; SPLIT is `val` or `test`):
+`miscause study --stage-only` writes one compressed `.npz` per architecture, about 2 MB for 10,000 test and 5,000
+validation images of a 10-class model, meant to be committed; `miscause analyze --results` reads them back into
+the runs the erasure analysis takes, so the report needs neither the model nor the images. Layout (format
+version 4; SPLIT is `val` or `test`; CODE arrays hold a class after erasure as (class - the image's original
+prediction) mod K, mostly 0, int8 (int16 beyond 127 classes), which compresses far better than the class):
 
-    meta                   str: a JSON document (arch, classes, normalisation, accuracy, training, the erasure
-                           options, `anchors`, data, device, versions, seconds per part, images/s)
-    settings               float64 [S,2]: (top_percent, box) of every erasure setting, in run order
-    SPLIT/positions        int64 [N]: the images' positions in the split
-    SPLIT/labels           int64 [N]
-    SPLIT/logits           float32 [N,K]: the network as served (its test-time augmentation included)
-    SPLIT/predicted/ANCHOR int16 [S,N]: each image's class after erasure at ANCHOR's anchors, per setting
-    SPLIT/pixels/ANCHOR    int32 [S,N]: pixels erased per image
-    SPLIT/fill/FILL/ANCHOR int16 [N]: the class after erasure with FILL at the fill sweep's setting
-    curves/rows            int64 [C]: the test rows of the deletion and insertion curves
-    curves/ORDER/MODE      float32 [C, steps+1]: the predicted class's probability, ORDER a saliency method or
-                           `random`, MODE `deletion` or `insertion`
-    randomisation/rows     int64 [R]: the test rows of the cascading model-randomisation check
+    meta                       str: a JSON document (arch, classes, normalisation, accuracy, training, the erasure
+                               options, `anchors`, `methods`, `draws`, data, device, versions, seconds, images/s)
+    settings                   float64 [S,2]: (top_percent, box) of every erasure setting, in run order
+    SPLIT/positions            int64 [N]: the images' positions in the split
+    SPLIT/labels               int64 [N]
+    SPLIT/logits               float32 [N,K]: the network as served (its test-time augmentation included)
+    SPLIT/after/ANCHOR         CODE [S,N]: each image's class after erasure at ANCHOR's anchors, per setting
+    SPLIT/fill/FILL/ANCHOR     CODE [N]: the class after erasure with FILL at the primary setting
+    SPLIT/method/METHOD/ANCHOR CODE [S,N] and SPLIT/method/METHOD/fill/FILL/ANCHOR CODE [N]: a further saliency
+                               method's sweep, ANCHOR `saliency` or `matched`
+    test/pixels/ANCHOR         uint16 [S,N] (int32 beyond 65,535 pixels): pixels erased per image
+    test/draws/CONTROL/KIND    uint8 [N]: the draws of CONTROL (`matched`, `shifted`) at the primary setting
+                               per image (KIND `count`: `draws`, or 0 where the image has no such control), how
+                               many gave the true class (`corrected`) and how many changed the prediction
+                               (`changed`)
+    test/geometry/ANCHOR       float16 [3,N]: at the primary setting, the mask's pixels, its share in the central
+                               half of each side and its share inside the saliency mask (means over draws)
+    curves/rows                int64 [C]: the test rows of the deletion and insertion curves
+    curves/ORDER/MODE          float32 [C, steps+1]: the predicted class's probability, ORDER a saliency method or
+                               `random`, MODE `deletion` or `insertion`
+    randomisation/rows         int64 [R]: the test rows of the cascading model-randomisation check
     randomisation/METHOD/spearman  float32 [L,R]: per cascade step (the layers of `meta["randomisation"]["layers"]`
-                           randomised cumulatively, top down) each image's Spearman correlation of the absolute
-                           trained and randomised METHOD maps (NaN: a constant map)
+                               randomised cumulatively, top down) each image's Spearman correlation of the
+                               absolute trained and randomised METHOD maps (NaN: a constant map)
     randomisation/METHOD/ssim      float32 [L,R]: the same steps' SSIM of the maps scaled to [0, 1]
-    randomisation/METHOD/maps      float16 [r,H,W]: the trained model's METHOD maps of the first r rows (r at most
-                           16), for the seed-to-seed reference
-    examples/NAME          the report's example images (see EXAMPLE_ARRAYS), rows of the test split
+    randomisation/METHOD/maps      float16 [r,H,W]: the trained model's METHOD maps of the first r rows (r at
+                               most 16), for the seed-to-seed reference
+    examples/NAME              the report's example images (see EXAMPLE_ARRAYS), rows of the test split
 
-ANCHOR names a way of choosing the anchors, described in `meta["anchors"]`: `saliency` (the top pixels of
-the predicted class's saliency map), `random` (control a: a uniform random map) and `shifted` (control c: the
-saliency mask at a random offset, the same pixel count); readers take the anchors they know. `meta["fill_sweep"]`
-(`setting`, `fills`), `meta["curves"]` (`orders`, `steps`) and `meta["randomisation"]` (`methods`, `seed`,
-`layers`) say which of the optional arrays a file holds. Version 2 files (no randomisation check) and version 1
-files (saliency and random anchors, no fill sweep, no curves) are read as well; a file whose randomisation check
-is the earlier one (all layers at once, `meta["randomisation"]` without `layers`) is read without it.
+ANCHOR names a way of choosing the anchors, described in `meta["anchors"]`: `saliency` (the top pixels of the
+predicted class's saliency map), `random` (control a: a uniform random map) and `matched` (the location-matched
+control: the saliency mask of another image with the same predicted class, one draw per setting).
+`meta["fill_sweep"]` (`setting`, `fills`), `meta["curves"]` (`orders`, `steps`) and `meta["randomisation"]`
+(`methods`, `seed`, `layers`) say which of the optional arrays a file holds. The validation split carries what
+the policy fit needs (logits and the classes after erasure); pixels, draws, geometry and the further methods are
+the test split's. Files of earlier format versions are refused: they lack the controls the endpoints need.
 """
 
 from __future__ import annotations
@@ -46,42 +56,67 @@ import numpy as np
 from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure.collect import ModelRuns
-from miscause.jobs.analysis.erasure.controls import SHIFTED
+from miscause.jobs.analysis.erasure.controls import GEOMETRY, MATCHED, SHIFTED
 from miscause.jobs.analysis.erasure.curves import MODES, Curves
 from miscause.jobs.analysis.erasure.examples import Example
 from miscause.jobs.analysis.erasure.randomisation import Randomisation
-from miscause.jobs.analysis.erasure.run import ANCHORS, ErasureOptions, SplitRun
+from miscause.jobs.analysis.erasure.run import ANCHORS, DRAWN, Draws, ErasureOptions, MethodRun, SplitRun
 from miscause.jobs.analysis.inputs.predictions import make_predictions
 
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
 SPLITS = ("val", "test")
-REQUIRED_ANCHORS = ("saliency", "random")
-NOT_RUN = {"sweep_fill": (), "curve_methods": ()}  # erasure options a version 1 file lacks: those parts did not run
-META_KEYS = ("format_version", "arch", "classes", "training", "erasure", "data")
+TEST_ONLY = "test"  # the split that carries pixels, draws, geometry and the further methods
+METHOD_ANCHORS = ("saliency", MATCHED)
+META_KEYS = ("arch", "classes", "training", "erasure", "data", "methods", "draws", "draw_setting")
+DRAW_KINDS = ("count", "corrected", "changed")
+TUPLE_OPTIONS = ("sweep_top_percent", "sweep_box", "sweep_fill", "sweep_methods", "curve_methods")
 # name -> dtype of the example arrays; `rows` index the test split's rows, `after` is the erased image's class
 EXAMPLE_ARRAYS = {"rows": np.int64, "after": np.int64, "image": np.uint8, "saliency": np.float32,
                   "erased": np.uint8, "mask": np.bool_}
 
 
 def anchor_descriptions(options: ErasureOptions) -> dict[str, dict]:
-    """What each ANCHOR of a result file means, for `meta["anchors"]`."""
+    """What each ANCHOR and drawn control of a result file means, for `meta["anchors"]`."""
     return {"saliency": {"kind": "saliency", "method": options.saliency_method, "target": "predicted class"},
             "random": {"kind": "uniform random map", "seed": options.seed},
-            SHIFTED: {"kind": "saliency mask at a uniform random offset, wrapped: the same pixel count",
-                      "seed": options.seed}}
+            MATCHED: {"kind": "saliency mask of another image with the same predicted class", "seed": options.seed},
+            SHIFTED: {"kind": "saliency mask at a non-zero wrapped offset that does not overlap it: the same pixel "
+                              "count", "seed": options.seed, "primary setting only": True}}
+
+
+def code_dtype(k: int) -> type:
+    return np.int8 if k <= 127 else np.int16
+
+
+def encode(after: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    """Classes after erasure as CODE: (class - original prediction) mod K."""
+    return ((after.astype(np.int64) - predicted) % k).astype(code_dtype(k))
 
 
 def run_arrays(run: SplitRun) -> dict[str, np.ndarray]:
     """The arrays of one split's run, keyed as the file holds them."""
-    split = run.split
+    split, k, predicted = run.split, len(run.classes), run.predicted
     arrays = {f"{split}/positions": run.positions.astype(np.int64), f"{split}/labels": run.labels.astype(np.int64),
               f"{split}/logits": run.logits.astype(np.float32)}
     for anchor in run.anchors:
-        arrays[f"{split}/predicted/{anchor}"] = run.after(anchor).astype(np.int16)
-        arrays[f"{split}/pixels/{anchor}"] = run.erased_pixels(anchor).astype(np.int32)
+        arrays[f"{split}/after/{anchor}"] = encode(run.after(anchor), predicted, k)
     for fill, by_anchor in run.fill_predicted.items():
-        arrays.update({f"{split}/fill/{fill}/{anchor}": after.astype(np.int16) for anchor, after in by_anchor.items()})
+        arrays.update({f"{split}/fill/{fill}/{anchor}": encode(after, predicted, k)
+                       for anchor, after in by_anchor.items()})
+    if split != TEST_ONLY:
+        return arrays
+    most = max(int(run.erased_pixels(anchor).max(initial=0)) for anchor in run.anchors)
+    pixels_dtype = np.uint16 if most < 2 ** 16 else np.int32
+    for anchor in run.anchors:
+        arrays[f"test/pixels/{anchor}"] = run.erased_pixels(anchor).astype(pixels_dtype)
+    for control, draws in run.draws.items():
+        arrays.update({f"test/draws/{control}/{kind}": getattr(draws, kind).astype(np.uint8) for kind in DRAW_KINDS})
+    arrays.update({f"test/geometry/{anchor}": values.astype(np.float16) for anchor, values in run.geometry.items()})
+    for method, sweep in run.methods.items():
+        arrays.update({f"test/method/{method}/{anchor}": encode(getattr(sweep, anchor), predicted, k)
+                       for anchor in METHOD_ANCHORS})
+        arrays.update({f"test/method/{method}/fill/{fill}/{anchor}": encode(after, predicted, k)
+                       for fill, by_anchor in sweep.fills.items() for anchor, after in by_anchor.items()})
     return arrays
 
 
@@ -115,7 +150,10 @@ def randomisation_meta(check: Randomisation | None) -> dict | None:
 def optional_meta(test: SplitRun, curves: Curves | None, check: Randomisation | None) -> dict:
     """What the optional arrays hold: the fill sweep's setting and fills, the curves' orders and steps, the
     randomisation check's methods and seed."""
-    meta = {"fill_sweep": None, "curves": None, "randomisation": randomisation_meta(check)}
+    meta = {"fill_sweep": None, "curves": None, "methods": list(test.methods),
+            "draws": max((d.drawn for d in test.draws.values()), default=0),
+            "draw_setting": list(test.draw_setting) if test.draw_setting else None,
+            "randomisation": randomisation_meta(check)}
     if test.fill_predicted:
         meta["fill_sweep"] = {"setting": list(test.fill_setting), "fills": list(test.fill_predicted)}
     if curves is not None:
@@ -155,12 +193,40 @@ def shaped(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], sour
     return values
 
 
-def classes_of(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], k: int, source: str) -> np.ndarray:
-    """Erased classes `key` as int64, of `shape` and within [0, k)."""
-    values = shaped(arrays, key, shape, source).astype(np.int64)
-    if values.min(initial=0) < 0 or values.max(initial=0) >= k:
-        raise MiscauseError(f"{source}: {key} holds erased classes outside [0, {k - 1}]")
-    return values
+def decoded(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], predicted: np.ndarray, k: int,
+            source: str) -> np.ndarray:
+    """The classes after erasure that the CODE array `key`, of `shape` and within [0, k), holds, as int64."""
+    codes = shaped(arrays, key, shape, source).astype(np.int64)
+    if codes.min(initial=0) < 0 or codes.max(initial=0) >= k:
+        raise MiscauseError(f"{source}: {key} holds class codes outside [0, {k - 1}]")
+    return (codes + predicted) % k
+
+
+def read_test_parts(arrays: dict[str, np.ndarray], meta: dict, shape: tuple[int, int], predicted: np.ndarray,
+                    source: str) -> dict:
+    """The test split's pixels, drawn controls, geometry and further methods, shapes and ranges checked."""
+    k, n = int(len(meta["classes"])), shape[1]
+    draws = int(meta["draws"])
+    counts = {control: {kind: shaped(arrays, f"test/draws/{control}/{kind}", (n,), source).astype(np.int64)
+                        for kind in DRAW_KINDS} for control in DRAWN}
+    if any((c["count"] > draws).any() or (c["corrected"] > c["count"]).any() or (c["changed"] > c["count"]).any()
+           for c in counts.values()):
+        raise MiscauseError(f"{source}: test/draws hold counts outside [0, {draws}] or above their draws")
+    fills = (meta.get("fill_sweep") or {}).get("fills", [])
+    return {
+        "pixels": {anchor: shaped(arrays, f"test/pixels/{anchor}", shape, source).astype(np.int64)
+                   for anchor in ANCHORS},
+        "draws": {control: Draws(**{kind: v.astype(np.uint8) for kind, v in c.items()})
+                  for control, c in counts.items()},
+        "draw_setting": (float(meta["draw_setting"][0]), int(meta["draw_setting"][1])),
+        "geometry": {anchor: shaped(arrays, f"test/geometry/{anchor}", (len(GEOMETRY), n), source).astype(np.float32)
+                     for anchor in (*ANCHORS, SHIFTED)},
+        "methods": {method: MethodRun(
+            **{anchor: decoded(arrays, f"test/method/{method}/{anchor}", shape, predicted, k, source)
+               for anchor in METHOD_ANCHORS},
+            fills={fill: {anchor: decoded(arrays, f"test/method/{method}/fill/{fill}/{anchor}", (n,), predicted, k,
+                                          source) for anchor in METHOD_ANCHORS} for fill in fills})
+            for method in meta["methods"]}}
 
 
 def read_run(arrays: dict[str, np.ndarray], meta: dict, split: str, settings: list[tuple[float, int]],
@@ -168,22 +234,23 @@ def read_run(arrays: dict[str, np.ndarray], meta: dict, split: str, settings: li
     """One split's run from the file's arrays, checked like a predictions file plus the erasure arrays' shapes."""
     predictions = make_predictions(meta["arch"], arrays[f"{split}/logits"], arrays[f"{split}/labels"],
                                    arrays[f"{split}/positions"], meta["classes"], f"{source} ({split})")
-    k, shape = len(predictions.classes), (len(settings), len(predictions))
-    after = {anchor: classes_of(arrays, f"{split}/predicted/{anchor}", shape, k, source)
-             for anchor in file_anchors(meta)}
-    pixels = {anchor: shaped(arrays, f"{split}/pixels/{anchor}", shape, source).astype(np.int64)
-              for anchor in file_anchors(meta)}
+    k, shape, predicted = len(predictions.classes), (len(settings), len(predictions)), predictions.predicted
+    after = {anchor: decoded(arrays, f"{split}/after/{anchor}", shape, predicted, k, source) for anchor in ANCHORS}
     sweep = meta.get("fill_sweep") or {"setting": None, "fills": []}
-    filled = {fill: {anchor: classes_of(arrays, f"{split}/fill/{fill}/{anchor}", shape[1:], k, source)
-                     for anchor in file_anchors(meta)} for fill in sweep["fills"]}
-    wrong = np.flatnonzero(predictions.predicted != predictions.labels)
+    filled = {fill: {anchor: decoded(arrays, f"{split}/fill/{fill}/{anchor}", shape[1:], predicted, k, source)
+                     for anchor in ANCHORS} for fill in sweep["fills"]}
+    parts = (read_test_parts(arrays, meta, shape, predicted, source) if split == TEST_ONLY else
+             {"pixels": dict.fromkeys(ANCHORS, np.zeros(shape, np.int64)), "draws": {}, "geometry": {},
+              "methods": {}})
+    pixels = parts.pop("pixels")
     return SplitRun(model=meta["arch"], split=split, classes=predictions.classes, positions=predictions.indices,
                     labels=predictions.labels, logits=predictions.logits, settings=settings,
-                    saliency_predicted=after.pop("saliency"), random_predicted=after.pop("random"),
-                    saliency_pixels=pixels.pop("saliency"), random_pixels=pixels.pop("random"), error_rows=wrong,
+                    saliency_predicted=after["saliency"], random_predicted=after["random"],
+                    saliency_pixels=pixels["saliency"], random_pixels=pixels["random"],
+                    error_rows=np.flatnonzero(predicted != predictions.labels),
                     error_maps=np.zeros((0, 0, 0), np.float32),
-                    controls={anchor: (after[anchor], pixels[anchor]) for anchor in after}, fill_predicted=filled,
-                    fill_setting=(float(sweep["setting"][0]), int(sweep["setting"][1])) if filled else None)
+                    controls={MATCHED: (after[MATCHED], pixels[MATCHED])}, fill_predicted=filled,
+                    fill_setting=(float(sweep["setting"][0]), int(sweep["setting"][1])) if filled else None, **parts)
 
 
 def indexed_rows(arrays: dict[str, np.ndarray], key: str, test: SplitRun, source: str) -> np.ndarray:
@@ -205,19 +272,12 @@ def read_curves(arrays: dict[str, np.ndarray], meta: dict, test: SplitRun, sourc
                                 for order in meta["curves"]["orders"]})
 
 
-def cascade_meta(meta: dict) -> dict | None:
-    """The file's cascading randomisation check as `meta` describes it; None when it has none or the earlier
-    all-at-once check (no `layers`)."""
-    check = meta.get("randomisation")
-    return check if check and "layers" in check else None
-
-
 RANDOMISATION_ARRAYS = ("spearman", "ssim", "maps")
 
 
 def read_randomisation(arrays: dict[str, np.ndarray], meta: dict, test: SplitRun, source: str) -> Randomisation | None:
     """The cascading model-randomisation check the file holds, rows and shapes checked; None when it holds none."""
-    check = cascade_meta(meta)
+    check = meta.get("randomisation")
     if check is None:
         return None
     rows = indexed_rows(arrays, "randomisation/rows", test, source)
@@ -236,28 +296,26 @@ def read_randomisation(arrays: dict[str, np.ndarray], meta: dict, test: SplitRun
 
 def randomisation_needed(meta: dict) -> list[str]:
     """The randomisation arrays a file with this `meta` must hold."""
-    check = cascade_meta(meta)
+    check = meta.get("randomisation")
     if check is None:
         return []
     return [f"randomisation/{method}/{key}" for method in check["methods"] for key in RANDOMISATION_ARRAYS] + [
         "randomisation/rows"]
 
 
-def file_anchors(meta: dict) -> list[str]:
-    """The anchor kinds of a file this reader knows, in run order (a version 1 file: saliency and random)."""
-    described = meta.get("anchors") or dict.fromkeys(REQUIRED_ANCHORS)
-    return [anchor for anchor in ANCHORS if anchor in described]
-
-
 def needed_arrays(meta: dict) -> list[str]:
     """Every array a file with this `meta` must hold."""
-    anchors = file_anchors(meta)
     fills = (meta.get("fill_sweep") or {}).get("fills", [])
-    per_split = ["positions", "labels", "logits", *(f"{kind}/{anchor}" for kind in ("predicted", "pixels")
-                                                    for anchor in anchors),
-                 *(f"fill/{fill}/{anchor}" for fill in fills for anchor in anchors)]
+    per_split = ["positions", "labels", "logits", *(f"after/{anchor}" for anchor in ANCHORS),
+                 *(f"fill/{fill}/{anchor}" for fill in fills for anchor in ANCHORS)]
+    test = ([f"pixels/{anchor}" for anchor in ANCHORS]
+            + [f"draws/{control}/{kind}" for control in DRAWN for kind in DRAW_KINDS]
+            + [f"geometry/{anchor}" for anchor in (*ANCHORS, SHIFTED)]
+            + [f"method/{method}/{part}{anchor}" for method in meta["methods"] for anchor in METHOD_ANCHORS
+               for part in ("", *(f"fill/{fill}/" for fill in fills))])
     curves = meta.get("curves")
     return (["settings"] + [f"{split}/{key}" for split in SPLITS for key in per_split]
+            + [f"test/{key}" for key in test]
             + ([f"curves/{order}/{mode}" for order in curves["orders"] for mode in MODES] + ["curves/rows"]
                if curves else [])
             + randomisation_needed(meta)
@@ -286,13 +344,13 @@ def load_results(path: str | os.PathLike) -> tuple[dict, ModelRuns]:
         meta = json.loads(str(arrays["meta"]))
     except (KeyError, json.JSONDecodeError) as error:
         raise MiscauseError(f"{path}: not a study result file (no readable meta: {error})") from None
-    if not isinstance(meta, dict) or any(key not in meta for key in META_KEYS):
-        raise MiscauseError(f"{path}: not a study result file (meta lacks one of {', '.join(META_KEYS)})")
-    if meta.get("format_version") not in READABLE_VERSIONS:
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise MiscauseError(f"{path}: not a study result file (its meta has no format_version)")
+    if meta.get("format_version") != FORMAT_VERSION:
         raise MiscauseError(f"{path}: result format version {meta.get('format_version')!r}, this miscause reads "
-                            f"{', '.join(map(str, READABLE_VERSIONS))}")
-    if any(anchor not in file_anchors(meta) for anchor in REQUIRED_ANCHORS):
-        raise MiscauseError(f"{path}: not a study result file, its anchors lack one of {', '.join(REQUIRED_ANCHORS)}")
+                            f"version {FORMAT_VERSION} only (rerun the study stage)")
+    if any(key not in meta for key in META_KEYS):
+        raise MiscauseError(f"{path}: not a study result file (meta lacks one of {', '.join(META_KEYS)})")
     missing = [key for key in needed_arrays(meta) if key not in arrays]
     if missing:
         raise MiscauseError(f"{path}: not a study result file, missing {', '.join(missing)}")
@@ -322,14 +380,15 @@ def combine_results(loaded: list[tuple[dict, ModelRuns]], top_percent: float, bo
             if not (np.array_equal(mine.positions, theirs.positions) and np.array_equal(mine.labels, theirs.labels)):
                 raise MiscauseError(f"{runs.source}: its {split} images differ from {first.source}'s: not the same "
                                     "data or --limit")
-    stored = {**NOT_RUN, **first_meta["erasure"]}
+    stored = first_meta["erasure"]
     fill = stored["fill"]
     options = ErasureOptions(**{**stored, "top_percent": top_percent, "box": box,
-                                **{key: tuple(stored[key]) for key in ("sweep_top_percent", "sweep_box", *NOT_RUN)},
+                                **{key: tuple(stored[key]) for key in TUPLE_OPTIONS},
                                 "fill": tuple(fill) if isinstance(fill, list) else fill})
-    if options.default not in first.test.settings:
-        raise MiscauseError(f"the result files hold no setting top percent {top_percent:g}, box {box}: choose "
-                            f"--top-percent and --box among {first.test.settings}")
+    if options.default != first.test.draw_setting:
+        raise MiscauseError(f"the result files drew their controls at top percent {first.test.draw_setting[0]:g}, "
+                            f"box {first.test.draw_setting[1]}, not at top percent {top_percent:g}, box {box}: the "
+                            "primary setting is the stage's")
     if saliency_method != options.saliency_method:
         raise MiscauseError(f"the result files hold saliency method {options.saliency_method!r} only, not "
                             f"{saliency_method!r}")

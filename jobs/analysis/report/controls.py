@@ -4,7 +4,7 @@ sanity check, all models in one table."""
 
 from __future__ import annotations
 
-from miscause.jobs.analysis.erasure.controls import SHIFTED
+from miscause.jobs.analysis.erasure.controls import MATCHED
 from miscause.jobs.analysis.erasure.curves import BETTER, MODES
 from miscause.jobs.analysis.erasure.paired import MeanDifference, MeanInterval
 from miscause.jobs.analysis.erasure.randomisation import MEASURES, ModelRandomisation
@@ -14,7 +14,7 @@ from miscause.jobs.analysis.report.document import Block
 from miscause.jobs.analysis.report.figures import figure_file
 
 ANCHOR_LABELS = {"saliency": "saliency", "random": "random (as many anchors)",
-                 SHIFTED: "shifted (the same pixel count)"}
+                 MATCHED: "location-matched (one draw)"}
 
 
 def _percent(x: float) -> str:

@@ -42,9 +42,10 @@ def deviations(results: Results) -> list[str]:
             "predicted class because a served model does not know the true one; the dataset mean as fill "
             "removes the pixels' content without adding a colour the training images lack.",
             "Verification: the paper shows that erasure corrects errors; here erasure at the salient pixels is "
-            "compared with erasure at as many random pixels on the same images (exact one-sided McNemar test, "
-            f"{o.correction} correction over each model's significant edges), since any erasure changes some "
-            "answers.",
+            f"compared with the `{s['control']}` control on the same images (a one-sided sign-flip permutation "
+            f"test of the paired differences, the control's draws averaged per image, {o.correction} correction "
+            "over each model's significant edges), since any erasure changes some answers; and the primary "
+            "endpoint asks whether it changes errors more than correct answers (specificity).",
             "Interaction of the two causes, which the paper leaves to future work: the correction rates of "
             "non-essential and morphological errors compared with an exact one-sided Fisher test per model.",
             "Correction policy: not part of the paper; chosen by nested cross-validation only on images the model "

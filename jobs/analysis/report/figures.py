@@ -88,7 +88,7 @@ def similarity_figure(names: list[str], spearman: np.ndarray, jaccard: np.ndarra
     return png(figure)
 
 
-ANCHOR_STYLES = {"saliency": "-o", "random": "--x", "shifted": ":s"}
+ANCHOR_STYLES = {"saliency": "-o", "random": "--x", "matched": ":s"}
 
 
 def erasure_figure(name: str, settings: list[dict]) -> bytes:
@@ -113,6 +113,30 @@ def erasure_figure(name: str, settings: list[dict]) -> bytes:
         ax.set_ylabel("fraction", fontsize=8)
         ax.grid(alpha=0.3)
     corrected_ax.legend(fontsize=6)
+    return png(figure)
+
+
+def sweep_figure(name: str, grids: dict[str, tuple[list[float], list[int], np.ndarray, np.ndarray]]) -> bytes:
+    """The sweep at a glance: per saliency method a p x b grid of the correction difference against the
+    location-matched control, in points, each cell marked * where its 95% interval excludes 0. `grids`: method ->
+    (p values, b values, differences [P,B] (NaN: undefined), interval excludes 0 [P,B])."""
+    figure = Figure(figsize=(3.6 * len(grids) + 0.8, 3.6))
+    axes = np.atleast_1d(figure.subplots(1, len(grids)))
+    limit = max([float(np.nanmax(np.abs(d))) for _, _, d, _ in grids.values() if np.isfinite(d).any()] + [1e-9])
+    for ax, (method, (ps, bs, differences, excludes)) in zip(axes, grids.items(), strict=True):
+        image = ax.imshow(100 * np.ma.masked_invalid(differences), cmap="coolwarm", vmin=-100 * limit,
+                          vmax=100 * limit)
+        ax.set_xticks(range(len(bs)), [str(b) for b in bs], fontsize=8)
+        ax.set_yticks(range(len(ps)), [f"{p:g}" for p in ps], fontsize=8)
+        ax.set_xlabel("box b", fontsize=8)
+        ax.set_ylabel("top percent p", fontsize=8)
+        ax.set_title(f"{name}: {method}", fontsize=9)
+        for (i, j), value in np.ndenumerate(differences):
+            if np.isfinite(value):
+                ax.text(j, i, f"{100 * value:+.1f}{'*' if excludes[i, j] else ''}", ha="center", va="center",
+                        fontsize=7)
+    figure.colorbar(image, ax=list(axes), fraction=0.03, pad=0.02,
+                    label="corrected, saliency - location-matched (points)")
     return png(figure)
 
 

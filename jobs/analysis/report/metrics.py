@@ -12,7 +12,7 @@ from miscause.jobs.analysis.patterns.networks import network_json
 from miscause.jobs.analysis.pipeline import Results
 from miscause.jobs.analysis.report.statistics import dependence_settings
 
-METRICS_VERSION = 1
+METRICS_VERSION = 2
 
 
 def plain(value: object) -> object:
@@ -64,6 +64,7 @@ def metrics(results: Results) -> dict:
         "similarity": {"models": names, "spearman": analysis.spearman, "jaccard": analysis.jaccard},
         "consensus": network_json(analysis.consensus),
         "pairs": [pair_json(record) for record in analysis.pairs],
+        "endpoints": {name: asdict(e) for name, e in erasure.endpoints.items()} if erasure else None,
         "erasure": erasure.summaries if erasure else None,
         "cause_interaction": erasure.cause_interaction if erasure else None,
         "verification_power": erasure.verification_power if erasure else None,

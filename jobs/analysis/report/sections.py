@@ -8,6 +8,7 @@ from miscause.jobs.analysis.patterns import causes
 from miscause.jobs.analysis.patterns.misclassification import Analysis
 from miscause.jobs.analysis.pipeline import ErasureResults, Results
 from miscause.jobs.analysis.report import controls as report_controls
+from miscause.jobs.analysis.report import endpoints as report_endpoints
 from miscause.jobs.analysis.report.deviations import deviations
 from miscause.jobs.analysis.report.document import Block
 from miscause.jobs.analysis.report.figures import figure_file
@@ -82,11 +83,13 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
               f"b x b pixels anchored at the top p% pixels, filled with `{s['fill']}`. "
               f"Default p = {s['top_percent']}, b = {s['box']}; sweep p in {s['sweep_top_percent']}, "
               f"b in {s['sweep_box']}. Control (a): as many anchors drawn uniformly at random (seed "
-              f"{s['seed']}); control (b): the same erasure on correctly classified images; control (c), where "
-              "the runs hold it: the saliency mask shifted by a uniform random offset, wrapping around the "
-              "borders, so it erases exactly as many pixels as the saliency erasure of the same image. Pairs are "
-              f"verified against the `{s.get('control', 'random')}` control."),
+              f"{s['seed']}); control (b): the same erasure on correctly classified images; the location-matched "
+              "control: the saliency mask of another image with the same predicted class (one draw per setting "
+              f"here, {s['control_draws']} at the primary setting). A pair is verified when saliency erasure "
+              f"corrects its errors more than the `{s['control']}` control does (one-sided sign-flip permutation "
+              "test of the paired differences, the control's draws averaged per image)."),
     ]
+    blocks += report_endpoints.secondary_blocks(erasure.endpoints)
     for name, summary in erasure.summaries.items():
         default = next(x for x in summary["settings"] if (x["top_percent"], x["box"]) ==
                        (summary["default"]["top_percent"], summary["default"]["box"]))
@@ -102,10 +105,12 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
         candidates = [r for r in summary["pairs"] if r["candidate"]]
         if candidates:
             blocks.append(("table", ["true", "pred", "errors", "runner-up true"]
-                           + [f"{a} corrected" for a in anchors] + ["adjusted p", "verified"],
+                           + [f"{a} corrected" for a in anchors]
+                           + [f"{summary['control']} corrected (mean over draws)", "adjusted p", "verified"],
                            [[r["true"], r["pred"], r["errors"], r.get("runner_up_true", "-")]
                             + [r[a]["corrected"] for a in anchors]
-                            + [f"{r['p_adjusted']:.3g}", "yes" if r["verified"] else "no"] for r in candidates]))
+                            + [f"{r['verification']['control_corrected']:.1f}", f"{r['p_adjusted']:.3g}",
+                               "yes" if r["verified"] else "no"] for r in candidates]))
         blocks += report_controls.control_blocks(name, summary, default)
         if erasure.examples.get(name):
             blocks.append(("figure", figure_file("examples", name),
@@ -122,6 +127,7 @@ def document(results: Results) -> list[Block]:
         ("h1", "Misclassification analysis"),
         ("p", f"Created {context.created}. Command:"),
         ("code", context.command),
+        *(report_endpoints.primary_blocks(erasure.endpoints) if erasure else []),
         ("h2", "Data and models"),
         ("p", results.data.get("description", "")),
         ("table", ["model", "source", "samples", "accuracy", "errors", "significant edges"],

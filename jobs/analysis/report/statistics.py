@@ -140,11 +140,12 @@ def interaction_blocks(analysis: Analysis, erasure: ErasureResults) -> list[Bloc
     if power_rows:
         blocks += [
             ("h3", "Power of the erasure verification"),
-            ("p", "Per tested pair: the level of its McNemar test after correction over the model's tested pairs, "
-                  "the fewest errors saliency erasure alone must correct (with none corrected by random erasure "
-                  "alone) for significance, and the smallest share of its errors saliency erasure alone must "
-                  f"correct to be verified with {VERIFICATION_POWER:.0%} power under that most favourable outcome; "
-                  "\"impossible\": the pair has too few errors to be verified whatever erasure does."),
+            ("p", "Per tested pair: the level of its sign-flip test after correction over the model's tested "
+                  "pairs, the fewest errors saliency erasure alone must correct (with none corrected by any of the "
+                  "control's draws; the p-value is then 2^-n, as McNemar's) for significance, and the smallest "
+                  "share of its errors saliency erasure alone must correct to be verified with "
+                  f"{VERIFICATION_POWER:.0%} power under that most favourable outcome; \"impossible\": the pair has "
+                  "too few errors to be verified whatever erasure does."),
             ("table", ["model", "true", "pred", "errors", "level", "errors needed at best", "smallest detectable rate"],
              power_rows),
         ]

@@ -19,6 +19,7 @@ from miscause.jobs.analysis.patterns.networks import network_json
 from miscause.jobs.analysis.pipeline import ErasureResults, Results
 from miscause.jobs.analysis.report import figures
 from miscause.jobs.analysis.report.document import to_html, to_markdown
+from miscause.jobs.analysis.report.endpoints import sweep_grids
 from miscause.jobs.analysis.report.figures import figure_file, file_stem
 from miscause.jobs.analysis.report.metrics import metrics, plain
 from miscause.jobs.analysis.report.sections import document
@@ -39,6 +40,8 @@ def figure_set(analysis: Analysis, erasure: ErasureResults | None,
         "n_models", "d")
     out["similarity.png"] = figures.similarity_figure(list(analysis.models), analysis.spearman, analysis.jaccard)
     if erasure:
+        for name, e in erasure.endpoints.items():
+            out[figure_file("sweep", name)] = figures.sweep_figure(name, sweep_grids(e.sweep, e.fill))
         for name, summary in erasure.summaries.items():
             out[figure_file("erasure", name)] = figures.erasure_figure(name, summary["settings"])
             if summary.get("curves"):
