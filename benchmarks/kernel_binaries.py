@@ -1,9 +1,10 @@
 """The erasure kernels' binaries as the launcher builds them, compiled for sm_90 on a machine without a GPU.
 
-The product's own `launch` runs on meta tensors with every Triton launch recorded instead of run; each recorded
-launch is then specialised by the kernel's own binder, exactly as `JITFunction.run` does on a GPU (pointers
-16-byte aligned, integers divisible by 16 marked so, integers equal to 1 made constants), and compiled for an
-H100-class target. A meta tensor's address is 0, which is aligned like every CUDA allocation PyTorch makes.
+The product's own entry point (`miscause.kernels.erase_unchecked`, the Triton kernels named) runs on meta tensors
+with every Triton launch recorded instead of run; each recorded launch is then specialised by the kernel's own
+binder, exactly as `JITFunction.run` does on a GPU (pointers 16-byte aligned, integers divisible by 16 marked
+so, integers equal to 1 made constants), and compiled for an H100-class target. A meta tensor's address is 0,
+which is aligned like every CUDA allocation PyTorch makes.
 
     python benchmarks/kernel_binaries.py                 # every case: registers, spills, per Triton version
     python benchmarks/kernel_binaries.py --sass          # the main case's SASS counts per image
@@ -31,8 +32,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
-from miscause.kernels import triton_erase
-from miscause.kernels.erase_spec import check_erase_args
+from miscause.kernels import erase_unchecked, triton_erase
 
 TARGET = GPUTarget("cuda", 90, 32)
 TOOLS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
@@ -105,10 +105,9 @@ def case_launches(case: Case) -> list[Launch]:
     images = torch.empty(case.shape, dtype=DTYPES[case.images], device="meta")
     ranking_shape = (n, case.gradient_channels, h, w) if case.gradient_channels else (n, h, w)
     ranking = torch.empty(ranking_shape, dtype=DTYPES[case.ranking], device="meta")
-    from_gradient = bool(case.gradient_channels)
-    args = check_erase_args(images, ranking, case.top_percent, case.box, None, per_channel=from_gradient)
     with recording() as launches, _meta_allowed():
-        triton_erase.launch(images, ranking, args, from_gradient, None, case.variant or triton_erase.variant_for(h, w))
+        erase_unchecked(images, ranking, case.top_percent, case.box, from_gradient=bool(case.gradient_channels),
+                        implementation=case.variant or "triton")
     return launches
 
 

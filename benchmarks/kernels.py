@@ -2,14 +2,14 @@
 
 Every case (N images of H x W, one images dtype) is first checked, then timed:
 
-- `triton`: `miscause.kernels.erase_triton` on a float32 saliency map [N, H, W] (the kernel chosen for the
-  size, then its per-image status read back and checked: one host sync);
-- `triton_unchecked`: the same launch without reading the status back (`erase_triton_unchecked`);
-- `triton_packed`, `triton_bands`, `triton_split`: each kernel forced, unchecked (the packed kernel only for
-  sides up to 64, the split kernel only for images too big for it);
-- `triton_gradient`: `erase_from_gradient_triton` on the raw gradient [N, C, H, W] (images' dtype),
-  the channel reduction fused into the kernel;
-- `eager`: `erase_reference`, the PyTorch reference;
+- `triton`: `miscause.kernels.erase(..., implementation="triton")` on a float32 saliency map [N, H, W] (the
+  kernel chosen for the size, then its per-image status read back and checked: one host sync);
+- `triton_unchecked`: the same launch without reading the status back (`erase_unchecked`);
+- `triton_packed`, `triton_bands`, `triton_split`: each kernel forced (`implementation="packed"`, ...),
+  unchecked (the packed kernel only for sides up to 64, the split kernel only for images too big for it);
+- `triton_gradient`: `erase(..., from_gradient=True, implementation="triton")` on the raw gradient
+  [N, C, H, W] (images' dtype), the channel reduction fused into the kernel;
+- `eager`: `erase(..., implementation="reference")`, the PyTorch reference;
 - `compile`: `torch.compile` of the reference's core (its argument checks stay outside the compiled graph), timed
   on the first case only: it recompiles for every shape and dtype;
 - `roofline`: the bytes the op must move (images read, erased images written, saliency read, mask written)
@@ -41,25 +41,17 @@ import triton
 from miscause.benchmarks.report import Run, Table, add_output_arguments
 from miscause.defaults import BOX, TOP_PERCENT
 from miscause.errors import MiscauseError
-from miscause.kernels import (
-    erase_from_gradient_reference,
-    erase_from_gradient_triton,
-    erase_reference,
-    erase_triton,
-)
+from miscause.kernels import erase, erase_unchecked
 from miscause.kernels.erase_spec import check_erase_args
 from miscause.kernels.reference import erase_core
-from miscause.kernels.triton_bands import bands_kernel
-from miscause.kernels.triton_erase import erase_triton_unchecked
-from miscause.kernels.triton_packed import MAX_SIDE, packed_kernel
-from miscause.kernels.triton_split import split_fill_kernel, split_pass_kernel, split_resolve_kernel
+from miscause.kernels.triton_erase import KERNELS
+from miscause.kernels.triton_shared import MAX_SIDE
 
 CASES = "4096x32x32,16384x32x32,256x224x224"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 IMPLS = ("triton", "triton_unchecked", "triton_packed", "triton_bands", "triton_split", "triton_gradient", "eager",
          "compile")
 GPU_ONLY = ("triton", "triton_unchecked", "triton_packed", "triton_bands", "triton_split", "triton_gradient")
-KERNELS = (packed_kernel, bands_kernel, split_pass_kernel, split_resolve_kernel, split_fill_kernel)
 
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, saliency, gradient
 
@@ -122,16 +114,16 @@ def implementations(top_percent: float, box: int, first: Inputs) -> dict[str, Ca
     """Each implementation as a call on one input set."""
     args = check_erase_args(first[0], first[1], top_percent, box, None)
     compiled = torch.compile(erase_core)
-    def unchecked(variant: str | None) -> Callable[[Inputs], object]:
-        return lambda x: erase_triton_unchecked(x[0], x[1], top_percent, box, variant=variant)[:2]
+    def unchecked(implementation: str) -> Callable[[Inputs], object]:
+        return lambda x: erase_unchecked(x[0], x[1], top_percent, box, implementation=implementation)[:2]
     return {
-        "triton": lambda x: erase_triton(x[0], x[1], top_percent, box),
-        "triton_unchecked": unchecked(None),
+        "triton": lambda x: erase(x[0], x[1], top_percent, box, implementation="triton"),
+        "triton_unchecked": unchecked("triton"),
         "triton_packed": unchecked("packed"),
         "triton_bands": unchecked("bands"),
         "triton_split": unchecked("split"),
-        "triton_gradient": lambda x: erase_from_gradient_triton(x[0], x[2], top_percent, box),
-        "eager": lambda x: erase_reference(x[0], x[1], top_percent, box),
+        "triton_gradient": lambda x: erase(x[0], x[2], top_percent, box, from_gradient=True, implementation="triton"),
+        "eager": lambda x: erase(x[0], x[1], top_percent, box, implementation="reference"),
         "compile": lambda x: compiled(x[0], x[1], args)[:2],
     }
 
@@ -157,8 +149,8 @@ def kernel_resources() -> list[dict]:
 
 def check(calls: dict[str, Callable[[Inputs], object]], inputs: Inputs, top_percent: float, box: int) -> list[str]:
     """Names of the implementations whose (erased, mask) differ from the eager reference's on `inputs`."""
-    want = erase_reference(inputs[0], inputs[1], top_percent, box)
-    want_from_gradient = erase_from_gradient_reference(inputs[0], inputs[2], top_percent, box)
+    want = erase(inputs[0], inputs[1], top_percent, box, implementation="reference")
+    want_from_gradient = erase(inputs[0], inputs[2], top_percent, box, from_gradient=True, implementation="reference")
     wrong = []
     for name, call in calls.items():
         expected = want_from_gradient if name == "triton_gradient" else want

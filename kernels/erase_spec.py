@@ -17,7 +17,7 @@ import torch
 
 from miscause.erasure import ErasureSettings
 
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,11 @@ class EraseArgs:
         """The fill rounded to `dtype` on its device; a fill given as numbers costs no copy after the first call."""
         if self.fill_values is None:
             return self.fill.to(dtype)
-        return cached_fill(self.fill_values, self.fill.device, dtype)
+        return _cached_fill(self.fill_values, self.fill.device, dtype)
 
 
 @functools.lru_cache(maxsize=64)
-def cached_fill(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _cached_fill(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """One fill tensor per (values, device, dtype), made once: no host-to-device copy per call.
 
     Rounded through float32 like every other fill. Not to be written to: callers share it.
@@ -76,7 +76,7 @@ def check_erase_args(
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a [N, C, H, W] tensor, got {_describe(images)}")
-    if images.dtype not in FLOAT_DTYPES:
+    if images.dtype not in _FLOAT_DTYPES:
         raise ValueError(f"images must be float32, float16 or bfloat16, got {images.dtype}")
     n, c, h, w = images.shape
     if c < 1 or h < 1 or w < 1:
@@ -93,7 +93,7 @@ def check_erase_args(
         raise ValueError(
             f"{saliency_name} must have shape (N, H, W) = {(n, h, w)} to match images, got {tuple(saliency.shape)}"
         )
-    if saliency.dtype not in FLOAT_DTYPES:
+    if saliency.dtype not in _FLOAT_DTYPES:
         raise ValueError(f"{saliency_name} must be float32, float16 or bfloat16, got {saliency.dtype}")
     if saliency.device != images.device:
         raise ValueError(f"{saliency_name} is on {saliency.device} but images are on {images.device}")
@@ -160,7 +160,7 @@ def _fill_values(fill: Sequence[float] | torch.Tensor | None, channels: int,
     else:
         numbers_given = tuple(torch.as_tensor(fill, dtype=torch.float32).reshape(-1).tolist())
     _check_fill_length(len(numbers_given), channels)
-    return cached_fill(numbers_given, images.device, torch.float32), numbers_given
+    return _cached_fill(numbers_given, images.device, torch.float32), numbers_given
 
 
 def _check_fill_length(length: int, channels: int) -> None:

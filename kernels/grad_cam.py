@@ -3,7 +3,7 @@
 Each channel of the layer's feature map is weighted by the spatial mean of the logit's gradient with respect
 to it; the weighted sum over channels is upsampled bilinearly to the input size and its negative part set to
 zero. The layer is named relative to the network, so the same name finds it inside a wrapper such as the
-served model's test-time augmentation (`locate`). There the layer runs once per augmented view and has no
+served model's test-time augmentation (`_locate`). There the layer runs once per augmented view and has no
 single map, so the map is that of the wrapped network, for the class the whole model predicts (or `target`);
 the logits returned are always the whole model's.
 """
@@ -17,7 +17,7 @@ from torch.nn import functional
 from miscause.kernels.gradients import Target, check_images, classes_of, clean_logits, eval_mode, trackable
 
 
-def locate(model: nn.Module, layer: str | nn.Module) -> tuple[nn.Module, nn.Module]:
+def _locate(model: nn.Module, layer: str | nn.Module) -> tuple[nn.Module, nn.Module]:
     """(network, layer module): the layer as `model` names it, else in the one submodule of `model` that holds
     it under that name (a network in a wrapper). A module is looked up by identity."""
     modules = dict(model.named_modules())
@@ -41,7 +41,7 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target: Target = None,
     check_images(images)
     if layer is None or layer == "":
         raise ValueError("grad_cam needs the option layer: the name of the network's last convolutional block")
-    network, module = locate(model, layer)
+    network, module = _locate(model, layer)
     features: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _module, _inputs, output: features.append(output))
     try:

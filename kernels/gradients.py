@@ -19,7 +19,7 @@ Target = int | torch.Tensor | None
 def input_gradient(model: nn.Module, images: torch.Tensor, target: Target = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(d logit[target] / d images [N, C, H, W], logits [N, K] float32): one forward and one batched backward.
 
-    The raw gradient is what `erase_from_gradient` takes, reducing it over channels inside the kernel.
+    The raw gradient is what `erase(..., from_gradient=True)` takes, reducing it over channels inside the kernel.
     """
     check_images(images)
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():

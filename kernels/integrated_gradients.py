@@ -16,16 +16,16 @@ from torch import nn
 
 from miscause.kernels.gradients import Target, check_images, classes_of, clean_logits, input_gradient, per_pixel
 
-INTEGRATIONS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle")
+_INTEGRATIONS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle")
 
 
-def integration_points(n_steps: int, integration: str = "gausslegendre") -> tuple[list[float], list[float]]:
+def _integration_points(n_steps: int, integration: str = "gausslegendre") -> tuple[list[float], list[float]]:
     """(positions in [0, 1] along the path, their weights) of the quadrature rule, as Captum computes them
     (the Riemann positions in float32, so the path's points are the same to the last bit)."""
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
-    if integration not in INTEGRATIONS:
-        raise ValueError(f"unknown integration {integration!r}; choose one of {', '.join(INTEGRATIONS)}")
+    if integration not in _INTEGRATIONS:
+        raise ValueError(f"unknown integration {integration!r}; choose one of {', '.join(_INTEGRATIONS)}")
     if integration == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n_steps)
         return list(0.5 * (1 + nodes)), list(0.5 * weights)
@@ -39,7 +39,7 @@ def integrated_gradients(model: nn.Module, images: torch.Tensor, target: Target 
                          internal_batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """(map [N, H, W] float32: max over channels of |attribution|, logits [N, K] float32 of the images)."""
     check_images(images)
-    alphas, weights = integration_points(n_steps, integration)
+    alphas, weights = _integration_points(n_steps, integration)
     if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) or internal_batch_size < 1:
         raise ValueError(f"internal_batch_size must be an integer >= 1, got {internal_batch_size!r}")
     try:

@@ -1,7 +1,8 @@
 """The erasure op in plain PyTorch: the executable form of the spec, and the CPU serving path.
 
 Every step is a whole-batch tensor operation (no per-image loop), so it runs on CPU or GPU and under
-torch.compile; the Triton kernel is tested against it.
+torch.compile; the Triton kernel is tested against it. `erase_core` is the op after the argument checks, which
+`miscause bench kernels` compiles with torch.compile.
 """
 
 from __future__ import annotations
@@ -10,32 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from miscause.kernels.erase_spec import EraseArgs, EraseResult, check_erase_args, checked, ranking_name
-
-
-def erase_reference(
-    images: torch.Tensor,
-    saliency: torch.Tensor,
-    top_percent: float,
-    box: int,
-    fill: Sequence[float] | torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Erase boxes of side `box` around each image's top `top_percent`% saliency pixels.
-
-    images [N, C, H, W] float32|float16|bfloat16, saliency [N, H, W] -> (erased like images, mask [N, H, W] bool).
-    """
-    return checked(erase_reference_unchecked(images, saliency, top_percent, box, fill))
-
-
-def erase_from_gradient_reference(
-    images: torch.Tensor,
-    gradient: torch.Tensor,
-    top_percent: float,
-    box: int,
-    fill: Sequence[float] | torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`erase_reference` with saliency = max over channels of |gradient|, gradient [N, C', H, W]."""
-    return checked(erase_reference_unchecked(images, gradient, top_percent, box, fill, from_gradient=True))
+from miscause.kernels.erase_spec import EraseArgs, EraseResult, check_erase_args, ranking_name
 
 
 def erase_reference_unchecked(
@@ -63,13 +39,13 @@ def erase_core(images: torch.Tensor, saliency: torch.Tensor,
                args: EraseArgs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The op on checked arguments: (erased, mask, anchors per image) from the anchors, their boxes and the fill."""
     n, c, h, w = images.shape
-    anchors = anchor_mask(saliency, args.k)
-    mask = dilate(anchors, args.radius)
+    anchors = _anchor_mask(saliency, args.k)
+    mask = _dilate(anchors, args.radius)
     fill = args.fill.to(images.dtype).view(1, c, 1, 1)
     return torch.where(mask.unsqueeze(1), fill, images), mask, anchors.flatten(1).sum(dim=1, dtype=torch.int32)
 
 
-def anchor_mask(saliency: torch.Tensor, k: int) -> torch.Tensor:
+def _anchor_mask(saliency: torch.Tensor, k: int) -> torch.Tensor:
     """[N, H, W] bool: each image's k largest saliency pixels, ties going to the smaller row-major index.
 
     The k-th largest value is the smallest of the top k; every pixel at or above it is an anchor unless
@@ -89,7 +65,7 @@ def anchor_mask(saliency: torch.Tensor, k: int) -> torch.Tensor:
     return anchors.view(n, h, w)
 
 
-def dilate(anchors: torch.Tensor, radius: int) -> torch.Tensor:
+def _dilate(anchors: torch.Tensor, radius: int) -> torch.Tensor:
     """[N, H, W] bool: pixels within Chebyshev distance `radius` of an anchor, the box clipped at the borders.
 
     The box is separable: a (2r+1)-wide OR along the rows, then along the columns.

@@ -15,7 +15,7 @@ channels:
 The class is each image's predicted one unless a target is given. The model runs in eval mode so the
 images of a batch do not influence each other; a module that cannot switch modes (the `.module()` of a
 torch.export program) is used as exported. `saliency` also returns the logits of the un-noised images, so
-callers need no second forward. The classes mirror Captum's `attribute` API.
+callers need no second forward.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from miscause.kernels.grad_cam import grad_cam
 from miscause.kernels.gradients import Target, check_images, classes_of, clean_logits, input_gradient, per_pixel
 from miscause.kernels.integrated_gradients import integrated_gradients
 
-OPTIONS: dict[str, tuple[str, ...]] = {
+_OPTIONS: dict[str, tuple[str, ...]] = {
     "gradient": (),
     "input_x_gradient": (),
     "smoothgrad": ("n_samples", "sigma", "generator"),
     "integrated_gradients": ("baseline", "n_steps", "integration", "internal_batch_size"),
     GRAD_CAM: ("layer",),
 }
-METHODS = tuple(OPTIONS)
+METHODS = tuple(_OPTIONS)
 
 
 def saliency(
@@ -47,11 +47,11 @@ def saliency(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(saliency [N, H, W] float32, logits [N, K] float32 of the un-noised images) for normalised images.
 
-    `options` are the method's settings, `OPTIONS[method]`: none for `gradient` and `input_x_gradient`.
+    `options` are the method's settings (`_OPTIONS[method]`): none for `gradient` and `input_x_gradient`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown saliency method {method!r}; choose one of {', '.join(METHODS)}")
-    allowed = OPTIONS[method]
+    allowed = _OPTIONS[method]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) for {method}: {', '.join(unknown)}"
@@ -66,59 +66,6 @@ def saliency(
     grad, logits = input_gradient(model, images, target)
     weighted = grad * images if method == "input_x_gradient" else grad
     return per_pixel(weighted), logits
-
-
-class Gradient:
-    """Captum-style: `Gradient(model).attribute(inputs, target=None)` -> max over channels of |gradient|."""
-
-    method = "gradient"
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.options: dict[str, object] = {}
-
-    def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
-        """[N, H, W] float32 saliency of `inputs` [N, C, H, W] for `target` (default: the predicted class)."""
-        return saliency(self.model, inputs, self.method, target, **self.options)[0]
-
-
-class InputXGradient(Gradient):
-    """Captum-style: max over channels of |input * gradient|."""
-
-    method = "input_x_gradient"
-
-
-class SmoothGrad(Gradient):
-    """Captum-style: the gradient map averaged over `n_samples` noisy copies (noise sd = sigma * value range)."""
-
-    method = "smoothgrad"
-
-    def __init__(self, model: nn.Module, n_samples: int = 16, sigma: float = 0.15,
-                 generator: torch.Generator | None = None) -> None:
-        super().__init__(model)
-        self.options = {"n_samples": n_samples, "sigma": sigma, "generator": generator}
-
-
-class IntegratedGradients(Gradient):
-    """Captum-style: max over channels of |integrated gradients| from `baseline` (0: the dataset mean)."""
-
-    method = "integrated_gradients"
-
-    def __init__(self, model: nn.Module, baseline: float | torch.Tensor = 0.0, n_steps: int = 50,
-                 integration: str = "gausslegendre", internal_batch_size: int = 512) -> None:
-        super().__init__(model)
-        self.options = {"baseline": baseline, "n_steps": n_steps, "integration": integration,
-                        "internal_batch_size": internal_batch_size}
-
-
-class GradCam(Gradient):
-    """Captum-style: the Grad-CAM map of `layer` (a name or a submodule of `model`), upsampled, ReLU'd."""
-
-    method = GRAD_CAM
-
-    def __init__(self, model: nn.Module, layer: str | nn.Module) -> None:
-        super().__init__(model)
-        self.options = {"layer": layer}
 
 
 def _smoothgrad(

@@ -8,16 +8,16 @@ Three kernels implement it, all exact and equal to the reference bit for bit:
 - `split` (`triton_split.py`), for large images: the same selection and bands spread over many programs per
   image, in a few launches.
 
-Saliency values become uint32 keys whose unsigned order is their float order (`triton_keys.py`); anchors are
+Saliency values become uint32 keys whose unsigned order is their float order (`order_key`); anchors are
 the k largest keys, ties to the smaller row-major index. Each launch writes, per image, the count of NaN/Inf
 ranking values and the count of anchors (always k). `erase_triton_unchecked` returns them without reading
 them, so it never waits for the device (no host sync, no allocation that depends on the data: it can be
-captured in a CUDA graph once a call has warmed it up); `erase_triton` checks them and raises.
+captured in a CUDA graph once a call has warmed it up); `miscause.kernels.erase` checks them and raises. What
+the kernels share (keys, radix and band steps, block sizes, the device guard) is in `triton_shared.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Literal
 
@@ -25,49 +25,22 @@ import torch
 import triton
 from triton.runtime.interpreter import InterpretedFunction
 
-from miscause.kernels.erase_spec import EraseArgs, EraseResult, check_erase_args, checked, ranking_name
-from miscause.kernels.triton_bands import bands_config, bands_kernel
-from miscause.kernels.triton_keys import KEY_BITS
-from miscause.kernels.triton_packed import MAX_SIDE, packed_config, packed_kernel
-from miscause.kernels.triton_split import split_config, split_erase
+from miscause.kernels.erase_spec import EraseResult, check_erase_args, ranking_name
+from miscause.kernels.triton_bands import bands_kernel
+from miscause.kernels.triton_packed import packed_kernel
+from miscause.kernels.triton_shared import KEY_BITS, MAX_SIDE, bands_config, device_guard, packed_config, split_config
+from miscause.kernels.triton_split import split_erase, split_fill_kernel, split_pass_kernel, split_resolve_kernel
 
 Variant = Literal["packed", "bands", "split"]
 VARIANTS: tuple[Variant, ...] = ("packed", "bands", "split")
 
+# Every Triton kernel a launch may run, for listing the compiled binaries' resources.
+KERNELS = (packed_kernel, bands_kernel, split_pass_kernel, split_resolve_kernel, split_fill_kernel)
+
 # Pixels from which an image takes the split kernel: from 128x128 an image spans eight or more band tiles, so
 # one program per image is a long serial walk, and spreading it over programs outweighs the split's few extra
 # launches and its recomputed selection state; below it the band kernel's single launch is cheaper.
-SPLIT_PIXELS = 128 * 128
-
-
-def erase_triton(
-    images: torch.Tensor,
-    saliency: torch.Tensor,
-    top_percent: float,
-    box: int,
-    fill: Sequence[float] | torch.Tensor | None = None,
-    *,
-    out: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Triton kernel on saliency [N, H, W]; same contract as `erase_reference`.
-
-    `out` = (erased, mask) preallocated outputs, written in full. Needs CUDA tensors, or CPU tensors with
-    TRITON_INTERPRET=1 set before triton was first imported.
-    """
-    return checked(erase_triton_unchecked(images, saliency, top_percent, box, fill, out=out))
-
-
-def erase_from_gradient_triton(
-    images: torch.Tensor,
-    gradient: torch.Tensor,
-    top_percent: float,
-    box: int,
-    fill: Sequence[float] | torch.Tensor | None = None,
-    *,
-    out: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`erase_triton` on a raw gradient [N, C', H, W]: max over channels of |gradient| is taken in the kernel."""
-    return checked(erase_triton_unchecked(images, gradient, top_percent, box, fill, from_gradient=True, out=out))
+_SPLIT_PIXELS = 128 * 128
 
 
 def erase_triton_unchecked(
@@ -85,42 +58,17 @@ def erase_triton_unchecked(
     """Launch without reading anything back; the caller checks the status later (`check_result`), e.g. per batch.
 
     `ranking` is the saliency [N, H, W], or with `from_gradient` the raw gradient [N, C', H, W]. Images with
-    NaN/Inf ranking values get unspecified outputs. `variant` forces a kernel (default: `variant_for`);
-    `debug` compiles in device assertions of the selection's invariants.
+    NaN/Inf ranking values get unspecified outputs. `out` = (erased, mask) preallocated outputs, written in full;
+    `variant` forces a kernel (default: `variant_for`); `debug` compiles in device assertions of the selection's
+    invariants.
     """
     args = check_erase_args(images, ranking, top_percent, box, fill, saliency_name=ranking_name(from_gradient),
                             per_channel=from_gradient)
-    return launch(images, ranking, args, from_gradient, out, variant or variant_for(*images.shape[2:]), debug)
-
-
-def variant_for(height: int, width: int) -> Variant:
-    """The kernel for an image size: packed when both sides fit a 64-bit word, split from SPLIT_PIXELS, else bands."""
-    if max(height, width) <= MAX_SIDE:
-        return "packed"
-    return "split" if height * width >= SPLIT_PIXELS else "bands"
-
-
-def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
-    """Make `device` current for a launch: Triton launches on the current CUDA device, not the tensors' one."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def launch(
-    images: torch.Tensor,
-    ranking: torch.Tensor,
-    args: EraseArgs,
-    from_gradient: bool,
-    out: tuple[torch.Tensor, torch.Tensor] | None,
-    variant: Variant,
-    debug: bool = False,
-) -> EraseResult:
-    """Allocate or check the outputs and launch one kernel on checked arguments; read nothing back."""
     if not (images.is_cuda or isinstance(bands_kernel, InterpretedFunction)):
-        raise ValueError("erase_triton needs CUDA tensors (or TRITON_INTERPRET=1 set before triton is imported); "
-                         "use erase or erase_reference on the CPU")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        raise ValueError("a Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 set before triton is imported); "
+                         "use implementation='reference' on the CPU")
     n, c, h, w = images.shape
+    variant = variant or variant_for(h, w)
     erased, mask = out if out is not None else _outputs(images)
     if erased.shape != images.shape or erased.dtype != images.dtype or not erased.is_contiguous():
         raise ValueError("out[0] must be a contiguous tensor of the images' shape and dtype")
@@ -146,6 +94,13 @@ def launch(
             bands_kernel[(n,)](*common, c, c_sal, h, w, args.k, radius, KEY_BITS=key_bits, **options,
                                **bands_config(h, w))
     return result
+
+
+def variant_for(height: int, width: int) -> Variant:
+    """The kernel for an image size: packed when both sides fit a 64-bit word, split from _SPLIT_PIXELS, else bands."""
+    if max(height, width) <= MAX_SIDE:
+        return "packed"
+    return "split" if height * width >= _SPLIT_PIXELS else "bands"
 
 
 def _outputs(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

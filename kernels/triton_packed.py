@@ -28,6 +28,8 @@ image's side.
 
 Fill. The mask is stored, then each channel is read and written once. When the block has no padding (sides
 powers of two, N a multiple of IMAGES) the loads and stores carry no mask, so they vectorise fully.
+
+The keys and the ranking read are `triton_shared.py`'s, as is the block shape (`packed_config`).
 """
 
 from __future__ import annotations
@@ -35,20 +37,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from miscause.kernels.triton_keys import complete_key, is_nonfinite, load_saliency, order_key
-
-# Longest side the packed kernel takes: a row or column of the mask packs into one 64-bit word.
-MAX_SIDE = 64
-
-# Pixels per program: whole images, as many as fit.
-PIXELS_PER_PROGRAM = 4096
+from miscause.kernels.triton_shared import complete_key, is_nonfinite, load_saliency, order_key
 
 # Bisection steps between two checks for the early exit (the check reduces across the block's warps).
-STEPS_PER_CHECK = tl.constexpr(4)
+_STEPS_PER_CHECK = tl.constexpr(4)
 
 
 @triton.constexpr_function
-def index_bits(pixels: int) -> int:
+def _index_bits(pixels: int) -> int:
     """Bits that hold every row-major index of an image of `pixels` pixels (at least one)."""
     return max(1, (pixels - 1).bit_length())
 
@@ -107,12 +103,12 @@ def _select(key, valid, live, pixel, k, KEY_BITS: tl.constexpr, INDEX_BITS: tl.c
     held = _count(valid)  # keys >= threshold
     top = tl.full([], 31, dtype=tl.int32)
     while (top >= 32 - KEY_BITS) & (tl.max(tl.where(live, held, k)) > k):
-        for step in tl.static_range(STEPS_PER_CHECK):
+        for step in tl.static_range(_STEPS_PER_CHECK):
             candidate = threshold | (one << (top - step).to(tl.uint32))
             at_least = _count(valid & (key >= candidate))
             threshold = tl.where(at_least >= k, candidate, threshold)
             held = tl.where(at_least >= k, at_least, held)
-        top -= STEPS_PER_CHECK
+        top -= _STEPS_PER_CHECK
     threshold = complete_key(threshold, KEY_BITS)
     above = valid & (key > threshold)
     tie = valid & (key == threshold)
@@ -170,7 +166,7 @@ def packed_kernel(images, saliency, fill, erased, mask, nonfinite, anchors, N, C
     value = load_saliency(saliency + image * C_SAL * plane, pixel, valid, plane, C_SAL, FROM_GRADIENT)
     live = image < N
     tl.store(nonfinite + image, _count(valid & is_nonfinite(value)), mask=live)
-    anchor = _select(order_key(value), valid, live, pixel, k, KEY_BITS, index_bits(plane), DEBUG)
+    anchor = _select(order_key(value), valid, live, pixel, k, KEY_BITS, _index_bits(plane), DEBUG)
     held = _count(anchor)
     tl.store(anchors + image, held, mask=live)
     if DEBUG:
@@ -192,12 +188,3 @@ def packed_kernel(images, saliency, fill, erased, mask, nonfinite, anchors, N, C
             pixels = tl.load(images + c * plane + offsets, mask=valid)
             tl.store(erased + c * plane + offsets, tl.where(in_box, fill_value, pixels), mask=valid)
 
-
-def packed_config(images: int, height: int, width: int) -> dict[str, int | bool]:
-    """Block shape for N images of a size: whole images per program, no padding when the shape allows."""
-    if max(height, width) > MAX_SIDE:
-        raise ValueError(f"the packed kernel takes sides up to {MAX_SIDE}, got {height}x{width}")
-    hb, wb = triton.next_power_of_2(height), triton.next_power_of_2(width)
-    per_program = max(1, PIXELS_PER_PROGRAM // (hb * wb))
-    even = (hb, wb) == (height, width) and images % per_program == 0
-    return {"IMAGES": per_program, "HB": hb, "WB": wb, "EVEN": even, "num_warps": 4}

@@ -15,7 +15,7 @@ spreads an image over several programs, and no step waits for the host:
    are still needed (the slice holding the needed-th tie is found from the per-slice counts, and only that
    slice is read to find its index). Stores (threshold, cut), the NaN/Inf count, and a zero anchor count.
 3. Dilate and fill, grid (image, band of BAND rows): each program evaluates the anchor rule on its band and
-   on up to `radius` rows above and below it, dilates with the band kernel's helpers, writes the band's mask
+   on up to `radius` rows above and below it, dilates with the band steps of `triton_shared.py`, writes the band's mask
    and each channel once, and adds the anchors of its own rows to the image's count.
 
 The outputs are the band kernel's, bit for bit. A box as wide as the image makes every band read the whole
@@ -28,27 +28,12 @@ import torch
 import triton
 import triton.language as tl
 
-from miscause.kernels.triton_bands import (
-    TILE,
-    bands_config,
-    fill_band,
-    find_tie,
-    radix_histogram,
-    radix_passes,
-    radix_start,
-    radix_step,
-    radix_threshold,
-    reach_rows,
-    row_reach,
-)
+from miscause.kernels import triton_shared as shared
 
 # Per-image int32 counters: the histograms of up to four radix passes, the NaN/Inf count, the bands done (DEBUG).
-NONFINITE = tl.constexpr(4 * 256)
-BANDS_DONE = tl.constexpr(4 * 256 + 1)
-COUNTERS = tl.constexpr(4 * 256 + 2)
-
-# Pixels per selection slice, about: whole rows, so a slice holds a few selection tiles.
-SLICE_PIXELS = 2 * TILE
+_NONFINITE = tl.constexpr(4 * 256)
+_BANDS_DONE = tl.constexpr(4 * 256 + 1)
+_COUNTERS = tl.constexpr(4 * 256 + 2)
 
 
 @triton.jit
@@ -57,10 +42,10 @@ def _image_state(counters, k, PASSES: tl.constexpr):
 
     A pass after the one that resolved the image never ran (its histogram is zero) and is skipped.
     """
-    prefix, needed, tied = radix_start(k)
+    prefix, needed, tied = shared.radix_start(k)
     for byte in tl.static_range(PASSES):
         if tied != needed:
-            prefix, needed, tied = radix_step(tl.load(counters + byte * 256 + tl.arange(0, 256)), prefix, needed,
+            prefix, needed, tied = shared.radix_step(tl.load(counters + byte * 256 + tl.arange(0, 256)), prefix, needed,
                                               byte)
     return prefix, needed, tied
 
@@ -72,17 +57,18 @@ def split_pass_kernel(saliency, counters, slices, C_SAL, H, W, k, FROM_GRADIENT:
     n = tl.program_id(0).to(tl.int64)
     s = tl.program_id(1)
     plane = H * W
-    image_counters = counters + n * COUNTERS
+    image_counters = counters + n * _COUNTERS
     prefix, needed, tied = _image_state(image_counters, k, BYTE)
     if tied != needed:
         start = s * SLICE * W
-        histogram, bad = radix_histogram(saliency + n * C_SAL * plane, start, tl.minimum(start + SLICE * W, plane),
-                                         plane, C_SAL, prefix, FROM_GRADIENT, BYTE, BLOCK)
+        histogram, bad = shared.radix_histogram(saliency + n * C_SAL * plane, start,
+                                                tl.minimum(start + SLICE * W, plane), plane, C_SAL, prefix,
+                                                FROM_GRADIENT, BYTE, BLOCK)
         bins = tl.arange(0, 256)
         tl.atomic_add(image_counters + BYTE * 256 + bins, histogram, mask=histogram > 0, sem="relaxed")
         if BYTE == 0:
-            tl.atomic_add(image_counters + NONFINITE, bad, mask=bad > 0, sem="relaxed")
-        if BYTE == radix_passes(KEY_BITS) - 1:
+            tl.atomic_add(image_counters + _NONFINITE, bad, mask=bad > 0, sem="relaxed")
+        if BYTE == shared.radix_passes(KEY_BITS) - 1:
             tl.store(slices + (n * tl.num_programs(1) + s) * 256 + bins, histogram)
 
 
@@ -93,13 +79,13 @@ def split_resolve_kernel(saliency, counters, slices, state, nonfinite, anchors, 
     """One program per image, after the passes: store (threshold, cut) and the NaN/Inf count, zero the anchors."""
     n = tl.program_id(0).to(tl.int64)
     plane = H * W
-    image_counters = counters + n * COUNTERS
-    prefix, needed, tied = _image_state(image_counters, k, radix_passes(KEY_BITS))
-    threshold = radix_threshold(prefix, needed, tied, KEY_BITS, DEBUG)
+    image_counters = counters + n * _COUNTERS
+    prefix, needed, tied = _image_state(image_counters, k, shared.radix_passes(KEY_BITS))
+    threshold = shared.radix_threshold(prefix, needed, tied, KEY_BITS, DEBUG)
     cut = plane
     if tied > needed:
         # Every pass ran: the last one's per-slice histograms, read at the chosen byte, count each slice's ties.
-        last_shift: tl.constexpr = 32 - 8 * radix_passes(KEY_BITS)
+        last_shift: tl.constexpr = 32 - 8 * shared.radix_passes(KEY_BITS)
         digit = ((prefix >> last_shift) & 0xFF).to(tl.int32)
         count = (H + SLICE - 1) // SLICE
         index = tl.arange(0, SLICES)
@@ -107,11 +93,11 @@ def split_resolve_kernel(saliency, counters, slices, state, nonfinite, anchors, 
         s = tl.sum((tl.cumsum(ties, axis=0) < needed).to(tl.int32), axis=0)
         before = tl.sum(tl.where(index < s, ties, 0), axis=0)
         start = s * SLICE * W
-        cut = find_tie(saliency + n * C_SAL * plane, start, tl.minimum(start + SLICE * W, plane), plane, C_SAL,
+        cut = shared.find_tie(saliency + n * C_SAL * plane, start, tl.minimum(start + SLICE * W, plane), plane, C_SAL,
                        threshold, needed - before, FROM_GRADIENT, BLOCK)
     tl.store(state + 2 * n, threshold.to(tl.int32, bitcast=True))
     tl.store(state + 2 * n + 1, cut)
-    tl.store(nonfinite + n, tl.load(image_counters + NONFINITE))
+    tl.store(nonfinite + n, tl.load(image_counters + _NONFINITE))
     tl.store(anchors + n, 0)
 
 
@@ -131,17 +117,17 @@ def split_fill_kernel(images, saliency, fill, erased, mask, anchors, counters, s
     image_saliency = saliency + n * C_SAL * plane
     cols = tl.arange(0, BLOCK_W)[None, :]
     rows = top + tl.arange(0, BAND)[:, None]
-    reach, held = row_reach(image_saliency, rows, cols, H, W, plane, C_SAL, threshold, cut, radius, FROM_GRADIENT,
-                             BLOCK_W)
-    last_above, _ = reach_rows(image_saliency, tl.maximum(top - radius, 0), top, cols, W, plane, C_SAL, threshold,
-                               cut, radius, FROM_GRADIENT, BAND, BLOCK_W)
-    _, first_below = reach_rows(image_saliency, top + BAND, tl.minimum(top + BAND + radius, H), cols, W, plane, C_SAL,
-                                threshold, cut, radius, FROM_GRADIENT, BAND, BLOCK_W)
-    fill_band(images + n * C * plane, fill, erased + n * C * plane, mask + n * plane, C, H, W, rows, cols, reach,
+    reach, held = shared.row_reach(image_saliency, rows, cols, H, W, plane, C_SAL, threshold, cut, radius,
+                                   FROM_GRADIENT, BLOCK_W)
+    last_above, _ = shared.reach_rows(image_saliency, tl.maximum(top - radius, 0), top, cols, W, plane, C_SAL,
+                                      threshold, cut, radius, FROM_GRADIENT, BAND, BLOCK_W)
+    _, first_below = shared.reach_rows(image_saliency, top + BAND, tl.minimum(top + BAND + radius, H), cols, W, plane,
+                                       C_SAL, threshold, cut, radius, FROM_GRADIENT, BAND, BLOCK_W)
+    shared.fill_band(images + n * C * plane, fill, erased + n * C * plane, mask + n * plane, C, H, W, rows, cols, reach,
               last_above, first_below, radius, BAND, BLOCK_W)
     tl.atomic_add(anchors + n, held, sem="relaxed")
     if DEBUG:
-        done = tl.atomic_add(counters + n * COUNTERS + BANDS_DONE, 1, sem="acq_rel") + 1
+        done = tl.atomic_add(counters + n * _COUNTERS + _BANDS_DONE, 1, sem="acq_rel") + 1
         if done == tl.num_programs(1):
             total = tl.atomic_add(anchors + n, 0, sem="acquire")
             tl.device_assert(total == k, "the bands did not hold exactly k anchors")
@@ -156,7 +142,7 @@ def split_erase(images: torch.Tensor, saliency: torch.Tensor, fill: torch.Tensor
     The arguments are the band kernel's, with `split_config`'s constants.
     """
     options = {"num_warps": num_warps, **({"debug": True} if debug else {})}
-    counters, state = split_select(saliency, nonfinite, anchors, C_SAL, H, W, k, FROM_GRADIENT=FROM_GRADIENT,
+    counters, state = _split_select(saliency, nonfinite, anchors, C_SAL, H, W, k, FROM_GRADIENT=FROM_GRADIENT,
                                    KEY_BITS=KEY_BITS, DEBUG=DEBUG, SLICE=SLICE, SLICES=SLICES, BLOCK=BLOCK, **options)
     split_fill_kernel[(len(state), triton.cdiv(H, BAND))](images, saliency, fill, erased, mask, anchors, counters,
                                                           state, C, C_SAL, H, W, k, radius,
@@ -164,19 +150,19 @@ def split_erase(images: torch.Tensor, saliency: torch.Tensor, fill: torch.Tensor
                                                           DEBUG=DEBUG, **options)
 
 
-def split_select(saliency: torch.Tensor, nonfinite: torch.Tensor, anchors: torch.Tensor, C_SAL: int, H: int, W: int,
+def _split_select(saliency: torch.Tensor, nonfinite: torch.Tensor, anchors: torch.Tensor, C_SAL: int, H: int, W: int,
                  k: int, *, FROM_GRADIENT: bool, KEY_BITS: int, DEBUG: bool, SLICE: int, SLICES: int, BLOCK: int,
                  **options: int | bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The radix passes and the resolve step: (counters [N, COUNTERS], state [N, 2]: threshold key bits, cut).
+    """The radix passes and the resolve step: (counters [N, _COUNTERS], state [N, 2]: threshold key bits, cut).
 
     Also stores each image's NaN/Inf count and zeroes its anchor count. The scratch buffers' sizes depend only
     on the shape.
     """
     n = len(nonfinite)
-    counters = torch.zeros((n, COUNTERS.value), dtype=torch.int32, device=saliency.device)
+    counters = torch.zeros((n, _COUNTERS.value), dtype=torch.int32, device=saliency.device)
     slices = torch.empty((n, triton.cdiv(H, SLICE), 256), dtype=torch.int32, device=saliency.device)
     state = torch.empty((n, 2), dtype=torch.int32, device=saliency.device)
-    for byte in range(radix_passes(KEY_BITS)):
+    for byte in range(shared.radix_passes(KEY_BITS)):
         split_pass_kernel[(n, slices.shape[1])](saliency, counters, slices, C_SAL, H, W, k, FROM_GRADIENT=FROM_GRADIENT,
                                                 KEY_BITS=KEY_BITS, BYTE=byte, SLICE=SLICE, BLOCK=BLOCK, **options)
     split_resolve_kernel[(n,)](saliency, counters, slices, state, nonfinite, anchors, C_SAL, H, W, k,
@@ -184,13 +170,3 @@ def split_select(saliency: torch.Tensor, nonfinite: torch.Tensor, anchors: torch
                                BLOCK=BLOCK, DEBUG=DEBUG, **options)
     return counters, state
 
-
-def split_config(height: int, width: int) -> dict[str, int]:
-    """Block sizes and warps for an image size: the band kernel's bands and warps, slices of about SLICE_PIXELS.
-
-    A slice is whole rows; SLICES is the slice count rounded up to a power of two, BLOCK the selection tile.
-    """
-    rows = max(1, min(height, SLICE_PIXELS // width))
-    config = bands_config(height, width)
-    return {**config, "SLICE": rows, "SLICES": triton.next_power_of_2(triton.cdiv(height, rows)),
-            "BLOCK": min(triton.next_power_of_2(rows * width), TILE)}

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from miscause.erasure import ErasureSettings
-from miscause.kernels.saliency import METHODS
+from miscause.kernels import METHODS
 from miscause.server.status import listed, shown
 
 BUILTIN_DEFAULTS = {**asdict(ErasureSettings()), "target": None}

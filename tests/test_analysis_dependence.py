@@ -1,5 +1,6 @@
-"""Model dependence on planted predictions: across architectures against across seeds, power, bad groups, and
-how erasure corrects the errors of each cause."""
+"""Model dependence on planted predictions: where a class's errors go, across architectures against across seeds;
+the equivalence test; the power of the whole rule; bad groups and margins; how erasure corrects the errors of each
+cause."""
 
 from __future__ import annotations
 
@@ -8,46 +9,60 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import statsmodels.api as sm
 
 from miscause.cli import main
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure.cause_interaction import cause_interaction
 from miscause.jobs.analysis.erasure.verification_power import verification_power
 from miscause.jobs.analysis.inputs.predictions import make_predictions
-from miscause.jobs.analysis.patterns.causes import MORPHOLOGICAL, NON_ESSENTIAL
+from miscause.jobs.analysis.patterns.causes import MORPHOLOGICAL, NON_ESSENTIAL, UNDETERMINED
+from miscause.jobs.analysis.patterns.dependence_power import called, rule_power, simulate_counts
+from miscause.jobs.analysis.patterns.dependence_tests import architecture_test, equivalence_p
 from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions, analyze_predictions
+from miscause.jobs.analysis.patterns.model_dependence import MODEL_DEPENDENT, NOT_TESTED, SHARED
 from miscause.jobs.analysis.patterns.replicates import parse_replicates
-from miscause.jobs.analysis.patterns.significance import (
-    between_within_f,
-    cochran_q,
-    mcnemar_greater,
-    mcnemar_min_detectable,
-    min_detectable_difference,
-)
+from miscause.jobs.analysis.patterns.significance import mcnemar_greater, mcnemar_min_detectable
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PER_CLASS = 2000
-# bird -> airplane depends on the architecture (arch_a makes it, the others rarely); ship -> frog varies as much
-# between seeds of one architecture as between architectures (the architecture means are equal); cat -> dog is
-# made alike by every model
-ARCHITECTURES = {"arch_a": ("a0", "a1", "a2"), "arch_b": ("b0", "b1", "b2"), "arch_c": ("c0", "c1", "c2")}
-ARCH_RATE = {"arch_a": 0.08, "arch_b": 0.0, "arch_c": 0.0}
-SEED_RATES = {"arch_a": (0.02, 0.10, 0.06), "arch_b": (0.10, 0.02, 0.06), "arch_c": (0.06, 0.10, 0.02)}
+MIN_COUNT = 60
+ARCHITECTURES = {"arch_a": ("a0", "a1", "a2"), "arch_b": ("b0", "b1", "b2"), "arch_c": ("c0", "c1")}
+# per class: (error rate per architecture, planted target, share of the class's errors it takes per seed):
+# bird -> airplane: the share differs between architectures, alike between seeds;
+# deer -> horse: arch_b errs on deer two and a half times as often as arch_a, the errors going to horse alike;
+# cat -> dog: alike everywhere; ship -> frog: the share varies between seeds as much as anything, equal on average
+PLAN = {
+    "bird": ({"arch_a": 0.15, "arch_b": 0.15, "arch_c": 0.15}, "airplane",
+             {"arch_a": (0.6, 0.6, 0.6), "arch_b": (0.1, 0.1, 0.1), "arch_c": (0.1, 0.1)}),
+    "deer": ({"arch_a": 0.1, "arch_b": 0.25, "arch_c": 0.15}, "horse",
+             {"arch_a": (0.5, 0.5, 0.5), "arch_b": (0.5, 0.5, 0.5), "arch_c": (0.5, 0.5)}),
+    "cat": ({"arch_a": 0.25, "arch_b": 0.25, "arch_c": 0.25}, "dog",
+            {"arch_a": (0.5, 0.5, 0.5), "arch_b": (0.5, 0.5, 0.5), "arch_c": (0.5, 0.5)}),
+    "ship": ({"arch_a": 0.2, "arch_b": 0.2, "arch_c": 0.2}, "frog",
+             {"arch_a": (0.2, 0.6, 0.4), "arch_b": (0.6, 0.2, 0.4), "arch_c": (0.2, 0.6)}),
+}
+BASE_ERROR = 0.05
 
 
-def planted(name: str, rates: dict[tuple[str, str], float], seed: int, classes: tuple[str, ...] = CLASSES):
-    """Predictions of PER_CLASS images per class: image of class t predicted as p at `rates[t, p]`; otherwise
-    5% of images err uniformly over the other classes."""
+def planted(name: str, arch: str, seed_index: int, seed: int, classes: tuple[str, ...] = CLASSES):
+    """PER_CLASS images per class; a class errs at its planted rate (else BASE_ERROR), its planted target takes
+    the planted share of its errors and the other errors spread uniformly over the remaining classes."""
     rng = np.random.default_rng(seed)
     k = len(classes)
     labels = np.repeat(np.arange(k), PER_CLASS)
     predicted = labels.copy()
-    noise = rng.random(len(labels)) < 0.05
-    predicted[noise] = (labels[noise] + rng.integers(1, k, noise.sum())) % k
-    u = rng.random(len(labels))
-    for (t, p), rate in rates.items():
-        members = (labels == classes.index(t)) & (u < rate)
-        predicted[members] = classes.index(p)
+    for i, cls in enumerate(classes):
+        rate, target, shares = PLAN.get(cls, ({arch: BASE_ERROR}, None, None))
+        rows = np.flatnonzero(labels == i)
+        wrong = rows[rng.random(len(rows)) < rate[arch]]
+        others = [j for j in range(k) if j != i]
+        probs = np.full(k - 1, 1 / (k - 1))
+        if target in classes:
+            share = shares[arch][seed_index]
+            probs = np.full(k - 1, (1 - share) / (k - 2))
+            probs[others.index(classes.index(target))] = share
+        predicted[wrong] = rng.choice(others, size=len(wrong), p=probs)
     logits = rng.normal(0, 0.1, (len(labels), k)).astype(np.float32)
     logits[np.arange(len(labels)), predicted] += 5
     return make_predictions(name, logits, labels, np.arange(len(labels)), classes)
@@ -57,41 +72,114 @@ def zoo() -> list:
     models = []
     for arch, names in ARCHITECTURES.items():
         for s, name in enumerate(names):
-            rates = {("bird", "airplane"): ARCH_RATE[arch], ("ship", "frog"): SEED_RATES[arch][s],
-                     ("cat", "dog"): 0.10}
-            models.append(planted(name, rates, seed=len(models)))
+            models.append(planted(name, arch, s, seed=len(models)))
     return models
 
 
-def groups_option() -> tuple:
-    return tuple(ARCHITECTURES.items())
+def options(**extra) -> AnalysisOptions:
+    return AnalysisOptions(replicates=tuple(ARCHITECTURES.items()), min_count=MIN_COUNT, **extra)
 
 
-def pair(analysis, true: str, pred: str) -> dict:
-    return next(r for r in analysis.pairs if (r["true"], r["pred"]) == (true, pred))
+@pytest.fixture(scope="module")
+def analysis():
+    return analyze_predictions(zoo(), options())
 
 
-def test_architecture_dependence_beyond_seed_noise() -> None:
-    calibrated = analyze_predictions(zoo(), AnalysisOptions(replicates=groups_option()))
-    assert calibrated.dependence.calibrated and calibrated.dependence.df_within == 6
-    bird = pair(calibrated, "bird", "airplane")
-    assert bird["dependence"]["heterogeneous"] and bird["dependence"]["f_adjusted"] <= 0.05
-    assert bird["cause"] == NON_ESSENTIAL and set(bird["models"]) == {"a0", "a1", "a2"}
-    ship = pair(calibrated, "ship", "frog")
-    assert ship["dependence"]["q_adjusted"] <= 0.05 < ship["dependence"]["f_adjusted"]
-    assert not ship["dependence"]["heterogeneous"] and ship["cause"] == MORPHOLOGICAL
-    cat = pair(calibrated, "cat", "dog")
-    assert not cat["dependence"]["heterogeneous"] and cat["cause"] == MORPHOLOGICAL
-    assert len(cat["models"]) == 9
+def test_the_family_is_fixed_before_testing(analysis) -> None:
+    d = analysis.dependence
+    assert d.tested and d.family_size == 4 and d.level == pytest.approx(0.05 / 4)
+    in_family = {(r.true, r.pred) for r in analysis.pairs if r.dependence.in_family}
+    assert in_family == {("bird", "airplane"), ("deer", "horse"), ("cat", "dog"), ("ship", "frog")}
+    outside = analysis.pair("bird", "truck").dependence
+    assert outside.outcome == NOT_TESTED and outside.p_value is None
+    assert analysis.quorum == 2 and sum(d.outcomes.values()) == 4
 
 
-def test_without_replicates_seed_noise_looks_model_dependent() -> None:
-    uncalibrated = analyze_predictions(zoo())
-    assert not uncalibrated.dependence.calibrated
-    ship = pair(uncalibrated, "ship", "frog")
-    assert ship["dependence"]["heterogeneous"] and ship["dependence"]["f"] is None
-    assert ship["cause"] == NON_ESSENTIAL
-    assert pair(uncalibrated, "cat", "dog")["cause"] == MORPHOLOGICAL
+def test_a_share_that_differs_between_architectures_not_seeds_is_found(analysis) -> None:
+    bird = analysis.pair("bird", "airplane")
+    d = bird.dependence
+    assert d.outcome == MODEL_DEPENDENT and d.p_adjusted <= 0.05 and d.df_within == 5 and d.df_between == 2
+    assert bird.cause == NON_ESSENTIAL and set(bird.models) == {"a0", "a1", "a2"} and bird.architectures == ["arch_a"]
+    assert d.effect.high == "arch_a" and d.effect.low in ("arch_b", "arch_c")
+    assert 0 < d.effect.ci95[0] <= d.effect.difference <= d.effect.ci95[1]
+    assert 0 < d.effect.ci95_images[0] <= d.effect.difference <= d.effect.ci95_images[1]
+    assert abs(d.effect.difference - 0.5) < 0.06
+    assert d.min_detectable is not None and d.min_detectable < d.effect.difference
+
+
+def test_more_errors_in_the_same_pattern_is_not_dependence(analysis) -> None:
+    deer = analysis.pair("deer", "horse")
+    rates = {name: edge.count / PER_CLASS for name, edge in deer.per_model.items()}
+    assert rates["b0"] > 2 * rates["a0"]  # P(horse | deer) differs; the share of deer's errors does not
+    assert deer.dependence.outcome == SHARED and deer.cause == MORPHOLOGICAL
+    assert deer.architectures == ["arch_a", "arch_b", "arch_c"]
+
+
+def test_an_equivalent_pair_is_shared_and_seed_noise_undetermined(analysis) -> None:
+    cat = analysis.pair("cat", "dog")
+    assert cat.dependence.outcome == SHARED and cat.dependence.equivalence_adjusted <= 0.05
+    assert cat.cause == MORPHOLOGICAL and len(cat.models) == 8
+    ship = analysis.pair("ship", "frog").dependence
+    assert ship.outcome not in (MODEL_DEPENDENT, SHARED) and ship.p_adjusted > 0.05
+    assert ship.dispersion > 5 and ship.equivalence_adjusted > 0.05
+    # the interval with seed-to-seed variation is wider than the one over images with the seeds fixed
+    assert ship.effect.ci95[1] - ship.effect.ci95[0] > 3 * (ship.effect.ci95_images[1] - ship.effect.ci95_images[0])
+    assert analysis.pair("ship", "frog").cause == UNDETERMINED
+    assert ship.min_detectable is None or ship.min_detectable > cat.dependence.min_detectable
+
+
+def test_the_test_is_a_quasi_binomial_glm_and_survives_zero_seed_variance() -> None:
+    n = np.array([30.0, 42.0, 25.0, 61.0, 70.0, 52.0, 40.0])
+    e = np.array([200.0, 210.0, 190.0, 220.0, 205.0, 215.0, 180.0])
+    arch = np.array([0, 0, 0, 1, 1, 1, 2])  # the third architecture is unreplicated
+    test = architecture_test(n, e, arch)
+    dummies = np.eye(3)[arch]
+    full = sm.GLM(np.column_stack([n, e - n]), dummies, family=sm.families.Binomial()).fit(scale="X2")
+    null = sm.GLM(np.column_stack([n, e - n]), np.ones((7, 1)), family=sm.families.Binomial()).fit()
+    assert (test.df_between, test.df_within) == (2, 4)
+    assert test.dispersion == pytest.approx(max(full.pearson_chi2 / 4, 1.0))
+    assert test.f == pytest.approx((null.deviance - full.deviance) / 2 / test.dispersion)
+    # seeds that agree exactly: the dispersion is floored at 1, so two images' difference is no discovery
+    same = architecture_test(np.array([10.0, 10.0, 12.0, 12.0]), np.full(4, 100.0), np.array([0, 0, 1, 1]))
+    assert same.dispersion == 1.0 and 0.3 < same.p_value < 1
+    # equal shares in two architectures with many errors are shown equivalent, with few they are not
+    many = equivalence_p(np.array([500.0, 1000.0]), np.array([1000.0, 2000.0]), np.asarray(1.0), 0.1)
+    few = equivalence_p(np.array([5.0, 10.0]), np.array([10.0, 20.0]), np.asarray(1.0), 0.1)
+    assert many < 1e-6 and few > 0.2
+    assert equivalence_p(np.array([500.0, 0.0]), np.array([1000.0, 0.0]), np.asarray(1.0), 0.1) == 1.0
+
+
+def test_power_of_the_rule_grows_with_errors_and_shrinks_with_dispersion() -> None:
+    arch = np.array([0, 0, 0, 1, 1, 1])
+    seed = np.random.SeedSequence(0)
+    small, large = (rule_power(np.full(6, n), arch, 2, 0.3, 1.0, 0.01, 0.1, seed) for n in (50.0, 500.0))
+    noisy = rule_power(np.full(6, 500.0), arch, 2, 0.3, 8.0, 0.01, 0.1, seed)
+    assert large.min_detectable < small.min_detectable
+    assert noisy.min_detectable is None or noisy.min_detectable > large.min_detectable
+    assert large.shared_power > small.shared_power
+    assert rule_power(np.full(6, 500.0), arch, 2, 0.3, 1.0, 0.01, 0.1, seed) == large
+
+
+def test_seed_noise_alone_is_rarely_called_dependent() -> None:
+    # 1000 simulated pairs, three architectures of three seeds with equal shares and seeds three times as variable
+    # as binomial sampling: the rule at level 0.05 calls few of them model-dependent
+    e = np.array([300.0, 320.0, 280.0, 200.0, 210.0, 190.0, 400.0, 380.0, 420.0])
+    arch = np.repeat(np.arange(3), 3)
+    counts = simulate_counts(e, np.full((1, 9), 0.3), 3.0, np.random.SeedSequence(1))
+    dependent, shared = called(counts, e, arch, 3, 0.05, 0.1)
+    assert dependent.mean() <= 0.07
+    assert architecture_test(counts, e, arch).dispersion.mean() > 2
+
+
+def test_without_replicates_nothing_is_tested() -> None:
+    models = zoo()[:4]
+    analysis = analyze_predictions(models, AnalysisOptions(min_count=MIN_COUNT))
+    assert not analysis.dependence.tested and "no replicate groups" in analysis.dependence.reason
+    bird = analysis.pair("bird", "airplane")
+    assert bird.dependence.outcome == NOT_TESTED and bird.cause == UNDETERMINED
+    assert bird.dependence.effect.ci95 is None and bird.dependence.effect.ci95_images is not None
+    assert bird.dependence.p_value is None
+    assert {r.cause for r in analysis.pairs} <= {UNDETERMINED, "not_significant"}
 
 
 def test_one_edge_against_a_missing_edge_is_no_difference() -> None:
@@ -106,40 +194,12 @@ def test_one_edge_against_a_missing_edge_is_no_difference() -> None:
     second[trucks[9:16]] = rng.integers(2, 9, 7)
     models = [make_predictions(name, np.eye(10, dtype=np.float32)[p] * 5, labels, np.arange(2000), CLASSES)
               for name, p in (("one", first), ("two", second))]
-    analysis = analyze_predictions(models, AnalysisOptions(min_count=5))
-    record = pair(analysis, "truck", "automobile")
-    assert record["per_model"]["one"]["count"] == 7 and record["per_model"]["two"]["count"] == 6
-    assert record["dependence"]["q_p"] > 0.5 and not record["dependence"]["heterogeneous"]
-    assert record["cause"] != NON_ESSENTIAL
-    assert record["dependence"]["min_detectable"]["images"] > 6
+    record = analyze_predictions(models, AnalysisOptions(min_count=5)).pair("truck", "automobile")
+    assert record.per_model["one"].count == 7 and record.per_model["two"].count == 6
+    assert record.cause == UNDETERMINED
 
 
-def test_cochran_q_and_f() -> None:
-    # two samples: Q is McNemar's statistic (b - c)^2 / (b + c); here b = 8 subjects only in the first, c = 2
-    q, p = cochran_q(np.array([10.0, 4.0]), row_square_sum=2 * 2 ** 2 + 8 + 2)
-    assert q == pytest.approx((8 - 2) ** 2 / 10) and 0 < p < 0.1
-    assert cochran_q(np.array([5.0, 5.0, 5.0]), row_square_sum=5 * 9) == (0.0, 1.0)
-    f, p, df_b, df_w = between_within_f(np.array([1.0, 1.2, 3.0, 3.2, 2.0]), np.array(["a", "a", "b", "b", "c"]))
-    assert (df_b, df_w) == (2, 2) and f > 50 and p < 0.02
-    assert np.isnan(between_within_f(np.array([1.0, 2.0]), np.array(["a", "b"]))[0])
-
-
-def test_power_is_monotone_in_counts_and_level() -> None:
-    sizes = [50, 200, 1000, 5000]
-    mdd = [min_detectable_difference(n, 0.05, 0.05 / 90) for n in sizes]
-    assert all(a > b for a, b in zip(mdd, mdd[1:], strict=False))
-    assert min_detectable_difference(1000, 0.05, 0.05) < min_detectable_difference(1000, 0.05, 0.001)
-    assert min_detectable_difference(1000, 0.01, 0.05) < min_detectable_difference(1000, 0.2, 0.05)
-    assert min_detectable_difference(2, 0.5, 1e-6) is None
-    # the textbook example: 80% power at two-sided 5% for 0.05 against 0.10 needs ~ 435 per group
-    assert min_detectable_difference(435, 0.05, 0.05) == pytest.approx(0.05, abs=0.002)
-    analysis = analyze_predictions(zoo())
-    record = pair(analysis, "cat", "dog")["dependence"]["min_detectable"]
-    assert record["images"] == pytest.approx(record["rate"] * PER_CLASS)
-    assert analysis.dependence.mdd_level == pytest.approx(0.05 / 90)
-
-
-def test_replicate_groups_checked() -> None:
+def test_replicate_groups_and_margin_checked() -> None:
     assert parse_replicates(["a=x,y", "b=z, w"]) == {"a": ("x", "y"), "b": ("z", "w")}
     for specs, message in ((["a=x"], "at least two different models"), (["a"], "expected NAME=MODEL"),
                            (["a=x,y", "b=y,z"], "is in groups 'a' and 'b'"), (["a=x,y", "a=z,w"], "given twice")):
@@ -147,9 +207,12 @@ def test_replicate_groups_checked() -> None:
             parse_replicates(specs)
     models = zoo()[:4]
     with pytest.raises(MiscauseError, match="unknown model"):
-        analyze_predictions(models, AnalysisOptions(replicates=(("arch_a", ("a0", "zz")),)))
-    with pytest.raises(MiscauseError, match="no second architecture"):
-        analyze_predictions(models[:3], AnalysisOptions(replicates=(("arch_a", ("a0", "a1", "a2")),)))
+        analyze_predictions(models, AnalysisOptions(replicates=(("arch_a", ("a0", "zz")), ("b", ("b0", "a2")))))
+    with pytest.raises(MiscauseError, match="at least two replicated architectures"):
+        analyze_predictions(models, AnalysisOptions(replicates=(("arch_a", ("a0", "a1", "a2")),)))
+    for margin in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(MiscauseError, match="--margin must lie in"):
+            analyze_predictions(models, AnalysisOptions(margin=margin))
 
 
 def write(path: Path, predictions) -> str:
@@ -158,23 +221,35 @@ def write(path: Path, predictions) -> str:
     return str(path)
 
 
-def test_cli_replicates_and_bad_groups(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_dependence_report_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     files = [write(tmp_path / f"{p.name}.npz", p) for p in zoo()]
     out = tmp_path / "out"
     groups = [word for arch, names in ARCHITECTURES.items() for word in ("--replicates", f"{arch}={','.join(names)}")]
-    assert main(["analyze", "--predictions", *files, "--out", str(out), *groups]) == 0
+    assert main(["analyze", "--predictions", *files, "--out", str(out), *groups, "--min-count", str(MIN_COUNT),
+                 "--margin", "0.1"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["settings"]["replicates"] == {k: list(v) for k, v in ARCHITECTURES.items()}
+    settings = metrics["settings"]
+    assert settings["replicates"] == {k: list(v) for k, v in ARCHITECTURES.items()} and settings["margin"] == 0.1
+    dependence = settings["model_dependence"]
+    assert dependence["tested"] and dependence["family_size"] == 4
+    assert dependence["outcomes"] == {"model_dependent": 1, "shared": 2, "undetermined": 1, "not_tested": 0}
+    bird = next(p for p in metrics["pairs"] if (p["true"], p["pred"]) == ("bird", "airplane"))
+    assert bird["dependence"]["outcome"] == "model_dependent" and len(bird["dependence"]["effect"]["ci95"]) == 2
+    assert bird["per_model"]["a0"]["errors"] > bird["per_model"]["a0"]["count"] > 0
     report = (out / "report.md").read_text()
-    assert "--replicates arch_a=a0,a1,a2 --replicates arch_b" in report
-    assert "seed-to-seed" in report and "smallest difference" in report
-    other = planted("b2", {}, seed=9, classes=CLASSES[:9] + ("lorry",))
-    bad = {"unknown": (["--replicates", "arch_a=a0,nobody"], "unknown model(s) nobody"),
+    assert "--replicates arch_a=a0,a1,a2 --replicates arch_b" in report and "--margin 0.1" in report
+    assert "seed-to-seed" in report and "1 model-dependent, 2 shared" in report
+    other = planted("b2", "arch_b", 2, seed=9, classes=CLASSES[:9] + ("lorry",))
+    (tmp_path / "odd").mkdir()
+    bad = {"unknown": (["--replicates", "arch_a=a0,nobody", "--replicates", "arch_b=b0,b1"], "unknown model(s) nobody"),
            "one": (["--replicates", "arch_a=a0"], "at least two different models"),
-           "classes": (["--replicates", "arch_b=b0,b2"], "replicates must share the class list")}
+           "single": (["--replicates", "arch_a=a0,a1"], "at least two replicated architectures"),
+           "margin": (["--margin", "1.2"], "--margin must lie in (0, 1)"),
+           "zero margin": (["--margin", "0"], "--margin must lie in (0, 1)"),
+           "classes": (["--replicates", "arch_b=b0,b2", "--replicates", "arch_a=a0,a1"],
+                       "replicates must share the class list")}
     for name, (extra, message) in bad.items():
         given = files[:4] + [write(tmp_path / "odd" / "b2.npz", other)] if name == "classes" else files
-        (tmp_path / "odd").mkdir(exist_ok=True)
         capsys.readouterr()
         target = tmp_path / f"bad-{name}"
         assert main(["analyze", "--predictions", *given, "--out", str(target), *extra]) == 2
@@ -189,9 +264,8 @@ def erasure_pair(true: str, pred: str, errors: int, corrected: int, random: int 
             "random": {"corrected": random}}
 
 
-def test_erasure_corrects_non_essential_errors_more_often() -> None:
-    analysis = analyze_predictions(zoo(), AnalysisOptions(replicates=groups_option()))
-    morphological = [erasure_pair("cat", "dog", 200, 20, 10), erasure_pair("ship", "frog", 100, 10, 5)]
+def test_erasure_corrects_non_essential_errors_more_often(analysis) -> None:
+    morphological = [erasure_pair("cat", "dog", 200, 20, 10), erasure_pair("deer", "horse", 100, 10, 5)]
     summaries = {"a0": {"pairs": [erasure_pair("bird", "airplane", 150, 60, 12), *morphological,
                                   erasure_pair("bird", "truck", 9, 9)]},
                  "b0": {"pairs": [erasure_pair("bird", "airplane", 6, 6), *morphological]},

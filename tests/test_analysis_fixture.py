@@ -143,12 +143,13 @@ def write_result_file(path: Path, arch: str, seed: int) -> None:
 
 
 def test_result_file_analysis_is_unchanged(tmp_path: Path) -> None:
-    for seed, arch in enumerate(("net_a", "net_b", "net_c")):
+    archs = ("net_a", "net_b", "net_c", "net_d")
+    for seed, arch in enumerate(archs):
         write_result_file(tmp_path / f"{arch}.npz", arch, seed)
     out = tmp_path / "report"
-    assert main(["analyze", "--results", *(str(tmp_path / f"{a}.npz") for a in ("net_a", "net_b", "net_c")),
+    assert main(["analyze", "--results", *(str(tmp_path / f"{a}.npz") for a in archs),
                  "--out", str(out), "--min-count", "2", "--policy-min-gain", "1", "--control", "shifted",
-                 "--replicates", "net=net_a,net_b"]) == 0
+                 "--replicates", "net=net_a,net_b", "--replicates", "odd=net_c,net_d"]) == 0
     check(out, tmp_path, "metrics-results.json")
 
 

@@ -126,7 +126,9 @@ def test_perfect_model_and_unpredicted_class_report(tmp_path: Path) -> None:
     assert metrics["models"]["lazy"]["errors"] == 50
     assert metrics["similarity"]["spearman"][0][1] is None
     truck_to_cat = next(p for p in metrics["pairs"] if (p["true"], p["pred"]) == ("truck", "cat"))
-    assert truck_to_cat["models"] == ["lazy"] and truck_to_cat["cause"] == "non_essential_interference"
+    # no replicate groups: the edge is there, whether it depends on the model is not tested
+    assert truck_to_cat["models"] == ["lazy"] and truck_to_cat["cause"] == "undetermined"
+    assert truck_to_cat["dependence"]["outcome"] == "not_tested"
     assert (out / "figures" / "network-perfect.png").stat().st_size > 0
     assert json.loads((out / "networks" / "model-perfect.json").read_text())["edges"] == []
 

@@ -7,14 +7,26 @@ import numpy as np
 import pytest
 
 from miscause.jobs.analysis.inputs.predictions import make_predictions
-from miscause.jobs.analysis.patterns.causes import MORPHOLOGICAL, NON_ESSENTIAL, NOT_SIGNIFICANT, quorum
+from miscause.jobs.analysis.patterns.causes import (
+    MORPHOLOGICAL,
+    NON_ESSENTIAL,
+    NOT_SIGNIFICANT,
+    UNDETERMINED,
+    assign_causes,
+    quorum,
+)
 from miscause.jobs.analysis.patterns.confusion import conditional_confusion, confusion_matrix, row_normalized
 from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions, analyze_predictions, apply_erasure_check
+from miscause.jobs.analysis.patterns.model_dependence import MODEL_DEPENDENT, SHARED
+from miscause.jobs.analysis.patterns.model_dependence import UNDETERMINED as OPEN
 from miscause.jobs.analysis.patterns.significance import adjust, bootstrap_mean_interval, mcnemar_greater
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-SHARED = [("cat", "dog"), ("automobile", "truck"), ("deer", "horse")]
+COMMON = [("cat", "dog"), ("automobile", "truck"), ("deer", "horse")]
 PARTICULAR = {"m0": [("bird", "airplane")], "m2": [("ship", "frog"), ("dog", "cat")]}
+# with replicate groups: architecture x (three seeds) has two confusions of its own
+GROUPS = (("x", ("x0", "x1", "x2")), ("y", ("y0", "y1", "y2")))
+OWN = [("bird", "airplane"), ("ship", "frog")]
 
 
 def synthetic_predictions(name: str, planted: list[tuple[str, str]], seed: int, per_class: int = 600,
@@ -42,50 +54,65 @@ def synthetic_predictions(name: str, planted: list[tuple[str, str]], seed: int, 
 
 
 def planted_models(n_models: int = 4) -> list:
-    return [synthetic_predictions(f"m{m}", SHARED + PARTICULAR.get(f"m{m}", []), seed=m) for m in range(n_models)]
+    return [synthetic_predictions(f"m{m}", COMMON + PARTICULAR.get(f"m{m}", []), seed=m) for m in range(n_models)]
+
+
+def replicated_models() -> list:
+    return [synthetic_predictions(name, COMMON + (OWN if arch == "x" else []), seed=10 + n, per_class=2000)
+            for n, (arch, name) in enumerate((arch, name) for arch, names in GROUPS for name in names)]
+
+
+def replicated_analysis():
+    return analyze_predictions(replicated_models(), AnalysisOptions(replicates=GROUPS, min_count=50))
 
 
 def causes(analysis) -> dict[tuple[str, str], tuple[str, list[str]]]:
-    return {(r["true"], r["pred"]): (r["cause"], r["models"]) for r in analysis.pairs}
+    return {(r.true, r.pred): (r.cause, r.models) for r in analysis.pairs}
 
 
 def test_cause_assignment_recovers_planted_causes_exactly() -> None:
-    analysis = analyze_predictions(planted_models(4))
+    analysis = replicated_analysis()
     found = causes(analysis)
     assert len(found) == 90
-    expected = {pair: (MORPHOLOGICAL, ["m0", "m1", "m2", "m3"]) for pair in SHARED}
-    for name, pairs in PARTICULAR.items():
-        expected.update({pair: (NON_ESSENTIAL, [name]) for pair in pairs})
-    assert {pair: value for pair, value in found.items() if value[0] != NOT_SIGNIFICANT} == expected
-    assert analysis.quorum == 3
+    everyone = ["x0", "x1", "x2", "y0", "y1", "y2"]
+    expected = {pair: (MORPHOLOGICAL, everyone) for pair in COMMON}
+    expected.update({pair: (NON_ESSENTIAL, ["x0", "x1", "x2"]) for pair in OWN})
+    assert {pair: value for pair, value in found.items() if value[0] in (MORPHOLOGICAL, NON_ESSENTIAL)} == expected
+    assert analysis.quorum == 2 and analysis.dependence.family_size == 5
 
 
-def test_tolerance_lets_shared_pairs_miss_one_model() -> None:
-    models = planted_models(4)
-    # m3 loses the cat -> dog confusion: a shared pair now significant in three of four models, yet m3's rate
-    # (17 of 600 cats) is not shown to differ from the others' (43, 44, 43) after correction over 90 pairs
-    models[3] = synthetic_predictions("m3", [("automobile", "truck"), ("deer", "horse")], seed=3)
-    strict = analyze_predictions(models, AnalysisOptions(tolerance=0))
-    tolerant = causes(analyze_predictions(models, AnalysisOptions(tolerance=1)))
-    assert not strict.dependence.heterogeneous[3, 5]
-    assert causes(strict)[("cat", "dog")] == (NOT_SIGNIFICANT, ["m0", "m1", "m2"])
-    assert tolerant[("cat", "dog")] == (MORPHOLOGICAL, ["m0", "m1", "m2"])
+def test_quorum_counts_architectures_and_tolerance() -> None:
+    # three architectures of two seeds; cat -> dog (0, 1) is an edge in both seeds of a and b, one seed of c
+    k = 3
+    edge = np.zeros((k, k), dtype=bool)
+    edge[0, 1] = True
+    none = np.zeros((k, k), dtype=bool)
+    significant = [edge, edge, edge, edge, edge, none]
+    architecture = ["a", "a", "b", "b", "c", "c"]
+    outcome = np.full((k, k), OPEN, dtype=object)
+    outcome[0, 1] = SHARED
+    assert assign_causes(significant, architecture, 0, outcome)[0, 1] == UNDETERMINED  # c: one of two seeds
+    assert assign_causes(significant, architecture, 1, outcome)[0, 1] == MORPHOLOGICAL
+    outcome[0, 1] = MODEL_DEPENDENT
+    assert assign_causes(significant, architecture, 1, outcome)[0, 1] == NON_ESSENTIAL
+    outcome[0, 1] = OPEN
+    assert assign_causes(significant, architecture, 1, outcome)[0, 1] == UNDETERMINED
+    assert assign_causes([none] * 6, architecture, 1, outcome)[0, 1] == NOT_SIGNIFICANT
 
 
-def test_one_and_two_models() -> None:
+def test_without_replicates_edges_stay_undetermined() -> None:
     single = causes(analyze_predictions(planted_models(1)))
-    assert single[("bird", "airplane")] == (MORPHOLOGICAL, ["m0"])
-    assert single[("cat", "dog")] == (MORPHOLOGICAL, ["m0"])
+    assert single[("bird", "airplane")] == (UNDETERMINED, ["m0"])
     pair = causes(analyze_predictions(planted_models(2), AnalysisOptions(tolerance=1)))
-    assert pair[("cat", "dog")] == (MORPHOLOGICAL, ["m0", "m1"])
-    assert pair[("bird", "airplane")] == (NON_ESSENTIAL, ["m0"])
+    assert pair[("cat", "dog")] == (UNDETERMINED, ["m0", "m1"])
+    assert {cause for cause, _ in pair.values()} <= {UNDETERMINED, NOT_SIGNIFICANT}
     assert [quorum(m, 1) for m in (1, 2, 3, 4, 6)] == [1, 2, 2, 3, 5]
 
 
 def test_networks_similarity_and_consensus() -> None:
     analysis = analyze_predictions(planted_models(4))
     m2 = analysis.models["m2"].network
-    assert set(m2.edges) == set(SHARED) | set(PARTICULAR["m2"])
+    assert set(m2.edges) == set(COMMON) | set(PARTICULAR["m2"])
     assert m2.edges["cat", "dog"]["count"] == analysis.models["m2"].counts[3, 5]
     consensus = analysis.consensus
     assert consensus.edges["cat", "dog"]["n_models"] == 4
@@ -123,7 +150,7 @@ def test_model_without_errors_and_unpredicted_class() -> None:
     perfect_labels = np.repeat(np.arange(10), 50)
     logits = np.eye(10, dtype=np.float32)[perfect_labels] * 3
     perfect = make_predictions("perfect", logits, perfect_labels, np.arange(500), CLASSES)
-    noisy = synthetic_predictions("noisy", SHARED, seed=5, per_class=50)
+    noisy = synthetic_predictions("noisy", COMMON, seed=5, per_class=50)
     noisy_sorted = make_predictions("noisy", noisy.logits, noisy.labels, noisy.indices, CLASSES)
     analysis = analyze_predictions([perfect, noisy_sorted])
     model = analysis.models["perfect"]
@@ -139,12 +166,11 @@ def test_model_without_errors_and_unpredicted_class() -> None:
 
 
 def test_erasure_check_settles_non_essential_pairs() -> None:
-    analysis = analyze_predictions(planted_models(4))
-    apply_erasure_check(analysis, {"m2": [("ship", "frog")], "m1": [("cat", "dog")]})
+    analysis = replicated_analysis()
+    apply_erasure_check(analysis, {"x2": [("ship", "frog")], "y1": [("cat", "dog")]})
     found = causes(analysis)
     assert found[("ship", "frog")][0] == NON_ESSENTIAL
-    assert found[("dog", "cat")][0] == NOT_SIGNIFICANT
-    assert found[("bird", "airplane")][0] == NOT_SIGNIFICANT
+    assert found[("bird", "airplane")][0] == UNDETERMINED
     assert found[("cat", "dog")][0] == MORPHOLOGICAL
-    record = next(r for r in analysis.pairs if (r["true"], r["pred"]) == ("dog", "cat"))
-    assert record["pattern_cause"] == NON_ESSENTIAL and record["erasure_verified_models"] == []
+    record = analysis.pair("bird", "airplane")
+    assert record.pattern_cause == NON_ESSENTIAL and record.erasure_verified_models == []

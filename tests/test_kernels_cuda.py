@@ -6,8 +6,6 @@ import pytest
 import torch
 
 from miscause import kernels
-from miscause.kernels.erase_spec import check_result
-from miscause.kernels.triton_erase import erase_triton_unchecked
 
 if not torch.cuda.is_available():
     pytest.skip("needs a GPU", allow_module_level=True)
@@ -27,8 +25,8 @@ def inputs(n: int, h: int, w: int, device: str = "cuda", seed: int = 0) -> tuple
 def test_images_on_a_device_other_than_the_current_one(size: int) -> None:
     images, saliency = inputs(4, size, size, "cuda:1")
     with torch.cuda.device(0):
-        erased, mask = kernels.erase_triton(images, saliency, 5, 3)
-        want_erased, want_mask = kernels.erase_reference(images, saliency, 5, 3)
+        erased, mask = kernels.erase(images, saliency, 5, 3, implementation="triton")
+        want_erased, want_mask = kernels.erase(images, saliency, 5, 3, implementation="reference")
     assert erased.device == images.device
     assert torch.equal(mask, want_mask) and torch.equal(erased, want_erased)
 
@@ -37,15 +35,15 @@ def test_images_on_a_device_other_than_the_current_one(size: int) -> None:
 def test_unchecked_launch_does_not_synchronise(size: int) -> None:
     images, saliency = inputs(8, size, size)
     fill = [0.5, -1.0, 2.0]
-    erase_triton_unchecked(images, saliency, 5, 3, fill)
+    kernels.erase_unchecked(images, saliency, 5, 3, fill)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        result = erase_triton_unchecked(images, saliency, 5, 3, fill)
+        result = kernels.erase_unchecked(images, saliency, 5, 3, fill)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    check_result(result)
-    want_erased, want_mask = kernels.erase_reference(images, saliency, 5, 3, fill)
+    kernels.check_result(result)
+    want_erased, want_mask = kernels.erase(images, saliency, 5, 3, fill, implementation="reference")
     assert torch.equal(result.mask, want_mask) and torch.equal(result.erased, want_erased)
 
 
@@ -56,17 +54,17 @@ def test_unchecked_launch_replays_in_a_cuda_graph(size: int) -> None:
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        erase_triton_unchecked(images, saliency, 5, 3, out=out)
+        kernels.erase_unchecked(images, saliency, 5, 3, out=out)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        result = erase_triton_unchecked(images, saliency, 5, 3, out=out)
+        result = kernels.erase_unchecked(images, saliency, 5, 3, out=out)
     for seed in (1, 2):
         new_images, new_saliency = inputs(16, size, size, seed=seed)
         images.copy_(new_images)
         saliency.copy_(new_saliency)
         graph.replay()
         torch.cuda.synchronize()
-        check_result(result)
-        want_erased, want_mask = kernels.erase_reference(new_images, new_saliency, 5, 3)
+        kernels.check_result(result)
+        want_erased, want_mask = kernels.erase(new_images, new_saliency, 5, 3, implementation="reference")
         assert torch.equal(out[1], want_mask) and torch.equal(out[0], want_erased), f"replay with seed {seed}"

@@ -25,7 +25,7 @@ def test_grad_cam_matches_captum(arch: str) -> None:
     network = zoo.build(arch).train()
     images = torch.randn(3, 3, 32, 32)
     target = torch.tensor([1, 4, 9])
-    ours = kernels.GradCam(network, GRAD_CAM_LAYERS[arch]).attribute(images, target=target)
+    ours = kernels.saliency(network, images, "grad_cam", target, layer=GRAD_CAM_LAYERS[arch])[0]
     assert network.training, "the caller's mode is restored"
     network.eval()
     theirs = captum_grad_cam(network, GRAD_CAM_LAYERS[arch], images, target)
@@ -46,8 +46,9 @@ def test_served_program_explains_its_network_for_the_served_class() -> None:
     with torch.no_grad():
         served = program(images)
     torch.testing.assert_close(logits, served)
-    network, _ = kernels.locate(program, config.grad_cam_layer)
-    assert network is not program, "the layer sits inside the test-time augmentation"
+    modules = dict(program.named_modules())
+    assert config.grad_cam_layer not in modules, "the layer sits inside the test-time augmentation"
+    (network,) = [module for name, module in modules.items() if f"{name}.{config.grad_cam_layer}" in modules]
     theirs = captum_grad_cam(network, config.grad_cam_layer, images, served.argmax(dim=1))
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
     assert bool((ours > 0).any())
@@ -57,10 +58,10 @@ def test_layer_found_as_a_module_and_inside_a_wrapper() -> None:
     torch.manual_seed(0)
     network = zoo.build("cifarnet").eval()
     images = torch.randn(2, 3, 32, 32)
-    by_name = kernels.GradCam(network, "groups.2").attribute(images, target=3)
-    torch.testing.assert_close(kernels.GradCam(network, network.groups[2]).attribute(images, target=3), by_name)
+    by_name = kernels.saliency(network, images, "grad_cam", 3, layer="groups.2")[0]
+    torch.testing.assert_close(kernels.saliency(network, images, "grad_cam", 3, layer=network.groups[2])[0], by_name)
     wrapped = torch.nn.Sequential(network)
-    torch.testing.assert_close(kernels.GradCam(wrapped, "groups.2").attribute(images, target=3), by_name)
+    torch.testing.assert_close(kernels.saliency(wrapped, images, "grad_cam", 3, layer="groups.2")[0], by_name)
 
 
 def test_layers_grad_cam_cannot_use_are_one_clear_error() -> None:
@@ -72,12 +73,12 @@ def test_layers_grad_cam_cannot_use_are_one_clear_error() -> None:
         kernels.saliency(dense, images, "grad_cam")
     network = zoo.build("cifarnet")
     with pytest.raises(ValueError, match="no single layer named 'groups.7' in the CifarNet: found in no submodule"):
-        kernels.GradCam(network, "groups.7").attribute(images)
+        kernels.saliency(network, images, "grad_cam", layer="groups.7")
     with pytest.raises(ValueError, match="no submodule"):
-        kernels.GradCam(network, torch.nn.Conv2d(3, 3, 1)).attribute(images)
+        kernels.saliency(network, images, "grad_cam", layer=torch.nn.Conv2d(3, 3, 1))
     twice = zoo.FlipTTA(network)
     with pytest.raises(ValueError, match="layer 'model.groups.2' ran 2 times in one forward pass"):
-        kernels.GradCam(twice, "model.groups.2").attribute(images)
+        kernels.saliency(twice, images, "grad_cam", layer="model.groups.2")
     both = torch.nn.ModuleDict({"a": network, "b": zoo.build("cifarnet")})
     with pytest.raises(ValueError, match=r"found in several submodules \(a, b\)"):
-        kernels.GradCam(both, "groups.2").attribute(images)
+        kernels.saliency(both, images, "grad_cam", layer="groups.2")

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from miscause.kernels.erase_spec import check_erase_args
-from miscause.kernels.triton_erase import device_guard, variant_for
-from miscause.kernels.triton_packed import packed_config
-from miscause.kernels.triton_split import split_config
+from miscause.kernels.triton_erase import variant_for
+from miscause.kernels.triton_shared import device_guard, packed_config, split_config
 
 
 def test_launch_makes_the_tensors_device_current() -> None:

@@ -59,7 +59,7 @@ def test_reference_matches_per_pixel_spec(kind: str, shape: tuple[int, int, int]
     fill = torch.randn(3, generator=generator)
     for top_percent in (0.1, 5, 50, 100, 37.5):
         for box in (1, 3, 5):
-            erased, mask = kernels.erase_reference(images, saliency, top_percent, box, fill)
+            erased, mask = kernels.erase(images, saliency, top_percent, box, fill, implementation="reference")
             expected = brute_force_mask(saliency, top_percent, box)
             assert torch.equal(mask, expected), f"seed {seed}, p={top_percent}, box={box}"
             want = torch.where(expected[:, None], fill.view(1, 3, 1, 1), images)
@@ -72,7 +72,7 @@ def test_reference_keeps_dtype_and_rounds_fill_to_it(dtype: torch.dtype) -> None
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(2, 3, 8, 8, generator=generator).to(dtype)
     saliency = torch.randn(2, 8, 8, generator=generator).to(dtype)
-    erased, mask = kernels.erase_reference(images, saliency, 10, 3, [0.1, -0.2, 0.3])
+    erased, mask = kernels.erase(images, saliency, 10, 3, [0.1, -0.2, 0.3], implementation="reference")
     assert erased.dtype == dtype and mask.dtype == torch.bool
     assert torch.equal(mask, brute_force_mask(saliency, 10, 3)), f"seed {seed}"
     fill = torch.tensor([0.1, -0.2, 0.3]).to(dtype).view(1, 3, 1, 1).expand_as(images)
@@ -83,7 +83,7 @@ def test_reference_keeps_dtype_and_rounds_fill_to_it(dtype: torch.dtype) -> None
 def test_default_fill_is_zero_and_anchors_count_exactly() -> None:
     images = torch.ones(3, 2, 10, 10)
     saliency = torch.rand(3, 10, 10)
-    erased, mask = kernels.erase_reference(images, saliency, 5, 1)
+    erased, mask = kernels.erase(images, saliency, 5, 1, implementation="reference")
     assert mask.sum(dim=(1, 2)).tolist() == [5, 5, 5]
     assert torch.equal(erased, torch.where(mask[:, None], 0.0, images))
 
@@ -93,7 +93,7 @@ def test_boxes_clip_at_every_border() -> None:
     corners_and_edges = [(0, 0), (0, 10), (8, 0), (8, 10), (0, 5), (4, 0), (8, 5), (4, 10)]
     for y, x in corners_and_edges:
         saliency[0, y, x] = 1.0
-    _, mask = kernels.erase_reference(torch.zeros(1, 1, 9, 11), saliency, 8, 3)
+    _, mask = kernels.erase(torch.zeros(1, 1, 9, 11), saliency, 8, 3, implementation="reference")
     expected = torch.zeros(1, 9, 11, dtype=torch.bool)
     for y, x in corners_and_edges:
         expected[0, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = True
@@ -101,7 +101,7 @@ def test_boxes_clip_at_every_border() -> None:
 
 
 def test_box_larger_than_image_erases_everything() -> None:
-    _, mask = kernels.erase_reference(torch.zeros(2, 1, 4, 6), torch.randn(2, 4, 6), 1, 21)
+    _, mask = kernels.erase(torch.zeros(2, 1, 4, 6), torch.randn(2, 4, 6), 1, 21, implementation="reference")
     assert bool(mask.all())
 
 
@@ -110,8 +110,8 @@ def test_from_gradient_is_erase_of_max_abs_over_channels() -> None:
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(2, 3, 12, 9, generator=generator)
     gradient = torch.randn(2, 4, 12, 9, generator=generator)
-    got = kernels.erase_from_gradient_reference(images, gradient, 5, 3)
-    want = kernels.erase_reference(images, gradient.abs().amax(dim=1), 5, 3)
+    got = kernels.erase(images, gradient, 5, 3, from_gradient=True, implementation="reference")
+    want = kernels.erase(images, gradient.abs().amax(dim=1), 5, 3, implementation="reference")
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), f"seed {seed}"
 
 
@@ -120,16 +120,16 @@ def test_erase_on_cpu_is_the_reference() -> None:
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(2, 3, 16, 16, generator=generator)
     saliency = torch.randn(2, 16, 16, generator=generator)
-    got, want = kernels.erase(images, saliency, 5, 3), kernels.erase_reference(images, saliency, 5, 3)
+    got, want = kernels.erase(images, saliency, 5, 3), kernels.erase(images, saliency, 5, 3, implementation="reference")
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), f"seed {seed}"
     gradient = torch.randn(2, 3, 16, 16, generator=generator)
-    got = kernels.erase_from_gradient(images, gradient, 5, 3)
-    want = kernels.erase_from_gradient_reference(images, gradient, 5, 3)
+    got = kernels.erase(images, gradient, 5, 3, from_gradient=True)
+    want = kernels.erase(images, gradient, 5, 3, from_gradient=True, implementation="reference")
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), f"seed {seed}"
 
 
 def test_empty_batch() -> None:
-    erased, mask = kernels.erase_reference(torch.zeros(0, 3, 4, 4), torch.zeros(0, 4, 4), 5, 3)
+    erased, mask = kernels.erase(torch.zeros(0, 3, 4, 4), torch.zeros(0, 4, 4), 5, 3, implementation="reference")
     assert erased.shape == (0, 3, 4, 4) and mask.shape == (0, 4, 4)
 
 
@@ -141,17 +141,17 @@ def test_anchor_count(top_percent: float, pixels: int, k: int) -> None:
     assert kernels.anchor_count(top_percent, pixels) == k
 
 
-GOOD = {"images": torch.zeros(2, 3, 4, 5), "saliency": torch.zeros(2, 4, 5), "top_percent": 5, "box": 3}
+GOOD = {"images": torch.zeros(2, 3, 4, 5), "ranking": torch.zeros(2, 4, 5), "top_percent": 5, "box": 3}
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"saliency": torch.zeros(2, 5, 4)}, "saliency must have shape"),
-    ({"saliency": torch.zeros(1, 4, 5)}, "saliency must have shape"),
+    ({"ranking": torch.zeros(2, 5, 4)}, "saliency must have shape"),
+    ({"ranking": torch.zeros(1, 4, 5)}, "saliency must have shape"),
     ({"images": torch.zeros(3, 4, 5)}, r"images must be a \[N, C, H, W\] tensor"),
     ({"images": torch.zeros(2, 3, 4, 5, dtype=torch.float64)}, "images must be float32, float16 or bfloat16"),
-    ({"saliency": torch.zeros(2, 4, 5, dtype=torch.int64)}, "saliency must be float32"),
-    ({"saliency": torch.tensor(float("nan")).expand(2, 4, 5)}, "saliency contains NaN or Inf in 2 image"),
-    ({"saliency": torch.tensor([[[float("inf")]], [[0.0]]]).expand(2, 4, 5)}, "NaN or Inf in 1 image"),
+    ({"ranking": torch.zeros(2, 4, 5, dtype=torch.int64)}, "saliency must be float32"),
+    ({"ranking": torch.tensor(float("nan")).expand(2, 4, 5)}, "saliency contains NaN or Inf in 2 image"),
+    ({"ranking": torch.tensor([[[float("inf")]], [[0.0]]]).expand(2, 4, 5)}, "NaN or Inf in 1 image"),
     ({"box": 4}, "box must be an odd integer >= 1"),
     ({"box": 0}, "box must be an odd integer >= 1"),
     ({"box": 3.0}, "box must be an odd integer >= 1"),
@@ -166,23 +166,33 @@ def test_bad_arguments_raise_value_error(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         kernels.erase(**args)
     with pytest.raises(ValueError, match=message):
-        kernels.erase_reference(**args)
+        kernels.erase(**args, implementation="reference")
 
 
 def test_bad_gradient_raises_value_error() -> None:
     images = torch.zeros(2, 3, 4, 5)
     with pytest.raises(ValueError, match=r"gradient must have shape \(N, C', H, W\)"):
-        kernels.erase_from_gradient(images, torch.zeros(2, 4, 5), 5, 3)
+        kernels.erase(images, torch.zeros(2, 4, 5), 5, 3, from_gradient=True)
     with pytest.raises(ValueError, match="gradient contains NaN or Inf in 1 image"):
-        kernels.erase_from_gradient(images, torch.tensor([[[[0.0]], [[float("nan")]]], [[[0.0]], [[0.0]]]])
-                                    .expand(2, 2, 4, 5), 5, 3)
+        kernels.erase(images, torch.tensor([[[[0.0]], [[float("nan")]]], [[[0.0]], [[0.0]]]]).expand(2, 2, 4, 5), 5, 3,
+                      from_gradient=True)
 
 
 def test_triton_on_cpu_without_interpreter_says_what_to_use() -> None:
     if isinstance(triton_bands.bands_kernel, InterpretedFunction):
         pytest.skip("the Triton interpreter is active in this process")
     with pytest.raises(ValueError, match="needs CUDA tensors"):
-        kernels.erase_triton(**GOOD)
+        kernels.erase(**GOOD, implementation="triton")
+
+
+def test_implementation_is_one_of_the_named_and_options_fit_it() -> None:
+    with pytest.raises(ValueError, match="implementation must be one of reference, triton, packed, bands, split"):
+        kernels.erase(**GOOD, implementation="eager")
+    with pytest.raises(ValueError, match="out and debug are options of the Triton kernels"):
+        kernels.erase_unchecked(**GOOD, implementation="reference", debug=True)
+    with pytest.raises(ValueError, match="out and debug are options of the Triton kernels"):
+        kernels.erase(**GOOD, out=(torch.empty(2, 3, 4, 5), torch.empty(2, 4, 5, dtype=torch.bool)))
+    assert kernels.IMPLEMENTATIONS == ("reference", "triton", "packed", "bands", "split")
 
 
 def test_unchecked_erasures_report_their_status_and_are_checked_together() -> None:
@@ -202,5 +212,5 @@ def test_unchecked_erasures_report_their_status_and_are_checked_together() -> No
     gradient = torch.randn((3, 2, 8, 8), generator=generator)
     from_gradient = kernels.erase_unchecked(images, gradient, 5, 3, from_gradient=True)
     assert from_gradient.name == "gradient"
-    for got, want in zip(from_gradient[:2], kernels.erase_from_gradient(images, gradient, 5, 3), strict=True):
+    for got, want in zip(from_gradient[:2], kernels.erase(images, gradient, 5, 3, from_gradient=True), strict=True):
         assert torch.equal(got, want)

@@ -27,7 +27,7 @@ def images() -> torch.Tensor:
 
 def test_gradient_matches_captum_saliency(network: torch.nn.Module, images: torch.Tensor) -> None:
     target = torch.tensor([0, 3, 3, 9])
-    ours = kernels.Gradient(network).attribute(images, target=target)
+    ours = kernels.saliency(network, images, "gradient", target)[0]
     assert network.training, "the caller's mode is restored"
     network.eval()
     theirs = CaptumSaliency(network).attribute(images.clone().requires_grad_(), target=target, abs=True)
@@ -43,7 +43,7 @@ def test_input_x_gradient_matches_captum(network: torch.nn.Module, images: torch
     theirs = CaptumInputXGradient(network).attribute(images.clone().requires_grad_(), target=predicted)
     theirs = theirs.detach().abs().amax(dim=1)
     network.train()
-    ours = kernels.InputXGradient(network).attribute(images)
+    ours = kernels.saliency(network, images, "input_x_gradient")[0]
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-8)
 
 
@@ -68,12 +68,12 @@ def test_batched_backward_equals_one_image_at_a_time(network: torch.nn.Module, i
 
 def test_smoothgrad_is_seeded_and_reduces_to_gradient_without_noise(network: torch.nn.Module,
                                                                     images: torch.Tensor) -> None:
-    first = kernels.SmoothGrad(network, n_samples=3, sigma=0.2,
-                               generator=torch.Generator().manual_seed(5)).attribute(images)
-    again = kernels.SmoothGrad(network, n_samples=3, sigma=0.2,
-                               generator=torch.Generator().manual_seed(5)).attribute(images)
+    first = kernels.saliency(network, images, "smoothgrad", n_samples=3, sigma=0.2,
+                             generator=torch.Generator().manual_seed(5))[0]
+    again = kernels.saliency(network, images, "smoothgrad", n_samples=3, sigma=0.2,
+                             generator=torch.Generator().manual_seed(5))[0]
     torch.testing.assert_close(first, again)
-    plain = kernels.Gradient(network).attribute(images)
+    plain = kernels.saliency(network, images)[0]
     assert not torch.allclose(first, plain)
     noiseless, logits = kernels.saliency(network, images, "smoothgrad", n_samples=2, sigma=0.0)
     torch.testing.assert_close(noiseless, plain, rtol=1e-5, atol=1e-8)
@@ -124,7 +124,7 @@ def test_integrated_gradients_matches_captum(network: torch.nn.Module, images: t
     start = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) if baseline else None
     target = torch.tensor([0, 3, 3, 9])
     options = {"n_steps": n_steps, "integration": integration} | ({"baseline": start} if baseline else {})
-    ours = kernels.IntegratedGradients(network, **options).attribute(images, target=target)
+    ours = kernels.saliency(network, images, "integrated_gradients", target, **options)[0]
     assert network.training, "the caller's mode is restored"
     network.eval()
     theirs = CaptumIntegratedGradients(network).attribute(images, baselines=start, target=target, n_steps=n_steps,

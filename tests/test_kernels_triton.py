@@ -21,10 +21,12 @@ import pytest
 import torch
 
 from miscause import kernels
-from miscause.kernels.erase_spec import EraseArgs, check_result
-from miscause.kernels.triton_erase import erase_triton_unchecked, launch, variant_for
-from miscause.kernels.triton_keys import KEY_BITS
-from miscause.kernels.triton_split import split_config, split_select
+from miscause.kernels import erase_spec
+from miscause.kernels.triton_erase import variant_for
+from miscause.kernels.triton_shared import KEY_BITS, split_config
+
+# Internal: the split kernel's selection state (pass histograms, threshold, cut), which no entry point returns.
+from miscause.kernels.triton_split import _split_select as split_select_internal
 
 if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
     pytest.skip("no GPU: runs under the Triton interpreter from test_kernels_interpreter.py "
@@ -71,18 +73,16 @@ def assert_matches_reference(images: torch.Tensor, saliency: torch.Tensor, top_p
     images, saliency = images.to(DEVICE), saliency.to(DEVICE)
     out = poisoned_outputs(images)
     context = f"{context}, {variant or variant_for(*images.shape[2:])} kernel"
-    result = erase_triton_unchecked(images, saliency, top_percent, box, fill, from_gradient=from_gradient, out=out,
-                                    variant=variant, debug=True)
-    if from_gradient:
-        want_erased, want_mask = kernels.erase_from_gradient_reference(images, saliency, top_percent, box, fill)
-    else:
-        want_erased, want_mask = kernels.erase_reference(images, saliency, top_percent, box, fill)
+    result = kernels.erase_unchecked(images, saliency, top_percent, box, fill, from_gradient=from_gradient,
+                                     implementation=variant or "triton", out=out, debug=True)
+    want_erased, want_mask = kernels.erase(images, saliency, top_percent, box, fill, from_gradient=from_gradient,
+                                           implementation="reference")
     erased, mask = result.erased, result.mask
     assert erased.data_ptr() == out[0].data_ptr() and mask.data_ptr() == out[1].data_ptr(), context
     k = kernels.anchor_count(top_percent, images.shape[2] * images.shape[3])
     assert result.k == k and result.anchors.tolist() == [k] * len(images), f"anchor counts: {context}"
     assert result.nonfinite.tolist() == [0] * len(images), f"non-finite flags: {context}"
-    check_result(result)
+    kernels.check_result(result)
     mask_bytes = mask.view(torch.uint8)
     assert bool(((mask_bytes == 0) | (mask_bytes == 1)).all()), f"mask not fully written: {context}"
     assert torch.equal(mask, want_mask), f"mask differs: {context}"
@@ -208,7 +208,7 @@ def test_radix_selection_stops_early(case: str, passes: int, threshold: int, cut
     saliency = early_exit_saliency(case, n, h, w, k, generator).to(DEVICE)
     config = split_config(h, w)
     nonfinite, anchors = torch.empty((2, n), dtype=torch.int32, device=DEVICE)
-    counters, state = split_select(saliency, nonfinite, anchors, 1, h, w, k, FROM_GRADIENT=False,
+    counters, state = split_select_internal(saliency, nonfinite, anchors, 1, h, w, k, FROM_GRADIENT=False,
                                    KEY_BITS=KEY_BITS[saliency.dtype], DEBUG=True, SLICE=config["SLICE"],
                                    SLICES=config["SLICES"], BLOCK=config["BLOCK"], num_warps=config["num_warps"])
     ran = (counters[:, :4 * 256].view(n, 4, 256).sum(dim=2) > 0).tolist()
@@ -275,10 +275,10 @@ def test_nonfinite_values_are_flagged_per_image(variant: str) -> None:
     saliency[1, 2, 3] = float("nan")
     saliency[2, 7, 7] = float("-inf")
     saliency[2, 0, 0] = float("inf")
-    result = erase_triton_unchecked(images, saliency, 5, 3, variant=variant)
+    result = kernels.erase_unchecked(images, saliency, 5, 3, implementation=variant)
     assert result.nonfinite.tolist() == [0, 1, 2] and result.anchors.tolist() == [result.k] * 3
     with pytest.raises(ValueError, match="saliency contains NaN or Inf in 2 image"):
-        check_result(result)
+        kernels.check_result(result)
 
 
 def test_nonfinite_values_raise() -> None:
@@ -287,14 +287,14 @@ def test_nonfinite_values_raise() -> None:
     saliency[1, 2, 3] = float("nan")
     saliency[2, 7, 7] = float("-inf")
     with pytest.raises(ValueError, match="saliency contains NaN or Inf in 2 image"):
-        kernels.erase_triton(images, saliency, 5, 3)
+        kernels.erase(images, saliency, 5, 3, implementation="triton")
     gradient = torch.zeros(3, 2, 8, 8, device=DEVICE)
     gradient[0, 1, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="gradient contains NaN or Inf in 1 image"):
-        kernels.erase_from_gradient_triton(images, gradient, 5, 3)
+        kernels.erase(images, gradient, 5, 3, from_gradient=True, implementation="triton")
     gradient[0, 1, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="gradient contains NaN or Inf in 1 image"):
-        kernels.erase_from_gradient_triton(images, gradient, 5, 3)
+        kernels.erase(images, gradient, 5, 3, from_gradient=True, implementation="triton")
 
 
 def test_non_contiguous_inputs_and_bad_outputs() -> None:
@@ -303,8 +303,8 @@ def test_non_contiguous_inputs_and_bad_outputs() -> None:
     saliency = torch.randn((2, 8, 8), generator=generator).transpose(1, 2)
     assert_matches_reference(images, saliency, 10, 3, None, f"seed {seed}")
     with pytest.raises(ValueError, match="out"):
-        kernels.erase_triton(images.to(DEVICE), saliency.to(DEVICE), 10, 3,
-                             out=(torch.empty(2, 3, 8, 8, device=DEVICE), torch.empty(2, 8, 8, device=DEVICE)))
+        kernels.erase(images.to(DEVICE), saliency.to(DEVICE), 10, 3, implementation="triton",
+                      out=(torch.empty(2, 3, 8, 8, device=DEVICE), torch.empty(2, 8, 8, device=DEVICE)))
 
 
 
@@ -341,21 +341,21 @@ def test_packed_kernel_at_its_limits(shape: tuple[int, int, int, int]) -> None:
 def test_packed_kernel_refuses_sides_over_64() -> None:
     images, saliency = torch.zeros(1, 1, 65, 8, device=DEVICE), torch.zeros(1, 65, 8, device=DEVICE)
     with pytest.raises(ValueError, match="sides up to 64"):
-        erase_triton_unchecked(images, saliency, 5, 3, variant="packed")
-    with pytest.raises(ValueError, match="variant must be one of packed, bands, split"):
-        erase_triton_unchecked(images, saliency, 5, 3, variant="sorted")
+        kernels.erase_unchecked(images, saliency, 5, 3, implementation="packed")
+    with pytest.raises(ValueError, match="implementation must be one of reference, triton, packed, bands, split"):
+        kernels.erase_unchecked(images, saliency, 5, 3, implementation="sorted")
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="a failed device assertion ends the CUDA context of the test process")
 @pytest.mark.parametrize(("variant", "message"), [("packed", "bisection"), ("bands", "radix select"),
                                                   ("split", "radix select")])
-def test_debug_assertions_catch_a_broken_invariant(variant: str, message: str) -> None:
+def test_debug_assertions_catch_a_broken_invariant(variant: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With more anchors asked for than there are pixels, no k-th largest key exists: the assertion says so."""
     images, saliency = torch.randn(2, 3, 8, 8), torch.randn(2, 8, 8)
-    args = EraseArgs(k=8 * 8 + 1, radius=1, fill=torch.zeros(3))
+    monkeypatch.setattr(erase_spec, "anchor_count", lambda top_percent, pixels: pixels + 1)
     with pytest.raises(Exception, match=message):
-        launch(images, saliency, args, False, None, variant, debug=True)
-    launch(images, saliency, args, False, None, variant, debug=False)
+        kernels.erase_unchecked(images, saliency, 5, 3, implementation=variant, debug=True)
+    kernels.erase_unchecked(images, saliency, 5, 3, implementation=variant, debug=False)
 
 
 @pytest.mark.parametrize("size", [32, 70])

@@ -180,13 +180,13 @@ main_case() {
 
 NSIGHT_CASE='
 import torch
-from miscause.kernels.triton_erase import erase_triton_unchecked
+from miscause.kernels import erase_unchecked
 g = torch.Generator().manual_seed(0)
 images = torch.randn((16384, 3, 32, 32), generator=g).cuda()
 saliency = torch.randn((16384, 32, 32), generator=g).cuda()
 for variant in ("packed", "bands"):
     for _ in range(2):
-        erase_triton_unchecked(images, saliency, 5, 3, variant=variant)
+        erase_unchecked(images, saliency, 5, 3, implementation=variant)
 torch.cuda.synchronize()'
 
 # Nsight Compute on the main case, where it can read counters: the H100 (the H200's runtime refuses it).

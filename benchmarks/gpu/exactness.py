@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import torch
 
-from miscause.kernels import erase_from_gradient_reference, erase_reference
-from miscause.kernels.triton_erase import erase_triton_unchecked, variant_for
+from miscause.kernels import erase, erase_unchecked
+from miscause.kernels.triton_erase import variant_for
 
 Maker = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
@@ -74,15 +74,15 @@ def run_case(name: str, make: Maker, top_percent: float, box: int, device: torch
     """Failures of one case on every kernel that takes its size (empty when all agree)."""
     images, ranking = (t.to(device) for t in make(torch.Generator().manual_seed(seed)))
     from_gradient = ranking.dim() == 4
-    reference = erase_from_gradient_reference if from_gradient else erase_reference
-    want_erased, want_mask = reference(images, ranking, top_percent, box)
+    want_erased, want_mask = erase(images, ranking, top_percent, box, from_gradient=from_gradient,
+                                   implementation="reference")
     variants = ["packed", "bands", "split"] if variant_for(*images.shape[2:]) == "packed" else ["bands", "split"]
     failures = []
     for variant in variants:
         started = time.perf_counter()
         try:
-            result = erase_triton_unchecked(images, ranking, top_percent, box, from_gradient=from_gradient,
-                                            variant=variant)
+            result = erase_unchecked(images, ranking, top_percent, box, from_gradient=from_gradient,
+                                     implementation=variant)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
         except Exception as error:  # a compile or launch failure of one variant must not stop the others

@@ -3,7 +3,8 @@ pair, and (with --erasure) the erasure study and the service's correction policy
 
 From predictions files (fast, CPU), each written by `miscause evaluate` on the same split:
   miscause analyze --predictions runs/cifarnet.npz runs/resnet50.npz --out reports/patterns
-With seed replicates, which calibrate the model-dependence test (repeat --replicates per architecture):
+With seed replicates, which the dependence and equivalence tests need (repeat --replicates per architecture, at
+least two architectures with two or more seeds):
   miscause analyze --predictions runs/*.npz --out reports/patterns \\
       --replicates cifarnet=cifarnet_s0,cifarnet_s1 --replicates resnet50=resnet50_s0,resnet50_s1
 
@@ -32,6 +33,7 @@ from miscause.jobs.analysis.erasure.run import ANCHORS, ErasureOptions
 from miscause.jobs.analysis.inputs.predictions import load_predictions
 from miscause.jobs.analysis.options import RUN_TIME, add_erasure_arguments, erasure_options
 from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions, analyze_predictions
+from miscause.jobs.analysis.patterns.model_dependence import DEFAULT_MARGIN
 from miscause.jobs.analysis.patterns.replicates import check_replicates, parse_replicates
 from miscause.jobs.analysis.patterns.significance import CORRECTIONS
 from miscause.jobs.analysis.pipeline import (
@@ -68,8 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="models a shared edge may miss; the quorum is max(M - tolerance, M//2 + 1) "
                             "(default 1)")
     stats.add_argument("--replicates", action="append", metavar="NAME=M1,M2[,...]",
-                       help="models of one architecture that differ only in seed (repeatable); a confusion is then "
-                            "model-dependent only where it varies across architectures more than across seeds")
+                       help="models of one architecture that differ only in seed (repeatable, at least two groups); "
+                            "a confusion is model-dependent only where the share of errors it takes varies across "
+                            "architectures more than across seeds; without groups dependence is not tested")
+    stats.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                       help="equivalence margin on P(j | i, error): a pair is shared when every two architectures' "
+                            f"shares are shown to differ by less (default {DEFAULT_MARGIN})")
     sanity = parser.add_argument_group("saliency sanity check (with --repository; result files carry their own)")
     sanity.add_argument("--randomisation-images", type=int, metavar="N",
                         help="test images of the model-randomisation check (Adebayo et al. 2018), drawn with the "
@@ -88,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     erasure_group.add_argument("--no-policy", action="store_true", help="do not write policy.json into the repository")
     erasure_group.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
     erasure_group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    erasure_group.add_argument("--seed", type=int, default=0, help="random anchors, subsets and bootstrap")
+    erasure_group.add_argument("--seed", type=int, default=0,
+                               help="random anchors, subsets, bootstraps and the dependence power simulation")
     erasure_group.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_erasure_arguments(parser, "erasure settings (with --results only --top-percent, --box and "
                                   "--saliency-method apply: the files hold finished runs)")
@@ -139,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     """Analyse, write the report directory, then (with --erasure) the policies."""
     check_arguments(args)
     options = AnalysisOptions(alpha=args.alpha, correction=args.correction, min_count=args.min_count,
-                              tolerance=args.tolerance, replicates=tuple(parse_replicates(args.replicates).items()))
+                              tolerance=args.tolerance, replicates=tuple(parse_replicates(args.replicates).items()),
+                              margin=args.margin, seed=args.seed)
     options.check()
     context = Context(created=datetime.now(UTC).isoformat(timespec="seconds"), command=command_line(args),
                       versions=versions())

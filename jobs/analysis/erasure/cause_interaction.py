@@ -31,14 +31,14 @@ def tally(pairs: list[dict]) -> dict:
 def cause_interaction(analysis: Analysis, summaries: dict[str, dict]) -> dict[str, dict]:
     """Per model: errors and correction rates per cause, the per-model test and the per-pair tests."""
     options = analysis.options
-    records = {(r["true"], r["pred"]): r for r in analysis.pairs}
+    records = {(r.true, r.pred): r for r in analysis.pairs}
     out = {}
     for name, summary in summaries.items():
         groups: dict[str, list[dict]] = {NON_ESSENTIAL: [], MORPHOLOGICAL: []}
         for pair in summary["pairs"]:
             record = records[pair["true"], pair["pred"]]
-            cause = record["pattern_cause"]
-            if cause == MORPHOLOGICAL or (cause == NON_ESSENTIAL and name in record["models"]):
+            cause = record.pattern_cause
+            if cause == MORPHOLOGICAL or (cause == NON_ESSENTIAL and name in record.models):
                 groups[cause].append(pair)
         causes = {cause: tally(pairs) for cause, pairs in groups.items()}
         shared = (causes[MORPHOLOGICAL]["corrected"], causes[MORPHOLOGICAL]["errors"])

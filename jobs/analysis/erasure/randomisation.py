@@ -29,7 +29,7 @@ from torch import nn
 from miscause import kernels
 from miscause.jobs.analysis.erasure.curves import curve_rows
 from miscause.jobs.analysis.inputs.repository_model import RepositoryModel
-from miscause.kernels.gradients import Target, clean_logits
+from miscause.kernels import Target, clean_logits
 
 SANITY_THRESHOLD = 0.5  # a median correlation at least this high: the method does not explain the model
 WEIGHTS = "every weight tensor of two or more dimensions, re-initialised at once"

@@ -1,2 +1,3 @@
-"""Misclassification patterns: confusion and similarity, edge significance, model dependence calibrated by seed
-replicates, the cause of each class pair, misclassification networks."""
+"""Misclassification patterns: confusion and similarity, edge significance, where a class's errors go across
+architectures (dependence and equivalence against seed replicates, their power), the cause of each class pair,
+misclassification networks."""

@@ -1,32 +1,35 @@
-"""Cause assignment per class pair: shared by every model, dependent on the model, or neither.
+"""Cause assignment per class pair: shared by every architecture, dependent on the architecture, or neither.
 
-The rule, from the edges each model has (see `significant_edges`) and the model-dependence test
-(`model_dependence`: Cochran's Q across models on the same images, calibrated by seed replicates when given):
-- quorum q = max(M - tolerance, floor(M/2) + 1) for M models: all but `tolerance` models, and always a strict
-  majority, so a confusion called shared is never in fewer models than not.
-- a pair whose rate is heterogeneous across models (beyond seed-to-seed variation when replicate groups are
-  given) and significant in at least one model is `non_essential_interference` for the models where it is
-  significant (a property of what a model learned);
-- a pair significant in at least q models and not heterogeneous is `morphological_similarity` (the classes look
-  alike to every model: a property of the data);
-- any other pair is `not_significant`: in particular a pair significant in some models only but not shown to
-  differ between models, which one model's edge and another's missing edge cannot tell apart.
-- with one model q = 1 and nothing can be heterogeneous: every edge is `morphological_similarity`.
+The rule, from the edges each model has (see `significant_edges`) and the dependence outcome of the pair
+(`model_dependence`: `shared`, `model_dependent`, `undetermined` or `not_tested`):
+- an architecture has an edge when a strict majority of its models (its seeds) have it; an unreplicated
+  architecture when its one model has it;
+- quorum q = max(A - tolerance, floor(A/2) + 1) for A architectures: all but `tolerance`, and always a strict
+  majority, so a confusion called shared is never in fewer architectures than not;
+- `morphological_similarity`: the pair is shown shared (equivalence test) and q or more architectures have the
+  edge (the classes look alike to every architecture: a property of the data);
+- `non_essential_interference`: the pair is shown model-dependent and some model has the edge (a property of what
+  an architecture learned), for the models where it is significant;
+- `undetermined`: any other pair some model has the edge of: neither shown shared nor shown dependent, shared but
+  with the edge in too few architectures, or not tested (no replicate groups, one model);
+- `not_significant`: no model has the edge.
 - when the erasure study ran, a `non_essential_interference` pair stays so only if saliency-anchored erasure
-  verifiably corrects its errors in at least one of its models; otherwise it becomes `not_significant` (its
-  pattern cause is kept beside it).
+  verifiably corrects its errors in at least one of its models; otherwise it becomes `undetermined` (its pattern
+  cause is kept beside it).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from miscause.jobs.analysis.patterns.model_dependence import MODEL_DEPENDENT, SHARED
 from miscause.jobs.analysis.patterns.significance import adjust, edge_p_values
 
 MORPHOLOGICAL = "morphological_similarity"
 NON_ESSENTIAL = "non_essential_interference"
+UNDETERMINED = "undetermined"
 NOT_SIGNIFICANT = "not_significant"
-CAUSES = (MORPHOLOGICAL, NON_ESSENTIAL, NOT_SIGNIFICANT)
+CAUSES = (MORPHOLOGICAL, NON_ESSENTIAL, UNDETERMINED, NOT_SIGNIFICANT)
 
 
 def significant_edges(counts: np.ndarray, alpha: float, correction: str,
@@ -45,25 +48,36 @@ def significant_edges(counts: np.ndarray, alpha: float, correction: str,
     return p, adjusted, significant
 
 
-def quorum(n_models: int, tolerance: int) -> int:
-    """Models an edge must be significant in to count as shared: all but `tolerance`, at least a majority."""
-    return max(n_models - tolerance, n_models // 2 + 1)
+def quorum(n_architectures: int, tolerance: int) -> int:
+    """Architectures an edge must be in to count as shared: all but `tolerance`, at least a majority."""
+    return max(n_architectures - tolerance, n_architectures // 2 + 1)
 
 
-def assign_causes(significant: list[np.ndarray], tolerance: int,
-                  heterogeneous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cause [K,K] of str, models significant [K,K] int) from each model's significant-edge matrix and the
-    pairs the model-dependence test found heterogeneous."""
-    n_significant = np.sum(significant, axis=0).astype(int)
-    q = quorum(len(significant), tolerance)
-    cause = np.full(n_significant.shape, NOT_SIGNIFICANT, dtype=object)
-    cause[(n_significant >= 1) & heterogeneous] = NON_ESSENTIAL
-    cause[(n_significant >= q) & ~heterogeneous] = MORPHOLOGICAL
-    return cause, n_significant
+def architecture_edges(significant: list[np.ndarray], architecture: list[str]) -> dict[str, np.ndarray]:
+    """Per architecture, its edges [K,K]: those a strict majority of its models have."""
+    out = {}
+    for name in dict.fromkeys(architecture):
+        members = [s for s, a in zip(significant, architecture, strict=True) if a == name]
+        out[name] = np.sum(members, axis=0) > len(members) / 2
+    return out
+
+
+def assign_causes(significant: list[np.ndarray], architecture: list[str], tolerance: int,
+                  outcome: np.ndarray) -> np.ndarray:
+    """The cause [K,K] of str from each model's significant-edge matrix, the models' architectures and each pair's
+    dependence outcome [K,K] of str."""
+    edges = architecture_edges(significant, architecture)
+    in_architectures = np.sum(list(edges.values()), axis=0)
+    anywhere = np.any(significant, axis=0)
+    cause = np.full(anywhere.shape, NOT_SIGNIFICANT, dtype=object)
+    cause[anywhere] = UNDETERMINED
+    cause[(outcome == SHARED) & (in_architectures >= quorum(len(edges), tolerance))] = MORPHOLOGICAL
+    cause[(outcome == MODEL_DEPENDENT) & anywhere] = NON_ESSENTIAL
+    return cause
 
 
 def verified_cause(pattern_cause: str, models: list[str], verified_models: list[str]) -> str:
     """The cause after the erasure check: an unverified `non_essential_interference` is not a causal claim."""
     if pattern_cause == NON_ESSENTIAL and not set(models) & set(verified_models):
-        return NOT_SIGNIFICANT
+        return UNDETERMINED
     return pattern_cause

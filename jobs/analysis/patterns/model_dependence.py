@@ -1,110 +1,183 @@
-"""Whether a confusion depends on the model: a paired test across models on the same images, calibrated by seeds.
+"""Whether the errors of a class go elsewhere depending on the architecture, beyond seed-to-seed variation, or
+go to the same place in every architecture: per ordered pair (true i, predicted j) the share of class i's errors
+that go to j, P(j | i, error) = n_ij / e_i, with each model's own error count e_i, so an architecture that errs
+more in the same pattern is not called dependent.
 
-For an ordered pair (true i, predicted j) every model gives, per image of class i, the indicator "predicted as j".
-- Heterogeneity (always, two or more models): Cochran's Q (Cochran 1950) over those indicators of all M models,
-  chi-square with M-1 degrees of freedom. It is paired: an image hard for every model counts for none, so only
-  disagreements between models on the same images enter.
-- Seed calibration (with replicate groups): the one-way analysis of variance of the models' rates
-  P(pred = j | true = i) with the architecture as the factor. The within mean square pools the seed-to-seed
-  spread inside the replicate groups (assumed alike for every architecture), so F asks whether the rates of
-  different architectures lie further apart than those of seeds of one architecture. Since all models see the same
-  images, the seeds' spread holds exactly the noise that tells models apart on them.
-Each family of K(K-1) p-values is corrected with the analysis's correction. A pair is heterogeneous when Q's
-adjusted p-value is at most alpha, with replicate groups also F's (an intersection-union test, Berger 1982, so
-the pair's level stays alpha), and some model holds at least `min_count` such errors.
-
-Power: per pair, the smallest difference in the rate between two models that the test detects with 80% power at
-the per-pair level alpha/m (m = K(K-1), the level Holm and Benjamini-Hochberg require of the smallest p-value;
-alpha without correction), from `significance.min_detectable_difference` on the class's image count and the
-models' mean rate; also given in images and as a share of the class's errors (the conditional-probability scale).
+- The family, fixed before any test: pairs with at least `min_count` errors in some model. Corrections run over
+  it alone and its size is reported.
+- Model dependence (`dependence_tests.architecture_test`): the quasi-binomial F test of the architecture factor,
+  the dispersion estimated from the seed replicates and floored at 1. Needs replicate groups, at least two of them
+  (checked in `replicates.check_replicates`); an unreplicated architecture adds to the between-architecture term
+  and no degree of freedom to the dispersion.
+- Shared (`dependence_tests.equivalence_p`): two one-sided tests against +-`margin` for every two architectures,
+  the counts divided by the dispersion, intersection-union over the architecture pairs.
+- Outcome: `shared` when the equivalence holds after correction (even where the F test rejects: a difference within
+  the margin), else `model_dependent` when the F test rejects after correction, else `undetermined`. Pairs outside
+  the family, and every pair without replicate groups or with one model, are `not_tested`.
+- Per tested pair the effect (`dependence_tests.share_effect`) and the power of the whole rule
+  (`dependence_power.rule_power`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from miscause.jobs.analysis.patterns.confusion import class_errors
-from miscause.jobs.analysis.patterns.significance import adjust, between_within_f, cochran_q, min_detectable_difference
+from miscause.jobs.analysis.patterns.dependence_power import rule_power
+from miscause.jobs.analysis.patterns.dependence_tests import (
+    Effect,
+    architecture_test,
+    difference_interval,
+    equivalence_p,
+    pooled,
+    share_effect,
+    shares,
+)
+from miscause.jobs.analysis.patterns.significance import adjust
 
-POWER = 0.8
+MODEL_DEPENDENT = "model_dependent"
+SHARED = "shared"
+UNDETERMINED = "undetermined"
+NOT_TESTED = "not_tested"
+OUTCOMES = (MODEL_DEPENDENT, SHARED, UNDETERMINED, NOT_TESTED)
+DEFAULT_MARGIN = 0.1
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
+class PairDependence:
+    """One ordered pair's dependence result; the test's numbers are None where it was not tested."""
+
+    in_family: bool
+    outcome: str
+    shares: dict[str, float | None]
+    effect: Effect | None
+    f: float | None = None
+    df_between: int | None = None
+    df_within: int | None = None
+    dispersion: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    equivalence_p: float | None = None
+    equivalence_adjusted: float | None = None
+    min_detectable: float | None = None
+    shared_power: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelDependence:
-    """Per-pair statistics [K,K] (diagonal unused) of the model-dependence test and its power."""
+    """The dependence results of every ordered pair, and how the test was set up: whether it ran (and why not),
+    the architectures and their models, the family's size, the margin, the per-pair level of the power simulation
+    and its seed."""
 
-    q: np.ndarray
-    q_p: np.ndarray
-    q_adjusted: np.ndarray
-    f: np.ndarray
-    f_p: np.ndarray
-    f_adjusted: np.ndarray
-    df_between: int
-    df_within: int
-    calibrated: bool
-    heterogeneous: np.ndarray
-    mdd: np.ndarray
-    mdd_level: float
-    class_images: np.ndarray
-    class_error_rate: np.ndarray
+    tested: bool
+    reason: str | None
+    architectures: dict[str, tuple[str, ...]]
+    family_size: int
+    margin: float
+    level: float
+    seed: int
+    pairs: dict[tuple[int, int], PairDependence]
 
-    def record(self, i: int, j: int) -> dict:
-        """The pair's entry of metrics.json."""
-        images = int(self.class_images[i])
-        mdd = float(self.mdd[i, j])
-        defined = np.isfinite(mdd)
-        rate = self.class_error_rate[i]
-        return {"q": float(self.q[i, j]), "q_p": float(self.q_p[i, j]), "q_adjusted": float(self.q_adjusted[i, j]),
-                "f": float(self.f[i, j]) if self.calibrated else None,
-                "f_p": float(self.f_p[i, j]) if self.calibrated else None,
-                "f_adjusted": float(self.f_adjusted[i, j]) if self.calibrated else None,
-                "heterogeneous": bool(self.heterogeneous[i, j]), "class_images": images,
-                "min_detectable": {"rate": mdd if defined else None,
-                                   "images": mdd * images if defined else None,
-                                   "conditional": mdd / rate if defined and rate > 0 and mdd <= rate else None}}
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """How many pairs of the family had each outcome."""
+        found = [p.outcome for p in self.pairs.values() if p.in_family]
+        return {outcome: found.count(outcome) for outcome in OUTCOMES}
+
+    @property
+    def detectable_range(self) -> tuple[float, float] | None:
+        """The smallest and largest of the family's smallest detectable differences (None where none is)."""
+        values = [p.min_detectable for p in self.pairs.values() if p.min_detectable is not None]
+        return (min(values), max(values)) if values else None
 
 
-def model_dependence(labels: np.ndarray, predicted: list[np.ndarray], counts: list[np.ndarray],
-                     architecture: list[str] | None, alpha: float, correction: str,
-                     min_count: int) -> ModelDependence:
-    """The test for every ordered pair, from the true labels [N], each model's predictions [N] and confusion
-    counts [K,K], and (with replicate groups) each model's architecture."""
-    k, m = counts[0].shape[0], len(counts)
-    stack = np.stack(counts).astype(float)
-    votes = np.zeros((len(labels), k))
-    for p in predicted:
-        votes[np.arange(len(labels)), p] += 1
-    row_square = np.zeros((k, k))
-    np.add.at(row_square, labels, votes ** 2)
-    class_images = np.bincount(labels, minlength=k)
-    off = ~np.eye(k, dtype=bool)
-    q, q_p, f, f_p = np.zeros((k, k)), np.ones((k, k)), np.full((k, k), np.nan), np.ones((k, k))
-    df_between = df_within = 0
-    for i, j in zip(*np.nonzero(off), strict=True):
-        q[i, j], q_p[i, j] = cochran_q(stack[:, i, j], row_square[i, j])
-        if architecture is not None and class_images[i]:
-            f[i, j], f_p[i, j], df_between, df_within = between_within_f(stack[:, i, j] / class_images[i],
-                                                                         np.asarray(architecture))
-    q_adjusted, f_adjusted = np.ones((k, k)), np.ones((k, k))
-    q_adjusted[off] = adjust(q_p[off], correction)
-    f_adjusted[off] = adjust(f_p[off], correction)
-    calibrated = architecture is not None
-    heterogeneous = off & (q_adjusted <= alpha) & (stack.max(axis=0) >= min_count)
-    if calibrated:
-        heterogeneous &= f_adjusted <= alpha
-    level = alpha if correction == "none" else alpha / int(off.sum())
-    mean_rate = np.divide(stack.mean(axis=0), class_images[:, None], out=np.zeros((k, k)),
-                          where=class_images[:, None] > 0)
-    mdd = np.full((k, k), np.nan)
-    if m >= 2:
-        for i, j in zip(*np.nonzero(off), strict=True):
-            value = min_detectable_difference(int(class_images[i]), float(mean_rate[i, j]), level, POWER)
-            mdd[i, j] = np.nan if value is None else value
-    error_rate = np.divide(np.mean([class_errors(c) for c in counts], axis=0), class_images,
-                           out=np.zeros(k), where=class_images > 0)
-    return ModelDependence(q=q, q_p=q_p, q_adjusted=q_adjusted, f=f, f_p=f_p, f_adjusted=f_adjusted,
-                           df_between=df_between, df_within=df_within, calibrated=calibrated,
-                           heterogeneous=heterogeneous, mdd=mdd, mdd_level=level, class_images=class_images,
-                           class_error_rate=error_rate)
+def family(counts: list[np.ndarray], min_count: int) -> np.ndarray:
+    """Pairs [K,K] with at least `min_count` errors in some model: the tested family, fixed before testing."""
+    k = counts[0].shape[0]
+    return ~np.eye(k, dtype=bool) & (np.max(np.stack(counts), axis=0) >= min_count)
+
+
+def not_tested_reason(n_models: int, grouped: bool) -> str | None:
+    """Why the dependence and equivalence tests do not run, or None when they do."""
+    if n_models < 2:
+        return "one model: there is nothing to compare"
+    if not grouped:
+        return ("no replicate groups (--replicates): without seeds of one architecture nothing tells an "
+                "architecture's effect from a seed's")
+    return None
+
+
+def model_dependence(labels: np.ndarray, predicted: list[np.ndarray], counts: list[np.ndarray], names: list[str],
+                     architecture: list[str], grouped: bool, *, alpha: float, correction: str, min_count: int,
+                     margin: float, seed: int) -> ModelDependence:
+    """The dependence results from the true labels [N], each model's predictions [N] and confusion counts [K,K],
+    the models' names and architectures (a model outside every replicate group is its own), and whether replicate
+    groups were given."""
+    k = counts[0].shape[0]
+    arch_names = list(dict.fromkeys(architecture))
+    arch = np.array([arch_names.index(a) for a in architecture])
+    members = {a: tuple(n for n, b in zip(names, architecture, strict=True) if b == a) for a in arch_names}
+    errors = np.stack([class_errors(c) for c in counts]).astype(float)
+    n_all = np.stack(counts).astype(float)
+    candidates = family(counts, min_count)
+    reason = not_tested_reason(len(counts), grouped)
+    level = alpha if correction == "none" else alpha / max(int(candidates.sum()), 1)
+    pairs = {}
+    for i, j in zip(*np.nonzero(~np.eye(k, dtype=bool)), strict=True):
+        arch_n, arch_e = pooled(n_all[:, i, j], errors[:, i], arch, len(arch_names))
+        observed = {a: _number(s) for a, s in zip(arch_names, shares(arch_n, arch_e), strict=True)}
+        pair = PairDependence(in_family=bool(candidates[i, j]), outcome=NOT_TESTED, shares=observed, effect=None)
+        if pair.in_family:
+            pair_seed = np.random.SeedSequence([seed, int(i), int(j)])
+            rows = labels == i
+            err = np.stack([p[rows] != i for p in predicted])
+            informative = err.any(axis=0)
+            to_j = np.stack([p[rows][informative] == j for p in predicted])
+            effect = (share_effect(err[:, informative], to_j, arch, arch_names, int(pair_seed.generate_state(1)[0]))
+                      if len(arch_names) > 1 else None)
+            pair = replace(pair, effect=effect)
+            if reason is None:
+                pair = _tested(pair, n_all[:, i, j], errors[:, i], arch, arch_names, margin, level, pair_seed)
+        pairs[int(i), int(j)] = pair
+    if reason is None:
+        pairs.update(_corrected({key: pair for key, pair in pairs.items() if pair.in_family}, alpha, correction))
+    return ModelDependence(tested=reason is None, reason=reason, architectures=members,
+                           family_size=int(candidates.sum()), margin=margin, level=level, seed=seed, pairs=pairs)
+
+
+def _corrected(tested: dict[tuple[int, int], PairDependence], alpha: float,
+               correction: str) -> dict[tuple[int, int], PairDependence]:
+    """The family's pairs with both p-values corrected over the family, and their outcomes."""
+    keys = list(tested)
+    dependence = adjust(np.array([tested[key].p_value for key in keys]), correction)
+    equivalence = adjust(np.array([tested[key].equivalence_p for key in keys]), correction)
+    out = {}
+    for key, p, q in zip(keys, dependence, equivalence, strict=True):
+        outcome = SHARED if q <= alpha else MODEL_DEPENDENT if p <= alpha else UNDETERMINED
+        out[key] = replace(tested[key], p_adjusted=float(p), equivalence_adjusted=float(q), outcome=outcome)
+    return out
+
+
+def _number(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _tested(pair: PairDependence, n: np.ndarray, e: np.ndarray, arch: np.ndarray, arch_names: list[str],
+            margin: float, level: float, seed: np.random.SeedSequence) -> PairDependence:
+    """One family pair with its test, equivalence test, the effect's interval and the power (before the correction
+    over the family)."""
+    test = architecture_test(n, e, arch)
+    dispersion = float(test.dispersion)
+    if not np.isfinite(dispersion):
+        return replace(pair, outcome=UNDETERMINED, df_between=test.df_between, df_within=test.df_within,
+                       p_value=1.0, equivalence_p=1.0, shared_power=0.0)
+    arch_n, arch_e = pooled(n, e, arch, len(arch_names))
+    effect = pair.effect and replace(pair.effect, ci95=difference_interval(
+        arch_n, arch_e, dispersion, arch_names.index(pair.effect.high), arch_names.index(pair.effect.low)))
+    power = rule_power(e, arch, len(arch_names), float(n.sum() / e.sum()), dispersion, level, margin, seed)
+    return replace(pair, outcome=UNDETERMINED, effect=effect, f=float(test.f), df_between=test.df_between,
+                   df_within=test.df_within, dispersion=dispersion, p_value=float(test.p_value),
+                   equivalence_p=float(equivalence_p(arch_n, arch_e, np.asarray(dispersion), margin)),
+                   min_detectable=power.min_detectable, shared_power=power.shared_power)

@@ -1,8 +1,9 @@
 """Replicate groups: models of one architecture that differ only in their training seed.
 
-A group calibrates the model-dependence test: a confusion is particular to an architecture only where it varies
-across architectures more than it varies between seeds of one architecture (see `model_dependence`). Models
-outside every group are architectures of their own.
+The groups give the dependence test its seed-to-seed variation: a confusion is particular to an architecture only
+where the share of errors it takes varies across architectures more than between seeds of one architecture (see
+`model_dependence`). Models outside every group are architectures of their own; the test needs at least two
+groups, so that the seed-to-seed variation is not one architecture's alone.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def parse_replicates(specs: Iterable[str] | None) -> Groups:
 
 def check_replicates(groups: Groups, classes: Mapping[str, tuple[str, ...]]) -> None:
     """Groups against the analysed models (name -> class list): unknown models, a group name that is also an
-    ungrouped model's, replicates with different class lists, or a single architecture are `MiscauseError`s."""
+    ungrouped model's, replicates with different class lists, or fewer than two groups (replicated architectures)
+    are `MiscauseError`s."""
     if not groups:
         return
     grouped = {model for models in groups.values() for model in models}
@@ -56,9 +58,9 @@ def check_replicates(groups: Groups, classes: Mapping[str, tuple[str, ...]]) -> 
         if differing:
             raise MiscauseError(f"--replicates {name}: {', '.join(differing)} name other classes than {models[0]}: "
                                 "replicates must share the class list")
-    if len(set(architectures(list(classes), groups))) < 2:
-        raise MiscauseError("--replicates: every model is in one group, so there is no second architecture to "
-                            "compare with")
+    if len(groups) < 2:
+        raise MiscauseError(f"--replicates: the dependence test needs at least two replicated architectures (two "
+                            f"groups of two or more seeds), got {len(groups)} ({', '.join(groups)})")
 
 
 def architectures(models: list[str], groups: Groups) -> list[str]:

@@ -1,5 +1,6 @@
-"""The tests the analysis uses: edges against a no-structure baseline, model-dependence of a confusion, paired
-erasure outcomes, rates compared between causes, corrections, and the power of the model-dependence test."""
+"""The tests the analysis uses: edges against a no-structure baseline, paired erasure outcomes, rates compared
+between causes, corrections, and the power of the erasure verification (the model-dependence tests are in
+`dependence_tests`)."""
 
 from __future__ import annotations
 
@@ -73,71 +74,6 @@ def bootstrap_mean_interval(gains: int, losses: int, n: int, level: float = 0.95
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
-
-
-def cochran_q(totals: np.ndarray, row_square_sum: float) -> tuple[float, float]:
-    """Cochran's Q (Cochran 1950) for M related binary samples: (Q, p) against chi-square with M-1 degrees of freedom.
-
-    `totals` [M] counts each sample's successes over the same N subjects; `row_square_sum` is the sum over subjects
-    of (successes of that subject across the M samples) squared. Q tests whether the M success probabilities are
-    equal while every subject keeps its own difficulty (the paired design); with M = 2 it is McNemar's statistic.
-    Subjects on which all samples agree carry no information; with none left, Q = 0 and p = 1.
-    """
-    m = len(totals)
-    total = float(np.sum(totals))
-    denominator = m * total - row_square_sum
-    if m < 2 or denominator <= 0:
-        return 0.0, 1.0
-    q = (m - 1) * (m * float(np.sum(np.square(totals, dtype=float))) - total ** 2) / denominator
-    return q, float(stats.chi2.sf(q, m - 1))
-
-
-def between_within_f(values: np.ndarray, groups: np.ndarray) -> tuple[float, float, int, int]:
-    """One-way analysis of variance: (F, p, df between, df within) of `values` [M] grouped by `groups` [M].
-
-    The within-group mean square pools the spread inside the groups that hold two or more values (singletons
-    add only to the between-group term), so F compares how far the group means lie apart with how far values of
-    one group do. Undefined (F NaN, p 1) with fewer than two groups or no group of two; no spread within but
-    some between: F = inf, p = 0.
-    """
-    labels, index = np.unique(groups, return_inverse=True)
-    sizes = np.bincount(index)
-    df_between, df_within = len(labels) - 1, int(np.sum(sizes - 1))
-    if df_between < 1 or df_within < 1:
-        return float("nan"), 1.0, df_between, df_within
-    means = np.bincount(index, weights=values) / sizes
-    between = float(np.sum(sizes * (means - values.mean()) ** 2)) / df_between
-    within = float(np.sum((values - means[index]) ** 2)) / df_within
-    if within == 0:
-        return (float("inf"), 0.0, df_between, df_within) if between > 0 else (float("nan"), 1.0, df_between, df_within)
-    f = between / within
-    return f, float(stats.f.sf(f, df_between, df_within)), df_between, df_within
-
-
-def min_detectable_difference(n: int, rate: float, alpha: float, power: float = 0.8) -> float | None:
-    """Smallest rate difference p1 - p0 two samples of n subjects detect with probability `power` at two-sided
-    level `alpha`, from the normal approximation to the two-proportion test (Fleiss, Levin & Paik 2003, ch. 4):
-    delta * sqrt(n) = z(1 - alpha/2) sqrt(2 pm qm) + z(power) sqrt(p0 q0 + p1 q1), p0 = `rate`, p1 = p0 + delta,
-    pm = (p0 + p1) / 2.
-
-    Treating the samples as independent ignores the pairing of related samples on the same subjects, whose
-    positive correlation only lowers the variance, so this is an upper bound for paired tests. None when not even
-    a difference of 1 - p0 is detectable.
-    """
-    if n < 1:
-        return None
-    z_alpha, z_power = stats.norm.isf(alpha / 2), stats.norm.ppf(power)
-    p0 = min(max(rate, 0.0), 1.0)
-
-    def shortfall(delta: float) -> float:
-        p1, mean = p0 + delta, p0 + delta / 2
-        return (delta * np.sqrt(n) - z_alpha * np.sqrt(2 * mean * (1 - mean))
-                - z_power * np.sqrt(p0 * (1 - p0) + p1 * (1 - p1)))
-
-    low, high = 1e-12, 1.0 - p0
-    if high <= low or shortfall(high) < 0:
-        return None
-    return float(optimize.brentq(shortfall, low, high, xtol=1e-10)) if shortfall(low) < 0 else low
 
 
 def fisher_greater(first: tuple[int, int], second: tuple[int, int]) -> float:

@@ -12,8 +12,8 @@ def deviations(results: Results) -> list[str]:
     items = [
         "Models: the paper compares six architectures (VGG16, ResNet50, GoogLeNet, DenseNet161, MobileNet V2, "
         f"Inception V3) trained on CIFAR-10; this report compares {', '.join(analysis.models)}."
-        + (" Replicate groups (models of one architecture trained with other seeds) calibrate the comparison."
-           if o.groups else ""),
+        + (" Replicate groups (models of one architecture trained with other seeds) calibrate the comparison; "
+           "shared and particular are counted over architectures, not seeds." if o.groups else ""),
     ]
     if data.get("split_size") and data.get("n") and data["n"] < data["split_size"]:
         items.append(f"Data: {data['n']} of the {data['split_size']} test images (a seeded random subset), to fit "
@@ -23,10 +23,13 @@ def deviations(results: Results) -> list[str]:
         "Shared against particular confusions: the paper reads them from the misclassification networks, a "
         "confusion in every model's network being shared and one in few networks particular. Here each edge is "
         f"tested against a no-structure binomial baseline ({o.correction} correction, level {o.alpha}, at least "
-        f"{o.min_count} errors), and a confusion counts as particular only where a test across the models on the "
-        "same images finds its rate heterogeneous (Cochran's Q"
-        + (", calibrated against seed-to-seed variation" if o.groups else ", not calibrated by seed replicates")
-        + "): an edge present in one network and absent from another can be sampling noise.",
+        f"{o.min_count} errors); a confusion counts as particular only where the share of the class's errors it "
+        "takes differs between architectures beyond seed-to-seed variation (quasi-binomial F test), and as shared "
+        f"only where an equivalence test shows every architecture's share within {o.margin} of every other's"
+        + ("" if o.groups else " (neither was tested here: no replicate groups, so the comparison is not "
+                               "calibrated by seed replicates)")
+        + ": an edge present in one network and absent from another can be sampling noise, and a failure to "
+        "find a difference is not sameness.",
     ]
     if erasure is not None:
         s = erasure.settings

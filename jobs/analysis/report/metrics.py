@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 
+from miscause.jobs.analysis.patterns.misclassification import PairRecord
 from miscause.jobs.analysis.patterns.networks import network_json
 from miscause.jobs.analysis.pipeline import Results
 from miscause.jobs.analysis.report.statistics import dependence_settings
@@ -28,6 +30,14 @@ def plain(value: object) -> object:
     return value
 
 
+def pair_json(record: PairRecord) -> dict:
+    """A pair's entry: the record's fields, `erasure_verified_models` only when the erasure study ran."""
+    entry = asdict(record)
+    if record.erasure_verified_models is None:
+        del entry["erasure_verified_models"]
+    return entry
+
+
 def metrics(results: Results) -> dict:
     """Every number of the run (the metrics.json layout)."""
     analysis, erasure, context = results.analysis, results.erasure, results.context
@@ -40,7 +50,7 @@ def metrics(results: Results) -> dict:
         "data": results.data,
         "versions": context.versions,
         "settings": {"alpha": options.alpha, "correction": options.correction, "min_count": options.min_count,
-                     "tolerance": options.tolerance, "quorum": analysis.quorum,
+                     "tolerance": options.tolerance, "quorum": analysis.quorum, "margin": options.margin,
                      "replicates": options.groups, "model_dependence": dependence_settings(analysis),
                      "erasure": erasure.settings if erasure else None},
         "classes": list(analysis.classes),
@@ -50,7 +60,7 @@ def metrics(results: Results) -> dict:
                           "conditional": m.conditional} for name, m in analysis.models.items()},
         "similarity": {"models": names, "spearman": analysis.spearman, "jaccard": analysis.jaccard},
         "consensus": network_json(analysis.consensus),
-        "pairs": analysis.pairs,
+        "pairs": [pair_json(record) for record in analysis.pairs],
         "erasure": erasure.summaries if erasure else None,
         "cause_interaction": erasure.cause_interaction if erasure else None,
         "verification_power": erasure.verification_power if erasure else None,

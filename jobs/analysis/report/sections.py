@@ -16,6 +16,7 @@ from miscause.jobs.analysis.report.statistics import (
     correction_text,
     dependence_text,
     detectable,
+    effect_text,
     fitted_text,
     interaction_blocks,
 )
@@ -33,40 +34,45 @@ def rule_text(analysis: Analysis) -> list[str]:
         f"correction over the model's K(K-1) ordered pairs, is at most {o.alpha}, and it holds at least "
         f"{o.min_count} errors. A model's misclassification network keeps exactly these edges.",
         *dependence_text(analysis),
-        f"With {m} model(s) and tolerance {o.tolerance}, the quorum is max(M - tolerance, floor(M/2) + 1) = "
-        f"{analysis.quorum}. A pair that is model-dependent and significant in at least one model is "
-        f"`{causes.NON_ESSENTIAL}` for the models where it is significant; a pair significant in at least "
-        f"{analysis.quorum} model(s) and not model-dependent is `{causes.MORPHOLOGICAL}`; any other pair is "
-        f"`{causes.NOT_SIGNIFICANT}`, including a pair significant in some models only that the test does not "
-        "show to differ between models (an edge in one model and none in another is not a difference)."
-        + (" With one model nothing can show that a confusion depends on the model, so every edge counts as "
-           "shared." if m == 1 else ""),
+        f"An architecture has an edge when a strict majority of its models (seeds) have it. With {m} model(s) in "
+        f"{len(analysis.dependence.architectures)} architecture(s) and tolerance {o.tolerance}, the quorum is "
+        f"max(A - tolerance, floor(A/2) + 1) = {analysis.quorum} architectures. A pair shown shared with the edge in "
+        f"at least {analysis.quorum} architecture(s) is `{causes.MORPHOLOGICAL}`; a pair shown model-dependent and "
+        f"significant in at least one model is `{causes.NON_ESSENTIAL}` for the models where it is significant; any "
+        f"other pair with an edge is `{causes.UNDETERMINED}` (an edge in one model and none in another is not a "
+        f"difference, and a failure to reject is not sameness); a pair without an edge is "
+        f"`{causes.NOT_SIGNIFICANT}`.",
         "When the erasure study ran, a pair is reported as non-essential interference only where erasing at the "
         "most salient pixels corrects its errors significantly more often than the control erasure named in the "
         "erasure study (exact one-sided McNemar test on the same images, corrected over the model's significant "
         f"edges with the same correction, level {o.alpha}); an unverified pair is reported as "
-        f"`{causes.NOT_SIGNIFICANT}` with its pattern cause kept in metrics.json.",
+        f"`{causes.UNDETERMINED}` with its pattern cause kept in metrics.json.",
     ]
 
 
+PAIR_HEADERS = ["true", "predicted", "cause", "models", "architectures with the edge",
+                "share of errors by architecture", "outcome", "largest difference [95% CI]", "dependence adj. p",
+                "equivalence adj. p", "smallest detectable; equal called shared", "erasure verified in"]
+
+
 def _pair_rows(analysis: Analysis) -> list[list]:
-    tested = len(analysis.models) >= 2
-    calibrated = tested and analysis.dependence is not None and analysis.dependence.calibrated
     rows = []
     for record in analysis.pairs:
-        if not record["models"]:
+        if not record.models:
             continue
-        shares = ", ".join(f"{name} {_percent(s['conditional'])} ({s['count']})"
-                           for name, s in record["per_model"].items() if s["significant"])
-        cause = f"`{record['cause']}`"
-        if record["pattern_cause"] != record["cause"]:
-            cause += f" (pattern: `{record['pattern_cause']}`, not verified)"
-        d = record["dependence"]
-        tests = ([f"{d['q_adjusted']:.3g}"] + ([f"{d['f_adjusted']:.3g}"] if calibrated else [])
-                 + [detectable(record)] if tested else [])
-        rows.append([record["true"], record["pred"], cause, len(record["models"]), shares, *tests,
-                     ", ".join(record.get("erasure_verified_models", [])) or "-"])
+        d = record.dependence
+        shares = ", ".join(f"{arch} {'-' if share is None else _percent(share)}" for arch, share in d.shares.items())
+        cause = f"`{record.cause}`"
+        if record.pattern_cause != record.cause:
+            cause += f" (pattern: `{record.pattern_cause}`, not verified)"
+        rows.append([record.true, record.pred, cause, len(record.models), ", ".join(record.architectures) or "-",
+                     shares, d.outcome, effect_text(record), _p(d.p_adjusted), _p(d.equivalence_adjusted),
+                     detectable(record), ", ".join(record.erasure_verified_models or []) or "-"])
     return sorted(rows, key=lambda row: (-row[3], row[0], row[1]))
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
@@ -147,7 +153,7 @@ def document(results: Results) -> list[Block]:
     """The report's blocks, in order."""
     analysis, erasure, context = results.analysis, results.erasure, results.context
     names = list(analysis.models)
-    counts = {c: sum(r["cause"] == c for r in analysis.pairs) for c in causes.CAUSES}
+    counts = {c: sum(r.cause == c for r in analysis.pairs) for c in causes.CAUSES}
     blocks: list[Block] = [
         ("h1", "Misclassification analysis"),
         ("p", f"Created {context.created}. Command:"),
@@ -163,22 +169,16 @@ def document(results: Results) -> list[Block]:
         ("h2", "Causes by class pair"),
         ("p", f"{counts[causes.MORPHOLOGICAL]} pairs attributed to morphological similarity, "
               f"{counts[causes.NON_ESSENTIAL]} to non-essential information interference, "
-              f"{counts[causes.NOT_SIGNIFICANT]} not significant (of {len(analysis.pairs)} ordered pairs). "
-              "Listed: pairs significant in at least one model, with each model's conditional probability "
-              "(and count)."),
+              f"{counts[causes.UNDETERMINED]} undetermined, {counts[causes.NOT_SIGNIFICANT]} not significant (of "
+              f"{len(analysis.pairs)} ordered pairs). Listed: pairs significant in at least one model, with each "
+              "architecture's pooled share of the class's errors."),
     ]
-    unverified = sum(r["pattern_cause"] != r["cause"] for r in analysis.pairs)
+    unverified = sum(r.pattern_cause != r.cause for r in analysis.pairs)
     if erasure:
-        blocks.append(("p", f"{unverified} pairs particular to few models were not verified by the erasure study "
-                            "and are reported as not significant."))
+        blocks.append(("p", f"{unverified} model-dependent pairs were not verified by the erasure study and are "
+                            "reported as undetermined."))
     rows = _pair_rows(analysis)
-    tested = len(analysis.models) >= 2
-    calibrated = tested and analysis.dependence is not None and analysis.dependence.calibrated
-    dependence = (["Cochran's Q adj. p"] + (["seed-calibrated F adj. p"] if calibrated else [])
-                  + ["smallest detectable difference"] if tested else [])
-    headers = ["true", "predicted", "cause", "models", "conditional probability (count)", *dependence,
-               "erasure verified in"]
-    blocks.append(("table", headers, rows) if rows else ("p", "No pair is significant in any model."))
+    blocks.append(("table", PAIR_HEADERS, rows) if rows else ("p", "No pair is significant in any model."))
     blocks += [("h2", "Confusion matrices")]
     blocks += [("figure", figure_file("confusion", n),
                 f"{n}: row-normalised confusion and conditional confusion") for n in names]

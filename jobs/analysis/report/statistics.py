@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from miscause.jobs.analysis.erasure.verification_power import POWER as VERIFICATION_POWER
 from miscause.jobs.analysis.patterns import causes
-from miscause.jobs.analysis.patterns.misclassification import Analysis
-from miscause.jobs.analysis.patterns.model_dependence import POWER
+from miscause.jobs.analysis.patterns.dependence_power import POWER, SIMULATIONS, STEP
+from miscause.jobs.analysis.patterns.dependence_tests import BOOTSTRAP_RESAMPLES
+from miscause.jobs.analysis.patterns.misclassification import Analysis, PairRecord
+from miscause.jobs.analysis.patterns.model_dependence import MODEL_DEPENDENT, SHARED, UNDETERMINED
 from miscause.jobs.analysis.pipeline import ErasureResults
 from miscause.jobs.analysis.report.document import Block
 
@@ -16,44 +18,60 @@ def percent(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def dependence_settings(analysis: Analysis) -> dict | None:
-    """The model-dependence test's settings for metrics.json (None with one model)."""
+def dependence_settings(analysis: Analysis) -> dict:
+    """The dependence and equivalence tests' set-up and outcome counts for metrics.json."""
     d = analysis.dependence
-    if d is None or len(analysis.models) < 2:
-        return None
-    return {"statistic": "cochran_q", "calibration": "anova_f_seed_replicates" if d.calibrated else None,
-            "df_between": d.df_between if d.calibrated else None, "df_within": d.df_within if d.calibrated else None,
-            "power": POWER, "power_level": d.mdd_level}
+    return {"tested": d.tested, "reason": d.reason, "quantity": "share_of_class_errors",
+            "test": "quasi_binomial_f", "dispersion": "pearson_over_seed_replicates_floor_1",
+            "equivalence": "tost_agresti_caffo_intersection_union", "family": "min_count_in_some_model",
+            "family_size": d.family_size, "architectures": d.architectures,
+            "replicated_architectures": [a for a, models in d.architectures.items() if len(models) > 1],
+            "edge_in_architecture": "majority_of_seeds", "outcomes": d.outcomes, "power": POWER,
+            "power_level": d.level, "power_simulations": SIMULATIONS, "power_step": STEP,
+            "detectable_range": d.detectable_range, "bootstrap_resamples": BOOTSTRAP_RESAMPLES, "seed": d.seed}
 
 
 def dependence_text(analysis: Analysis) -> list[str]:
-    """The model-dependence test and its levels, in words."""
+    """The dependence and equivalence tests, their family, levels and power, in words and numbers."""
     o, d = analysis.options, analysis.dependence
-    if d is None or len(analysis.models) < 2:
-        return []
-    groups = "; ".join(f"{name}: {', '.join(models)}" for name, models in o.groups.items())
-    calibration = (
-        f"Calibrated by seed replicates ({groups}): the one-way analysis of variance of the models' rates "
-        "P(pred = j | true = i) with the architecture as factor (models outside every group are architectures of "
-        "their own); its error term pools the seed-to-seed spread within the replicate groups "
-        f"({d.df_within} degrees of freedom; architectures {d.df_between + 1}), so F asks whether architectures "
-        f"differ by more than seeds do. Its p-values get the same correction; a pair is model-dependent only when "
-        f"both adjusted p-values are at most {o.alpha} (an intersection-union test, level {o.alpha})."
-        if d.calibrated else
-        "No replicate groups were given (`--replicates NAME=M1,M2,...`), so the test is not calibrated against "
-        "seed-to-seed variation: a pair found model-dependent may differ between training runs of one "
-        "architecture as much as between architectures.")
+    correction = correction_text(o.correction)
+    groups = "; ".join(f"{name}: {', '.join(models)}" for name, models in d.architectures.items())
+    quantity = (
+        "Where a class's errors go: per model and ordered pair i -> j the share of class i's errors predicted as j, "
+        "P(j | i, error) = count(i -> j) / errors of i, with each model's own errors, so an architecture that errs "
+        "more in the same pattern is not called dependent.")
+    family = (f"The tested family, fixed before any test: the {d.family_size} ordered pairs with at least "
+              f"{o.min_count} errors in some model; {correction} correction over it, level {o.alpha}.")
+    if not d.tested:
+        return [quantity, family,
+                f"Model dependence and equivalence were not tested: {d.reason}. The comparison is not calibrated by "
+                "seed replicates, so no pair is called model-dependent or shared, and every pair with an edge is "
+                f"`{causes.UNDETERMINED}`. Give at least two replicate groups (`--replicates NAME=M1,M2,...`) to "
+                "test them."]
+    counts = d.outcomes
+    span = d.detectable_range
+    power = (f"from {100 * span[0]:.0f} to {100 * span[1]:.0f} points over the pairs where some difference is "
+             "detectable" if span else "no difference is detectable for any pair")
     return [
-        "Model dependence of a pair i -> j: Cochran's Q (Cochran 1950) over all models' per-image indicators "
-        "\"image of class i predicted as j\" on the same images (chi-square, M - 1 degrees of freedom; paired, so "
-        f"only disagreements between models on an image count), {correction_text(o.correction)} correction over the "
-        f"K(K-1) ordered pairs, level {o.alpha}, and some model holding at least {o.min_count} such errors.",
-        calibration,
-        f"Power: for each pair the report gives the smallest difference in P(pred = j | true = i) between two "
-        f"models that the test detects with {POWER:.0%} power at the per-pair level {d.mdd_level:.3g} (alpha over "
-        "the number of pairs, what the correction asks of the smallest p-value), from the two-proportion normal "
-        "approximation on the class's images and the models' mean rate (Fleiss, Levin & Paik 2003); pairing "
-        "only lowers it. It is also given in images and as a share of the class's errors.",
+        quantity, family,
+        f"Architectures ({groups}). Model dependence: a quasi-binomial GLM of the share with the architecture as "
+        "factor, the models weighted by their errors of the class; F = between-architecture deviance / "
+        "(architectures - 1) / dispersion, the dispersion the Pearson chi-square over the seed-to-seed spread "
+        "within architectures (models - architectures degrees of freedom), floored at 1 so that seeds that agree "
+        "exactly cannot give p = 0.",
+        f"Shared: two one-sided tests (Agresti-Caffo) that every two architectures' pooled shares differ by less "
+        f"than the margin {o.margin}, their counts divided by the dispersion; the largest p-value over the "
+        "architecture pairs (intersection-union), corrected over the family.",
+        f"Outcomes of the {d.family_size} pairs: {counts[MODEL_DEPENDENT]} model-dependent, {counts[SHARED]} shared "
+        f"(equivalent within {o.margin}, whether or not the F test rejects), {counts[UNDETERMINED]} undetermined "
+        "(neither shown).",
+        f"Power of the whole rule, by {SIMULATIONS} seeded simulations per pair with its observed errors and "
+        f"dispersion: the smallest difference in the share (grid {STEP}) that it calls model-dependent with "
+        f"{POWER:.0%} probability at the level {d.level:.3g} (alpha over the family, what the correction asks of the "
+        f"smallest p-value), one architecture shifted: {power}. Effect: the difference between the architectures "
+        "with the highest and lowest pooled share, with its 95% interval (Agresti-Caffo on the counts divided by the "
+        "dispersion, seed-to-seed variation included; metrics.json also holds the percentile bootstrap over the "
+        f"class's images, {BOOTSTRAP_RESAMPLES} resamples paired across models, seeds fixed).",
     ]
 
 
@@ -63,13 +81,26 @@ def correction_text(method: str) -> str:
             "none": "no"}[method]
 
 
-def detectable(record: dict) -> str:
-    """A pair's smallest detectable difference: points, images, share of the class's errors."""
-    mdd = record["dependence"]["min_detectable"]
-    if mdd["rate"] is None:
-        return "none"
-    share = f"; {percent(mdd['conditional'])} of errors" if mdd["conditional"] is not None else ""
-    return f"{100 * mdd['rate']:.1f} pts ({mdd['images']:.0f} images{share})"
+def effect_text(record: PairRecord) -> str:
+    """A pair's largest difference between architectures with its interval (seeds included where tested, else over
+    images with the seeds fixed)."""
+    effect = record.dependence.effect
+    if effect is None:
+        return "-"
+    interval = effect.ci95 or effect.ci95_images
+    scope = "" if effect.ci95 or interval is None else " images only"
+    shown = f" [{100 * interval[0]:+.1f}, {100 * interval[1]:+.1f}{scope}]" if interval else ""
+    return f"{effect.high} - {effect.low}: {100 * effect.difference:+.1f} pts{shown}"
+
+
+def detectable(record: PairRecord) -> str:
+    """A pair's smallest difference the rule calls model-dependent with 80% power, and how often it calls an
+    equal pair shared."""
+    d = record.dependence
+    if d.shared_power is None:
+        return "-"
+    smallest = "none" if d.min_detectable is None else f"{100 * d.min_detectable:.0f} pts"
+    return f"{smallest}; equal called shared {percent(d.shared_power)}"
 
 
 def _rate(tally: dict, key: str) -> str:
