@@ -46,6 +46,7 @@ class StagePlan:
     erasure_seconds_per_image: float
     erasure_passes: int  # forward passes per image: the erasures' classifications and the saliency maps
     budget_seconds: float | None = None  # the share of the budget the epochs were fitted to
+    model: str | None = None  # the stage's model, e.g. resnet18_s1, where a study names one
 
     @property
     def steps_per_epoch(self) -> int:
@@ -102,11 +103,12 @@ def split_sizes(data: str | None, limit: int | None) -> dict[str, int]:
 
 
 def plan_stage(arch: str, recipe: Recipe, images: dict[str, int], erasure: ErasureOptions, device: torch.device,
-               budget_seconds: float | None = None) -> StagePlan:
-    """Measure, then plan the recipe's epochs; with a budget, as many of them as fit (at least one)."""
+               budget_seconds: float | None = None, step_seconds: float | None = None) -> StagePlan:
+    """Measure (the training step unless `step_seconds` was measured already), then plan the recipe's epochs;
+    with a budget, as many of them as fit (at least one)."""
     from miscause.device import describe
 
-    step = measure_step_seconds(arch, recipe, device, steps=2, warmup=1)
+    step = step_seconds or measure_step_seconds(arch, recipe, device, steps=2, warmup=1)
     plan = StagePlan(arch, describe(device), recipe.batch_size, recipe.epochs, recipe.epochs, dict(images), step,
                      measure_erasure_seconds(arch, recipe, erasure, device), forward_passes(erasure))
     return plan if budget_seconds is None else fit_epochs(plan, budget_seconds)
@@ -119,16 +121,16 @@ def fit_epochs(plan: StagePlan, budget_seconds: float) -> StagePlan:
 
 
 def plan_table(plans: list[StagePlan], budget_seconds: float | None) -> str:
-    """The dry run's table: per architecture the planned epochs and the estimated device time."""
-    lines = ["| arch | batch | epochs (recipe) | s/step | steps/epoch | train s | erasure passes/image | erasure s | "
-             "stage s | budget s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    """The dry run's table: per stage the planned epochs and the estimated device time, in seconds and minutes."""
+    lines = ["| stage | batch | epochs (recipe) | s/step | steps/epoch | train s | erasure passes/image | erasure s | "
+             "stage s | stage min | budget s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in plans:
         budget = "-" if p.budget_seconds is None else f"{p.budget_seconds:.0f}"
         over = " (over)" if p.budget_seconds is not None and p.total_seconds > p.budget_seconds else ""
-        lines.append(f"| {p.arch} | {p.batch_size} | {p.epochs} ({p.recipe_epochs}) | {p.step_seconds:.3f} | "
-                     f"{p.steps_per_epoch} | {p.epochs * p.epoch_seconds:.0f} | {p.erasure_passes} | "
-                     f"{p.erasure_seconds:.0f} | "
-                     f"{p.total_seconds:.0f} | {budget}{over} |")
+        lines.append(f"| {p.model or p.arch} | {p.batch_size} | {p.epochs} ({p.recipe_epochs}) | "
+                     f"{p.step_seconds:.3f} | {p.steps_per_epoch} | {p.epochs * p.epoch_seconds:.0f} | "
+                     f"{p.erasure_passes} | {p.erasure_seconds:.0f} | {p.total_seconds:.0f} | "
+                     f"{p.total_seconds / 60:.1f} | {budget}{over} |")
     total = sum(p.total_seconds for p in plans)
     devices = sorted({p.device for p in plans})
     lines += ["", f"estimated device time: {total:.0f} s ({total / 60:.1f} min) in all, measured on "

@@ -1,7 +1,7 @@
-"""One architecture's self-contained study stage: train, then from the trained model the erasure study's
-validation and test runs, the test images' deletion and insertion curves and the model-randomisation check of
-the saliency maps, written as one result file
-(`miscause.jobs.analysis.inputs.results`) and no weights.
+"""One model's self-contained study stage (an architecture and a training seed): train, then from the trained
+model the erasure study's validation and test runs, the test images' deletion and insertion curves and the
+model-randomisation check of the saliency maps, written as one result file (`miscause.jobs.analysis.inputs.results`)
+named for the model, `ARCH_sSEED.npz`, and no weights.
 
 Made for a lent device whose files cannot outlive the call: the stage runs start to finish in one process,
 its training resumes from the last epoch if the call is restarted, and only the result file is kept.
@@ -42,12 +42,13 @@ def invoke(command: str, argv: list) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class StageRequest:
-    """What one stage does: the architecture, its data and planned epochs, the erasure study's settings, the test
-    images of the model-randomisation check."""
+    """What one stage does: the architecture and seed, its data and planned schedule, the erasure study's
+    settings, the test images of the model-randomisation check, where its result file goes."""
 
     arch: str
     data: str
-    out: Path  # the study folder: runs/ARCH/ (scratch) and results/ARCH.npz
+    out: Path  # the study folder: runs/MODEL/ (scratch)
+    results: Path  # the result files' folder: MODEL.npz
     epochs: int
     batch_size: int | None
     limit: int | None
@@ -60,17 +61,26 @@ class StageRequest:
     randomisation_images: int = RANDOMISATION_IMAGES
 
     @property
+    def name(self) -> str:
+        return model_name(self.arch, self.seed)
+
+    @property
     def run_dir(self) -> Path:
-        return self.out / "runs" / self.arch
+        return self.out / "runs" / self.name
 
     @property
     def result_path(self) -> Path:
-        return result_path(self.out, self.arch)
+        return result_path(self.results, self.name)
 
 
-def result_path(out: Path, arch: str) -> Path:
-    """Where a study folder keeps an architecture's result file."""
-    return out / "results" / f"{arch}.npz"
+def model_name(arch: str, seed: int) -> str:
+    """A stage's model: its architecture and training seed, e.g. `resnet18_s1`."""
+    return f"{arch}_s{seed}"
+
+
+def result_path(results: Path, name: str) -> Path:
+    """Where a model's result file is kept in the result files' folder."""
+    return results / f"{name}.npz"
 
 
 def train_job(arch: str, data: str, run_dir: Path, seed: int, device: str, epochs: int | None,
@@ -97,7 +107,7 @@ def trained_model(request: StageRequest, device: torch.device) -> tuple[Reposito
     network, state = load_model(checkpoint)
     tta = state["recipe"].get("tta", "none")
     config = build_config(request.arch, state, checkpoint, tta)
-    return live_model(request.arch, served_model(network, tta), config, request.run_dir, device), state
+    return live_model(request.name, served_model(network, tta), config, request.run_dir, device), state
 
 
 def stage_images(request: StageRequest, model: RepositoryModel,
@@ -132,8 +142,8 @@ def run_stage(request: StageRequest) -> Path:
     accuracy = {split: float((run.predicted == run.labels).mean()) for split, run in runs.items()}
     trained_images = sum(r["images_per_s"] * r["seconds"] for r in records)
     meta = {
-        "arch": request.arch, "classes": list(model.classes), "mean": list(model.mean), "std": list(model.std),
-        "tta": model.config.tta, "accuracy": accuracy, "epochs": state["epoch"],
+        "arch": request.arch, "model": request.name, "classes": list(model.classes), "mean": list(model.mean),
+        "std": list(model.std), "tta": model.config.tta, "accuracy": accuracy, "epochs": state["epoch"],
         "training": {"split": state["split"], "seed": state["seed"], "limit": request.limit,
                      "recipe": state["recipe"], "epochs": records},
         "erasure": asdict(request.erasure), "anchors": anchor_descriptions(request.erasure),
@@ -146,7 +156,7 @@ def run_stage(request: StageRequest) -> Path:
         "plan": request.plan,
     }
     path = write_results(request.result_path, meta, collected)
-    print(f"{request.arch}: {state['epoch']} epochs, val accuracy {accuracy['val']:.4f}, test accuracy "
+    print(f"{request.name}: {state['epoch']} epochs, val accuracy {accuracy['val']:.4f}, test accuracy "
           f"{accuracy['test']:.4f}, {seconds['total']:.0f} s on {meta['device']} -> {path} "
           f"({path.stat().st_size / 1e6:.1f} MB)")
     return path

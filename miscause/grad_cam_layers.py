@@ -8,11 +8,13 @@ last block whose output is still a spatial feature map, before the global poolin
 |---|---|---|
 | cifarnet | `groups.2`, the third conv group | 256 x 3 x 3 |
 | vgg16_bn | `features.42`, the ReLU after the last conv (the pooling after it leaves 1 x 1) | 512 x 2 x 2 |
+| vgg16_bn_half | `features.42`, as vgg16_bn | 256 x 2 x 2 |
 | resnet50 | `layer4` | 2048 x 4 x 4 |
 | resnet18 | `layer4` (its stem has stride 2) | 512 x 2 x 2 |
 | googlenet | `inception5b` | 1024 x 8 x 8 |
 | densenet161 | `features.norm5`, the batch norm closing the last dense block | 2208 x 4 x 4 |
 | mobilenet_v2 | `features.18`, the last 1x1 conv block | 1280 x 4 x 4 |
+| mobilenet_v2_half | `features.18`, as mobilenet_v2 (its stem has stride 2) | 1280 x 2 x 2 |
 | inception_v3 | `Mixed_7c` | 2048 x 3 x 3 |
 
 A model's config.json records its layer (`grad_cam_layer`); files written before it did get this table's entry.
@@ -23,10 +25,12 @@ GRAD_CAM = "grad_cam"  # the saliency method (one of `miscause.kernels.METHODS`)
 GRAD_CAM_LAYERS: dict[str, str] = {
     "cifarnet": "groups.2",
     "vgg16_bn": "features.42",
+    "vgg16_bn_half": "features.42",
     "resnet50": "layer4",
     "resnet18": "layer4",
     "googlenet": "inception5b",
     "densenet161": "features.norm5",
     "mobilenet_v2": "features.18",
+    "mobilenet_v2_half": "features.18",
     "inception_v3": "Mixed_7c",
 }

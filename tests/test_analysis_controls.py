@@ -261,7 +261,7 @@ def result_run(split: str) -> SplitRun:
 
 
 def result_meta(options: ErasureOptions) -> dict:
-    return {"arch": "m", "classes": list(CLASSES), "mean": list(MEAN), "std": list(STD),
+    return {"arch": "m", "model": "m", "classes": list(CLASSES), "mean": list(MEAN), "std": list(STD),
             "training": {"split": "train"}, "erasure": asdict(options), "anchors": anchor_descriptions(options),
             "data": {"path": "data", "test_size": 100, "val_size": 100}, "device": "cpu"}
 

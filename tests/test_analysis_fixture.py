@@ -162,7 +162,8 @@ def write_result_file(path: Path, arch: str, seed: int) -> None:
                "saliency_method": "gradient", "batch_size": 256, "seed": 0, "sweep_fill": ["mean", "blur"],
                "sweep_methods": ["gradient", "integrated_gradients"], "control_draws": 10,
                "curve_methods": ["gradient"], "curve_steps": 4, "curve_images": 10, "insertion_canvas": "blur"}
-    meta = {"format_version": 4, "arch": arch, "classes": list(CLASSES), "mean": [0.5] * 3, "std": [0.25] * 3,
+    meta = {"format_version": 4, "arch": arch, "model": arch, "classes": list(CLASSES),
+            "mean": [0.5] * 3, "std": [0.25] * 3,
             "training": {"split": "train"}, "erasure": erasure,
             "anchors": {"saliency": {}, "random": {}, "matched": {}, "shifted": {}},
             "data": {"path": "data", "test_size": N, "val_size": N}, "device": "cpu",

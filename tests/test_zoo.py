@@ -75,3 +75,44 @@ def test_grad_cam_layer_is_a_spatial_feature_map_before_the_pooling(arch):
 
 def test_every_architecture_has_a_grad_cam_layer():
     assert set(GRAD_CAM_LAYERS) == set(zoo.REGISTRY)
+
+
+# the CPU-scaled variants: (parameters, the Grad-CAM layer's feature map at 32x32, what makes them the family)
+CPU_VARIANTS = {
+    "resnet18": (11_173_962, (512, 2, 2)),
+    "vgg16_bn_half": (3_686_954, (256, 2, 2)),
+    "mobilenet_v2_half": (700_490, (1280, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("arch", list(CPU_VARIANTS))
+def test_cpu_variants_have_the_stated_size_and_last_feature_map(arch):
+    params, feature_map = CPU_VARIANTS[arch]
+    model = zoo.build(arch).eval()
+    assert sum(p.numel() for p in model.parameters()) == params
+    shapes = []
+    model.get_submodule(GRAD_CAM_LAYERS[arch]).register_forward_hook(
+        lambda _module, _inputs, output: shapes.append(tuple(output.shape[1:])))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    assert shapes == [feature_map]
+
+
+def test_vgg16_bn_half_keeps_vgg16_bn_layers_at_half_width():
+    """Thirteen 3x3 conv-BN-ReLU layers and five poolings, in the full network's order, each conv half as wide."""
+    full, half = zoo.build("vgg16_bn").features, zoo.build("vgg16_bn_half").features
+    assert [type(m) for m in half] == [type(m) for m in full]
+    convs = [(m, n) for m, n in zip(full, half, strict=True) if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 13
+    assert all(n.out_channels * 2 == m.out_channels and n.kernel_size == (3, 3) for m, n in convs)
+
+
+def test_mobilenet_v2_half_keeps_the_inverted_residual_blocks_with_a_stride_2_stem():
+    from torchvision.models.mobilenetv2 import InvertedResidual
+
+    full, half = zoo.build("mobilenet_v2").features, zoo.build("mobilenet_v2_half").features
+    assert [type(m) for m in half] == [type(m) for m in full]
+    assert sum(isinstance(m, InvertedResidual) for m in half) == 17
+    assert half[0][0].stride == (2, 2) and full[0][0].stride == (1, 1)
+    depthwise = [m for m in half.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 17 and all(m.groups == m.in_channels for m in depthwise)

@@ -74,7 +74,7 @@ offline env OUT="$WORK/study" STUDY_WORK="$WORK/study-work" STUDY_BUDGET_MINUTES
 --curve-methods gradient --curve-images 16 --randomisation-images 8 --device cpu" \
     benchmarks/gpu/study.sh cifarnet > "$WORK/study.out" 2>&1 || problem "study.sh failed (see $WORK/study.out)"
 echo "study.sh: done after $((SECONDS - started)) s"
-for file in study.log cifarnet.npz; do
+for file in study.log cifarnet_s0.npz; do
     [[ -s $WORK/study/$file ]] || problem "study.sh left no $file"
 done
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The study's self-contained per-architecture stages on a lent GPU machine, in one call: one result file per
-# architecture and the log into $OUT; nothing else is kept (see docs/study.md).
+# architecture and seed (ARCH_sSEED.npz) and the log into $OUT; nothing else is kept (see docs/study.md).
 #
 #   benchmarks/gpu/study.sh ARCH...                    e.g. benchmarks/gpu/study.sh resnet50 googlenet
 #
@@ -9,9 +9,10 @@
 # for dependencies the machine's image lacks or holds too old.
 #
 # Environment:
-#   OUT                   required: where the result files (ARCH.npz) and study.log go
+#   OUT                   required: where the result files (ARCH_sSEED.npz) and study.log go
 #   STUDY_BUDGET_MINUTES  all stages together (default 5); no stage starts after it, each trains only the
-#                         epochs that fit its share, and the whole run is stopped 90 s after it
+#                         epochs that fit its share, and the whole run is stopped 90 s after it; `none`: no
+#                         budget and no stop, each stage trains its recipe's epochs (toy runs in tests)
 #   STUDY_OPTIONS         more options for `miscause study`, e.g. "--epochs 1 --limit 64" for a toy run
 #   STUDY_WORK            scratch folder: the unpacked data, the decoded cache, checkpoints (default /tmp/miscause-study)
 #   CARRY                 the carried folder (default carry)
@@ -70,7 +71,10 @@ if [[ ! -d "$WORK/cifar10/test" ]]; then
 fi
 
 export MISCAUSE_CACHE=${MISCAUSE_CACHE:-$WORK/cache}
-hard_limit=$("$PYTHON" -c "print(round(float('$BUDGET') * 60 + 90))")
-timeout --signal=TERM --kill-after=10 "$hard_limit" \
-    "$PYTHON" -m miscause study --stage-only --archs "$@" --data "$WORK/cifar10" --out "$WORK/study" \
-    --budget-minutes "$BUDGET" --no-progress "${EXTRA[@]}"
+study=("$PYTHON" -m miscause study --stage-only --archs "$@" --data "$WORK/cifar10" --out "$WORK/study" --no-progress)
+if [[ "$BUDGET" == none ]]; then
+    "${study[@]}" "${EXTRA[@]}"
+else
+    hard_limit=$("$PYTHON" -c "print(round(float('$BUDGET') * 60 + 90))")
+    timeout --signal=TERM --kill-after=10 "$hard_limit" "${study[@]}" --budget-minutes "$BUDGET" "${EXTRA[@]}"
+fi

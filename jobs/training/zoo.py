@@ -5,6 +5,10 @@ Every adaptation of the study's architectures follows one rule, applied once per
 ImageNet stem's stride-2 convolution becomes a 3x3 stride-1 convolution and the stem's early pooling is
 removed, so a 32x32 image keeps enough resolution to reach the last stage; the classifier is replaced by one
 for `num_classes`. Weights are randomly initialised (torchvision's own initialisers); nothing is downloaded.
+
+Three CPU-scaled variants keep their family's defining blocks at a fraction of the work, so that four
+architecture families train on a 2-core CPU: `resnet18` (stride-2 stem), `vgg16_bn_half` (half width) and
+`mobilenet_v2_half` (stride-2 stem, half width). Each is named for what it is, never as a full-size network.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from torch.nn import functional
 from torchvision import models
 from torchvision.models.googlenet import BasicConv2d as GoogLeNetConv
 from torchvision.models.inception import BasicConv2d as InceptionConv
+from torchvision.models.vgg import cfgs as vgg_cfgs
+from torchvision.models.vgg import make_layers as make_vgg_layers
 
 from miscause.errors import MiscauseError
 from miscause.jobs.training.cifarnet import CifarNet
@@ -26,9 +32,22 @@ STUDY_ARCHS = ("vgg16_bn", "resnet50", "googlenet", "densenet161", "mobilenet_v2
 
 def vgg16_bn(num_classes: int) -> nn.Module:
     """VGG16-BN: its 3x3 stride-1 convs already suit 32x32; five poolings leave 1x1x512, so one linear layer."""
-    model = models.vgg16_bn(num_classes=num_classes)
+    return _vgg16_bn(num_classes, 1)
+
+
+def vgg16_bn_half(num_classes: int) -> nn.Module:
+    """VGG16-BN at half width (32 to 256 channels): all thirteen 3x3 conv-BN-ReLU layers and five poolings, a
+    quarter of the full network's work, so it trains on a CPU. Not one of the study's six."""
+    return _vgg16_bn(num_classes, 2)
+
+
+def _vgg16_bn(num_classes: int, divisor: int) -> nn.Module:
+    """torchvision's VGG16-BN layers (configuration D) with every width divided by `divisor`, pooled to 1x1
+    before one linear layer."""
+    widths = [v if v == "M" else v // divisor for v in vgg_cfgs["D"]]
+    model = models.VGG(make_vgg_layers(widths, batch_norm=True), num_classes=num_classes)
     model.avgpool = nn.AdaptiveAvgPool2d(1)
-    model.classifier = nn.Linear(512, num_classes)
+    model.classifier = nn.Linear(widths[-2], num_classes)
     return model
 
 
@@ -74,6 +93,15 @@ def mobilenet_v2(num_classes: int) -> nn.Module:
     return model
 
 
+def mobilenet_v2_half(num_classes: int) -> nn.Module:
+    """MobileNet V2 at width 0.5 (inverted residual blocks, depthwise convs, linear bottlenecks) with its stride-2
+    stem and stride 1 in the first stride-2 block: stages at 16, 8, 4, 2, a quarter of `mobilenet_v2`'s positions
+    at half its widths, so it trains on a CPU. Not one of the study's six."""
+    model = models.mobilenet_v2(num_classes=num_classes, width_mult=0.5)
+    model.features[2].conv[1][0].stride = (1, 1)
+    return model
+
+
 def inception_v3(num_classes: int) -> nn.Module:
     """Inception V3: padded stride-1 stem, first pooling removed; Mixed_5 at 16x16, Mixed_6 at 7, Mixed_7 at 3.
 
@@ -91,11 +119,13 @@ def inception_v3(num_classes: int) -> nn.Module:
 REGISTRY: dict[str, Callable[[int], nn.Module]] = {
     "cifarnet": lambda num_classes: CifarNet(num_classes),
     "vgg16_bn": vgg16_bn,
+    "vgg16_bn_half": vgg16_bn_half,
     "resnet50": resnet50,
     "resnet18": resnet18,
     "googlenet": googlenet,
     "densenet161": densenet161,
     "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v2_half": mobilenet_v2_half,
     "inception_v3": inception_v3,
 }
 

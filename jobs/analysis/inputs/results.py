@@ -6,8 +6,9 @@ the runs the erasure analysis takes, so the report needs neither the model nor t
 version 4; SPLIT is `val` or `test`; CODE arrays hold a class after erasure as (class - the image's original
 prediction) mod K, mostly 0, int8 (int16 beyond 127 classes), which compresses far better than the class):
 
-    meta                       str: a JSON document (arch, classes, normalisation, accuracy, training, the erasure
-                               options, `anchors`, `methods`, `draws`, data, device, versions, seconds, images/s)
+    meta                       str: a JSON document (arch, model: ARCH_sSEED, classes, normalisation, accuracy,
+                               training, the erasure options, `anchors`, `methods`, `draws`, data, device,
+                               versions, seconds, images/s)
     settings                   float64 [S,2]: (top_percent, box) of every erasure setting, in run order
     SPLIT/positions            int64 [N]: the images' positions in the split
     SPLIT/labels               int64 [N]
@@ -67,7 +68,7 @@ FORMAT_VERSION = 4
 SPLITS = ("val", "test")
 TEST_ONLY = "test"  # the split that carries pixels, draws, geometry and the further methods
 METHOD_ANCHORS = ("saliency", MATCHED)
-META_KEYS = ("arch", "classes", "training", "erasure", "data", "methods", "draws", "draw_setting")
+META_KEYS = ("arch", "model", "classes", "training", "erasure", "data", "methods", "draws", "draw_setting")
 DRAW_KINDS = ("count", "corrected", "changed")
 TUPLE_OPTIONS = ("sweep_top_percent", "sweep_box", "sweep_fill", "sweep_methods", "curve_methods")
 # name -> dtype of the example arrays; `rows` index the test split's rows, `after` is the erased image's class
@@ -232,7 +233,7 @@ def read_test_parts(arrays: dict[str, np.ndarray], meta: dict, shape: tuple[int,
 def read_run(arrays: dict[str, np.ndarray], meta: dict, split: str, settings: list[tuple[float, int]],
              source: str) -> SplitRun:
     """One split's run from the file's arrays, checked like a predictions file plus the erasure arrays' shapes."""
-    predictions = make_predictions(meta["arch"], arrays[f"{split}/logits"], arrays[f"{split}/labels"],
+    predictions = make_predictions(meta["model"], arrays[f"{split}/logits"], arrays[f"{split}/labels"],
                                    arrays[f"{split}/positions"], meta["classes"], f"{source} ({split})")
     k, shape, predicted = len(predictions.classes), (len(settings), len(predictions)), predictions.predicted
     after = {anchor: decoded(arrays, f"{split}/after/{anchor}", shape, predicted, k, source) for anchor in ANCHORS}
@@ -243,7 +244,7 @@ def read_run(arrays: dict[str, np.ndarray], meta: dict, split: str, settings: li
              {"pixels": dict.fromkeys(ANCHORS, np.zeros(shape, np.int64)), "draws": {}, "geometry": {},
               "methods": {}})
     pixels = parts.pop("pixels")
-    return SplitRun(model=meta["arch"], split=split, classes=predictions.classes, positions=predictions.indices,
+    return SplitRun(model=meta["model"], split=split, classes=predictions.classes, positions=predictions.indices,
                     labels=predictions.labels, logits=predictions.logits, settings=settings,
                     saliency_predicted=after["saliency"], random_predicted=after["random"],
                     saliency_pixels=pixels["saliency"], random_pixels=pixels["random"],
@@ -357,7 +358,7 @@ def load_results(path: str | os.PathLike) -> tuple[dict, ModelRuns]:
     settings = [(float(p), int(b)) for p, b in arrays["settings"]]
     runs = {split: read_run(arrays, meta, split, settings, str(path)) for split in SPLITS}
     normalization = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta and "std" in meta else None
-    model = ModelRuns(name=meta["arch"], source=str(path), training_split=meta["training"].get("split"),
+    model = ModelRuns(name=meta["model"], source=str(path), training_split=meta["training"].get("split"),
                       test=runs["test"], val=runs["val"], examples=read_examples(arrays, runs["test"]),
                       curves=read_curves(arrays, meta, runs["test"], str(path)), normalization=normalization,
                       randomisation=read_randomisation(arrays, meta, runs["test"], str(path)))
