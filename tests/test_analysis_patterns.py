@@ -19,7 +19,7 @@ from miscause.jobs.analysis.patterns.confusion import conditional_confusion, con
 from miscause.jobs.analysis.patterns.misclassification import AnalysisOptions, analyze_predictions, apply_erasure_check
 from miscause.jobs.analysis.patterns.model_dependence import MODEL_DEPENDENT, SHARED
 from miscause.jobs.analysis.patterns.model_dependence import UNDETERMINED as OPEN
-from miscause.jobs.analysis.patterns.significance import adjust, mcnemar_greater, mean_interval
+from miscause.jobs.analysis.patterns.significance import adjust, bootstrap_interval, mcnemar_greater
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 COMMON = [("cat", "dog"), ("automobile", "truck"), ("deer", "horse")]
@@ -143,9 +143,9 @@ def test_corrections_and_tests() -> None:
     assert mcnemar_greater(0, 0) == 1.0
     assert mcnemar_greater(10, 0) == pytest.approx(0.5 ** 10)
     gains = np.r_[np.ones(60), -np.ones(20), np.zeros(920)]
-    low, high = mean_interval(gains, seed=1)
+    low, high = bootstrap_interval(gains, seed=1)
     assert low < 0.04 < high and low > 0
-    assert mean_interval(gains, seed=1) == (low, high) and mean_interval(np.zeros(5)) == (0.0, 0.0)
+    assert bootstrap_interval(gains, seed=1) == (low, high) and bootstrap_interval(np.zeros(5)) == (0.0, 0.0)
 
 
 def test_model_without_errors_and_unpredicted_class() -> None:

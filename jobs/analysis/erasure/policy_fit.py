@@ -15,7 +15,7 @@ import torch
 
 from miscause.erasure import ErasureSettings
 from miscause.jobs.analysis.erasure.run import SplitRun
-from miscause.jobs.analysis.patterns.significance import mean_interval
+from miscause.jobs.analysis.patterns.significance import bootstrap_interval
 from miscause.policy import FORMAT_VERSION, Policy
 
 Rules = dict[int, tuple[float, int]]  # predicted class -> (max_confidence, net gain in images where fitted)
@@ -70,7 +70,7 @@ def net_gain(predicted: np.ndarray, labels: np.ndarray, corrected: np.ndarray, s
     """Images the new labels correct and break, and the net change of accuracy with its 95% interval (paired
     bootstrap over images)."""
     per_image = (corrected == labels).astype(int) - (predicted == labels).astype(int)
-    low, high = mean_interval(per_image, seed=seed)
+    low, high = bootstrap_interval(per_image, seed=seed)
     return {"n": len(labels), "corrected": int((per_image > 0).sum()), "broken": int((per_image < 0).sum()),
             "net_change": float(per_image.mean()) if len(per_image) else 0.0, "ci95": [low, high]}
 

@@ -59,7 +59,7 @@ def mcnemar_greater(only_first: int, only_second: int) -> float:
     return float(stats.binom.sf(only_first - 1, total, 0.5))
 
 
-def mean_interval(values: np.ndarray, level: float = 0.95, resamples: int = 10000,
+def bootstrap_interval(values: np.ndarray, level: float = 0.95, resamples: int = 10000,
                   seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval (`scipy.stats.bootstrap`) for the mean of paired per-image differences (e.g.
     +1 corrected, -1 broken, 0 unchanged): images are resampled, so each keeps its pair. No values: (0, 0); one
