@@ -94,13 +94,15 @@ def schedule(args: argparse.Namespace, arch: str) -> dict:
 
 
 def stage_erasure(args: argparse.Namespace, seed: int) -> ErasureOptions:
-    """The erasure study of the stage trained with `seed`: as given for a full-sweep seed; for the others the
-    default setting alone, with its controls and the randomisation check, but no fill sweep and no curves."""
+    """The erasure study of the stage trained with `seed`: for a full-sweep seed as given (a design's sweep where
+    an option was not given); for the others the default setting and the study's method alone, with its controls
+    and the randomisation check, but no further method, no fill sweep and no curves."""
     options = erasure_options(args, seed=seed)
     if seed in args.sweep_seeds:
-        return options
+        sweep = DESIGNS[args.design].sweep if args.design else {}
+        return replace(options, **{key: value for key, value in sweep.items() if getattr(args, key) is None})
     return replace(options, sweep_top_percent=(options.top_percent,), sweep_box=(options.box,), sweep_fill=(),
-                   curve_images=0)
+                   sweep_methods=(options.saliency_method,), curve_images=0)
 
 
 def plan_for(args: argparse.Namespace, arch: str, seed: int, budget_seconds: float | None,

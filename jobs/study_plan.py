@@ -5,9 +5,10 @@ Estimates are for the device they were measured on. Training: a few steps of the
 batch size on random images (`train.measure_step_seconds`); validation after each epoch, a forward pass over
 the validation images, is taken as a third of a training step per batch. Erasure study: one batch of the
 erasure study's own code (`erasure.run_split`) at the default setting alone, with the study's method, one draw per
-control and no further fill, scaled to the whole study by its passes per image (`ErasureOptions.erasure_passes`:
+control and no further fill, scaled to each split's run by its passes per image (`ErasureOptions.erasure_passes`:
 the classifications of every anchor kind, method, setting, fill and draw; `saliency_passes`: a gradient pass per
-method, one per step for integrated gradients, each about three forward passes).
+method, one per step for integrated gradients, each about three forward passes; the validation split runs the
+study's method with one draw, `collect.split_options`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from miscause.jobs.analysis.erasure.collect import split_options
 from miscause.jobs.analysis.erasure.run import ErasureOptions, run_split
 from miscause.jobs.analysis.inputs.repository_model import live_model
 from miscause.jobs.training import zoo
@@ -29,7 +31,8 @@ from miscause.repository import ModelConfig
 
 CIFAR10_SIZES = {"train": 50_000 - VALIDATION_SIZE, "val": VALIDATION_SIZE, "test": 10_000}
 OVERHEAD_SECONDS = 20.0  # per stage: building the model, checkpoints, examples, the result file
-CPU_ERASURE_IMAGES = 16  # a CPU's cost per image hardly depends on the batch, so a small one is measured
+CPU_ERASURE_IMAGES = 64  # a CPU's cost per image varies little beyond this batch (resnet18: 1.6x at 16)
+SPLITS = ("test", "val")  # the erasure study's runs
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,8 @@ class StagePlan:
     recipe_epochs: int
     images: dict[str, int]
     step_seconds: float
-    erasure_seconds_per_image: float
-    erasure_passes: int  # forward passes per image: the erasures' classifications and the saliency maps
+    pass_seconds: float  # seconds per image and forward pass of the erasure study
+    erasure_passes: dict[str, int]  # per split, forward passes per image: the erasures' classes and saliency maps
     budget_seconds: float | None = None  # the share of the budget the epochs were fitted to
     model: str | None = None  # the stage's model, e.g. resnet18_s1, where a study names one
 
@@ -59,7 +62,7 @@ class StagePlan:
 
     @property
     def erasure_seconds(self) -> float:
-        return self.erasure_seconds_per_image * (self.images["val"] + self.images["test"])
+        return self.pass_seconds * sum(self.images[split] * self.erasure_passes[split] for split in SPLITS)
 
     @property
     def total_seconds(self) -> float:
@@ -71,8 +74,9 @@ class StagePlan:
                 "erasure_seconds": self.erasure_seconds, "total_seconds": self.total_seconds}
 
 
-def measure_erasure_seconds(arch: str, recipe: Recipe, erasure: ErasureOptions, device: torch.device) -> float:
-    """Seconds per image of the whole erasure sweep, from one batch of the default setting on random images."""
+def measure_pass_seconds(arch: str, recipe: Recipe, erasure: ErasureOptions, device: torch.device) -> float:
+    """Seconds per image and forward pass of the erasure study, from one batch of the default setting on random
+    images."""
     config = ModelConfig(arch, arch, tuple(str(i) for i in range(10)), CIFAR10_MEAN, CIFAR10_STD, (3, 32, 32),
                          recipe.tta)
     model = live_model(arch, zoo.served_model(zoo.build(arch, 10), recipe.tta), config, Path(arch), device)
@@ -84,8 +88,7 @@ def measure_erasure_seconds(arch: str, recipe: Recipe, erasure: ErasureOptions, 
     run_split(model, images, labels, np.arange(n), "plan", single, device, progress=False)  # warm-up
     started = time.perf_counter()
     run_split(model, images, labels, np.arange(n), "plan", single, device, progress=False)
-    seconds = (time.perf_counter() - started) / n
-    return seconds * forward_passes(erasure) / forward_passes(single)
+    return (time.perf_counter() - started) / n / forward_passes(single)
 
 
 def forward_passes(erasure: ErasureOptions) -> int:
@@ -109,8 +112,9 @@ def plan_stage(arch: str, recipe: Recipe, images: dict[str, int], erasure: Erasu
     from miscause.device import describe
 
     step = step_seconds or measure_step_seconds(arch, recipe, device, steps=2, warmup=1)
+    passes = {split: forward_passes(split_options(erasure, split)) for split in SPLITS}
     plan = StagePlan(arch, describe(device), recipe.batch_size, recipe.epochs, recipe.epochs, dict(images), step,
-                     measure_erasure_seconds(arch, recipe, erasure, device), forward_passes(erasure))
+                     measure_pass_seconds(arch, recipe, erasure, device), passes)
     return plan if budget_seconds is None else fit_epochs(plan, budget_seconds)
 
 
@@ -122,21 +126,24 @@ def fit_epochs(plan: StagePlan, budget_seconds: float) -> StagePlan:
 
 def plan_table(plans: list[StagePlan], budget_seconds: float | None) -> str:
     """The dry run's table: per stage the planned epochs and the estimated device time, in seconds and minutes."""
-    lines = ["| stage | batch | epochs (recipe) | s/step | steps/epoch | train s | erasure passes/image | erasure s | "
+    lines = ["| stage | batch | epochs (recipe) | s/step | steps/epoch | train s | erasure passes/image (test/val) | "
+             "erasure s | "
              "stage s | stage min | budget s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in plans:
         budget = "-" if p.budget_seconds is None else f"{p.budget_seconds:.0f}"
         over = " (over)" if p.budget_seconds is not None and p.total_seconds > p.budget_seconds else ""
         lines.append(f"| {p.model or p.arch} | {p.batch_size} | {p.epochs} ({p.recipe_epochs}) | "
                      f"{p.step_seconds:.3f} | {p.steps_per_epoch} | {p.epochs * p.epoch_seconds:.0f} | "
-                     f"{p.erasure_passes} | {p.erasure_seconds:.0f} | {p.total_seconds:.0f} | "
+                     f"{p.erasure_passes['test']}/{p.erasure_passes['val']} | {p.erasure_seconds:.0f} | "
+                     f"{p.total_seconds:.0f} | "
                      f"{p.total_seconds / 60:.1f} | {budget}{over} |")
     total = sum(p.total_seconds for p in plans)
     devices = sorted({p.device for p in plans})
     lines += ["", f"estimated device time: {total:.0f} s ({total / 60:.1f} min) in all, measured on "
                   f"{', '.join(devices)}; the estimate holds for that device only"]
-    lines.append("erasure passes/image: forward passes per image of the erasure study (every anchor kind, saliency "
-                 "method, setting, fill and control draw, and the saliency maps; the cost the sweep adds)")
+    lines.append("erasure passes/image: forward passes per image of the erasure study on the test and validation "
+                 "splits (every anchor kind, saliency method, setting, fill and control draw, and the saliency maps; "
+                 "the cost the sweep adds)")
     if budget_seconds is not None:
         lines.append(f"budget: {budget_seconds:.0f} s, shared among the stages in order; epochs cut to fit each "
                      "share, at least one; (over): beyond its share even so")

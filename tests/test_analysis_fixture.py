@@ -1,5 +1,7 @@
 """metrics.json of three fixed toy analyses, one per input path, against the copies kept in tests/fixtures/:
-every key and every value (floats to 1e-6 relative) must be what it was when the copies were made.
+every key and every value (floats to 1e-4 relative) must be what it was when the copies were made. The models'
+float32 outputs round differently on different CPUs (oneDNN picks its kernels by instruction set), which moves
+statistics made from small differences of them, such as the curves' areas, by up to about 2e-5 relative.
 
 What varies between runs and machines is left out: the creation time, package versions and the temporary
 folder (written `<root>`). The command line is compared as its options, whatever their order. Set
@@ -51,7 +53,7 @@ def options(command: str) -> dict[str, list[str]]:
 
 
 def assert_same(actual: object, expected: object, where: str = "metrics") -> None:
-    """Key for key (a JSON object's order means nothing) and value for value; floats to 1e-6 relative (or 1e-12
+    """Key for key (a JSON object's order means nothing) and value for value; floats to 1e-4 relative (or 1e-12
     absolute)."""
     if isinstance(expected, dict):
         assert isinstance(actual, dict), where
@@ -63,7 +65,7 @@ def assert_same(actual: object, expected: object, where: str = "metrics") -> Non
         for n, (mine, theirs) in enumerate(zip(actual, expected, strict=True)):
             assert_same(mine, theirs, f"{where}[{n}]")
     elif isinstance(expected, float) and not isinstance(actual, bool):
-        assert actual == pytest.approx(expected, rel=1e-6, abs=1e-12), where
+        assert actual == pytest.approx(expected, rel=1e-4, abs=1e-12), where
     else:
         assert actual == expected and type(actual) is type(expected), f"{where}: {actual!r} != {expected!r}"
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from miscause.cli import main
 from miscause.jobs.analysis.inputs.results import load_results
 from miscause.jobs.study_designs import DESIGNS
 from miscause.jobs.training import zoo
 
 
+@pytest.mark.timeout(0)  # a whole toy study: on a loaded machine it may take many times its quiet minutes
 def test_toy_study_runs_in_two_sittings_and_writes_the_report(tiny_folder, tmp_path, capsys):
     out = tmp_path / "study"
     args = ["study", "--data", str(tiny_folder), "--out", str(out), "--archs", "cifarnet", "mobilenet_v2",

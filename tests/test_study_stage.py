@@ -165,7 +165,7 @@ def test_dry_run_prints_the_plan_measured_on_this_device(device_run: dict, capsy
 
 def test_epochs_fitted_to_a_budget() -> None:
     plan = StagePlan("resnet50", "cuda:0 (GPU)", 512, 40, 40, {"train": 45_000, "val": 5_000, "test": 10_000},
-                     step_seconds=0.1, erasure_seconds_per_image=0.001, erasure_passes=100)
+                     step_seconds=0.1, pass_seconds=1e-5, erasure_passes={"test": 100, "val": 100})
     assert plan.steps_per_epoch == 87
     assert plan.epoch_seconds == pytest.approx(0.1 * (87 + 10 / 3))
     assert plan.erasure_seconds == pytest.approx(15.0)

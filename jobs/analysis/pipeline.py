@@ -203,7 +203,7 @@ def analyze_repository(request: RepositoryRequest, options: AnalysisOptions, dev
                        repository=str(request.repository), models=list(request.models))
     if val is None:
         checks = {m.name: randomisation_study(m, images.images, request.randomisation_images, request.batch_size,
-                                              request.seed, device) for m in models}
+                                              device) for m in models}
         predictions = [
             make_predictions(m.name, infer(m, images.images, request.batch_size, device, f"{m.name} test",
                                            request.progress), images.labels, images.positions, m.classes, str(m.path))

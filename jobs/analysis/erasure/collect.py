@@ -5,7 +5,7 @@ both call `collect_runs`; a result file holds the same `ModelRuns` without the m
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -36,6 +36,14 @@ class ModelRuns:
     randomisation: Randomisation | None = None
 
 
+def split_options(erasure: ErasureOptions, split: str) -> ErasureOptions:
+    """What `split` is run with: the test split every option; another (validation, for the policy fit) keeps only
+    the study method's classes after erasure, so it runs no further method and one control draw."""
+    if split == "test":
+        return erasure
+    return replace(erasure, sweep_methods=(erasure.saliency_method,), control_draws=1)
+
+
 def collect_runs(model: RepositoryModel, splits: dict[str, Images], erasure: ErasureOptions, *, examples_count: int,
                  randomisation_images: int, device: torch.device, progress: bool = True,
                  seconds: dict[str, float] | None = None) -> ModelRuns:
@@ -45,7 +53,8 @@ def collect_runs(model: RepositoryModel, splits: dict[str, Images], erasure: Era
     runs = {}
     for split, (images, labels, positions) in splits.items():
         began = time.perf_counter()
-        runs[split] = run_split(model, images, labels, positions, split, erasure, device, progress)
+        runs[split] = run_split(model, images, labels, positions, split, split_options(erasure, split), device,
+                                progress)
         seconds[f"erasure_{split}"] = seconds.get(f"erasure_{split}", 0.0) + time.perf_counter() - began
     test_images = splits["test"].images
     began = time.perf_counter()
@@ -55,7 +64,7 @@ def collect_runs(model: RepositoryModel, splits: dict[str, Images], erasure: Era
     curves = compute_curves(model, test_images, erasure, device)
     seconds["curves"] = time.perf_counter() - began
     began = time.perf_counter()
-    check = randomisation_study(model, test_images, randomisation_images, erasure.batch_size, erasure.seed, device)
+    check = randomisation_study(model, test_images, randomisation_images, erasure.batch_size, device)
     seconds["randomisation"] = time.perf_counter() - began
     return ModelRuns(name=model.name, source=str(model.path), training_split=model.config.training.get("split"),
                      test=runs["test"], val=runs["val"], examples=pictures, curves=curves,

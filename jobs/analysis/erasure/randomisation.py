@@ -20,7 +20,9 @@ loses its similarity as more layers are randomised; a map that ignores the weigh
 
 The reference for "different" is the similarity of two trained seeds of one architecture on the same images
 (`reference`): the trained maps of the first `REFERENCE_IMAGES` images are kept for it. SmoothGrad's noise is
-drawn from `seed` afresh for every model, so all see the same noisy copies and only the weights differ.
+drawn afresh for every model, so all see the same noisy copies and only the weights differ. Every model is checked
+with the same `CHECK_SEED` (its images, the re-initialised weights, the noise), whatever seed it was trained or
+analysed with, so the seeds of one architecture are compared on the same images.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from miscause.jobs.analysis.inputs.repository_model import RepositoryModel
 from miscause.kernels import Target, clean_logits
 
 MEASURES = ("spearman", "ssim")
+CHECK_SEED = 0  # the check's images, weights and noise: the same for every model, so seeds can be compared
 REFERENCE_IMAGES = 16  # trained maps kept per method for the seed-to-seed reference (float16, 32x32: 2 KB each)
 NORMALISATION_BUFFERS = {"running_mean": 0.0, "running_var": 1.0}
 NORMALISATION_PARAMETERS = {"weight": 1.0, "bias": 0.0}
@@ -233,10 +236,11 @@ class Randomisation:
     maps: dict[str, np.ndarray]
 
 
-def randomisation_study(model: RepositoryModel, images: np.ndarray, count: int, batch_size: int, seed: int,
+def randomisation_study(model: RepositoryModel, images: np.ndarray, count: int, batch_size: int,
                         device: torch.device) -> Randomisation | None:
     """The cascading check of every saliency method `model` offers on up to `count` of the uint8 images
-    [N,H,W,3] (drawn with the seed as the curves draw theirs), `batch_size` at a time; None when `count` is 0."""
+    [N,H,W,3] (drawn with `CHECK_SEED` as the curves draw theirs), `batch_size` at a time; None when `count` is 0."""
+    seed = CHECK_SEED
     if count == 0:
         return None
     rows = curve_rows(len(images), count, seed)
