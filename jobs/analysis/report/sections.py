@@ -91,27 +91,26 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
     ]
     blocks += report_endpoints.secondary_blocks(erasure.endpoints)
     for name, summary in erasure.summaries.items():
-        default = next(x for x in summary["settings"] if (x["top_percent"], x["box"]) ==
-                       (summary["default"]["top_percent"], summary["default"]["box"]))
-        anchors = report_controls.anchors_of(default)
+        default = summary.default_setting
+        anchors = default.compared.anchors
         blocks += [
             ("h3", f"{name}"),
-            ("p", f"{summary['errors']} misclassified of {summary['n']} images; default setting. "
+            ("p", f"{summary.errors} misclassified of {summary.n} images; default setting. "
                   + report_controls.test_text(default)),
             ("table", report_controls.OUTCOME_HEADERS, report_controls.outcome_rows(default)),
-            report_controls.sweep_table(summary["settings"]),
+            report_controls.sweep_table(summary.settings),
             ("figure", figure_file("erasure", name), f"{name}: erasure sweep, saliency against the controls"),
         ]
-        candidates = [r for r in summary["pairs"] if r["candidate"]]
+        candidates = [r for r in summary.pairs if r.candidate]
         if candidates:
             blocks.append(("table", ["true", "pred", "errors", "runner-up true"]
                            + [f"{a} corrected" for a in anchors]
-                           + [f"{summary['control']} corrected (mean over draws)", "adjusted p", "verified"],
-                           [[r["true"], r["pred"], r["errors"], r.get("runner_up_true", "-")]
-                            + [r[a]["corrected"] for a in anchors]
-                            + [f"{r['verification']['control_corrected']:.1f}", f"{r['p_adjusted']:.3g}",
-                               "yes" if r["verified"] else "no"] for r in candidates]))
-        blocks += report_controls.control_blocks(name, summary, default)
+                           + [f"{summary.control} corrected (mean over draws)", "adjusted p", "verified"],
+                           [[r.true, r.pred, r.errors, r.runner_up_true]
+                            + [r.compared.outcomes[a].corrected for a in anchors]
+                            + [f"{r.verification.control_corrected:.1f}", f"{r.p_adjusted:.3g}",
+                               "yes" if r.verified else "no"] for r in candidates]))
+        blocks += report_controls.control_blocks(name, summary, erasure.curves.get(name))
         if erasure.examples.get(name):
             blocks.append(("figure", figure_file("examples", name),
                            f"{name}: misclassified test images, saliency of the predicted class, erased image"))
