@@ -155,7 +155,7 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
     for name in ("tiny_a", "tiny_b"):
         endpoint = metrics["endpoints"][name]
         assert endpoint["primary"]["control"] == "matched" and endpoint["primary"]["draws"] == 3
-        assert endpoint["primary"]["correction"]["n"] == metrics["models"][name]["errors"]
+        assert endpoint["primary"]["correction"]["images"] == metrics["models"][name]["errors"]
         assert endpoint["verdict"] in ("supported", "absent", "undetermined")
         assert [s["control"] for s in endpoint["secondary"]] == ["shifted", "random"]
         assert len(endpoint["sweep"]) == 15 + 3  # every setting, then the three further fills

@@ -124,7 +124,7 @@ class AgainstRandom:
 def against_random(method: np.ndarray, random: np.ndarray, mode: str, alpha: float) -> AgainstRandom:
     """The paired per-image comparison of a method's areas [C] with the random order's [C] in `mode`."""
     difference = mean_difference(method - random, FAITHFUL[mode])
-    low, high = difference.ci95
+    low, high = difference.ci95 or (None, None)
     worse = (low is not None and low > 0) if mode == "deletion" else (high is not None and high < 0)
     better = difference.p_value is not None and difference.p_value <= alpha
     verdict = BETTER if better else WORSE if worse else NOT_SHOWN

@@ -16,8 +16,9 @@ from scipy import stats
 from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure import runner_up
 from miscause.jobs.analysis.erasure.controls import GEOMETRY, MATCHED, SHIFTED
-from miscause.jobs.analysis.erasure.endpoints import Effect, Endpoint, endpoint, verdict
+from miscause.jobs.analysis.erasure.endpoints import Endpoint, endpoint, verdict
 from miscause.jobs.analysis.erasure.fills import fill_name
+from miscause.jobs.analysis.erasure.paired import MeanDifference
 from miscause.jobs.analysis.erasure.run import ANCHORS, Draws, SplitRun
 from miscause.jobs.analysis.patterns.significance import adjust, mcnemar_greater
 
@@ -300,8 +301,8 @@ class Cell:
     top_percent: float
     box: int
     fill: str
-    correction: Effect
-    specificity: Effect
+    correction: MeanDifference
+    specificity: MeanDifference
 
 
 @dataclass(frozen=True, kw_only=True)

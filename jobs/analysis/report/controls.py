@@ -99,8 +99,8 @@ def fill_blocks(fills: FillSweep | None) -> list[Block]:
             ("table", headers, rows)]
 
 
-def _interval(ci: tuple[float | None, float | None], fmt: str = ".3f") -> str:
-    return "-" if None in ci else f"[{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
+def _interval(ci: tuple[float | None, float | None] | None, fmt: str = ".3f") -> str:
+    return "-" if ci is None or None in ci else f"[{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
 
 
 def _difference(d: MeanDifference) -> str:

@@ -14,7 +14,7 @@ from miscause.jobs.analysis.patterns.networks import network_json
 from miscause.jobs.analysis.pipeline import Results
 from miscause.jobs.analysis.report.statistics import dependence_settings
 
-METRICS_VERSION = 2
+METRICS_VERSION = 3
 
 
 def plain(value: object) -> object:
