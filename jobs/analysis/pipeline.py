@@ -9,7 +9,7 @@ yields the same report. Every number the report shows is computed here, once, in
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -67,14 +67,15 @@ class Study:
 class ErasureResults:
     """The erasure study's outputs per model: the endpoints (the primary one first), the test-split summary, the
     deletion and insertion curves (None where none were run), the policy document, the example images, erasure by
-    cause and the power of the verification; and the settings it ran with."""
+    cause and the power of the verification; and the study as it ran, on which split."""
 
+    study: Study
+    split: str = "test"
     summaries: dict[str, ErasureSummary]
     endpoints: dict[str, Endpoints] = field(default_factory=dict)
     curves: dict[str, CurveSummary | None] = field(default_factory=dict)
     policies: dict[str, dict] = field(default_factory=dict)
     examples: dict[str, list[Example]] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
     cause_interaction: dict[str, CauseInteraction] = field(default_factory=dict)
     verification_power: dict[str, list[PairPower]] = field(default_factory=dict)
 
@@ -174,9 +175,8 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
             model.name, honest.written, honest.test, model.test.classes, erasure.saliency_method, fill,
             {**honest.fitted_on, "data": data["path"], "min_gain": study.policy_min_gain, "accuracy": val_accuracy},
             honest.selection, context.created, context.versions)
-    settings = {**asdict(erasure), "split": "test", "fill": fill_name(erasure.fill), "control": study.control}
-    results = ErasureResults(summaries=summaries, endpoints=primary, curves=curves, policies=policies,
-                             examples={m.name: m.examples for m in models}, settings=settings,
+    results = ErasureResults(study=study, summaries=summaries, endpoints=primary, curves=curves, policies=policies,
+                             examples={m.name: m.examples for m in models},
                              cause_interaction=cause_interaction(analysis, summaries),
                              verification_power=verification_power(summaries, options.alpha, options.correction))
     return Results(analysis=analysis, context=context, data=data, erasure=results, warnings=warnings,

@@ -4,7 +4,8 @@ against each control (exact one-sided McNemar on the same images) and the runner
 where saliency erasure corrects its errors more than the chosen control does (a one-sided sign-flip permutation
 test of the paired differences, the control's draws averaged per image) after correction over the model's
 significant edges. And per model the endpoints (`endpoints`): the primary one with its verdict, the secondary
-controls, the controls' geometry and every cell of the sweep."""
+controls, the controls' geometry and every cell of the sweep. All as frozen records (`ErasureSummary`,
+`Endpoints`) that the report renders; `report.metrics` lays them out as metrics.json."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ import numpy as np
 from scipy import stats
 
 from miscause.errors import MiscauseError
-from miscause.jobs.analysis.erasure import runner_up
 from miscause.jobs.analysis.erasure.controls import GEOMETRY, MATCHED, SHIFTED
 from miscause.jobs.analysis.erasure.endpoints import Endpoint, endpoint, verdict
 from miscause.jobs.analysis.erasure.fills import fill_name
 from miscause.jobs.analysis.erasure.paired import MeanDifference
 from miscause.jobs.analysis.erasure.run import ANCHORS, Draws, SplitRun
+from miscause.jobs.analysis.erasure.runner_up import Oracle, RunnerUpOutcomes, oracle, runner_up_outcomes
 from miscause.jobs.analysis.patterns.significance import adjust, mcnemar_greater
 
 PRIMARY_CONTROL = MATCHED  # the pre-registered control (docs/analysis.md)
@@ -75,7 +76,7 @@ class Setting:
     box: int
     compared: Compared
     erased_pixels: dict[str, float]
-    runner_up: dict[str, runner_up.RunnerUpOutcomes]
+    runner_up: dict[str, RunnerUpOutcomes]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,7 +139,7 @@ class ErasureSummary:
     errors: int
     default: tuple[float, int]
     control: str
-    runner_up_oracle: runner_up.Oracle
+    runner_up_oracle: Oracle
     settings: tuple[Setting, ...]
     fills: FillSweep | None
     pairs: tuple[PairSummary, ...]
@@ -191,7 +192,7 @@ def setting_summary(run: SplitRun, index: int) -> Setting:
     afters = {anchor: run.after(anchor)[index] for anchor in run.anchors}
     return Setting(top_percent=top_percent, box=box, compared=compared(run.labels, predicted, afters),
                    erased_pixels={anchor: float(run.erased_pixels(anchor)[index].mean()) for anchor in run.anchors},
-                   runner_up={anchor: runner_up.runner_up_outcomes(run.labels, predicted, second, after)
+                   runner_up={anchor: runner_up_outcomes(run.labels, predicted, second, after)
                               for anchor, after in afters.items()})
 
 
@@ -272,7 +273,7 @@ def summarize(run: SplitRun, default: tuple[float, int], candidates: np.ndarray,
     index = run.settings.index(default)
     return ErasureSummary(split=run.split, n=len(run.labels), errors=int((run.predicted != run.labels).sum()),
                           default=(default[0], default[1]), control=control,
-                          runner_up_oracle=runner_up.oracle(run.labels, run.predicted, run.runner_up),
+                          runner_up_oracle=oracle(run.labels, run.predicted, run.runner_up),
                           settings=tuple(setting_summary(run, s) for s in range(len(run.settings))),
                           fills=fill_summary(run),
                           pairs=tuple(pair_summaries(run, index, candidates, alpha, correction, control, seed)))

@@ -8,10 +8,11 @@ from dataclasses import asdict, fields, is_dataclass
 import numpy as np
 
 from miscause.jobs.analysis.erasure.curves import CurveSummary
+from miscause.jobs.analysis.erasure.fills import fill_name
 from miscause.jobs.analysis.erasure.summaries import Compared, ErasureSummary, PairSummary, Setting
 from miscause.jobs.analysis.patterns.misclassification import PairRecord
 from miscause.jobs.analysis.patterns.networks import network_json
-from miscause.jobs.analysis.pipeline import Results
+from miscause.jobs.analysis.pipeline import ErasureResults, Results
 from miscause.jobs.analysis.report.statistics import dependence_settings
 
 METRICS_VERSION = 3
@@ -94,6 +95,14 @@ def erasure_json(summary: ErasureSummary, curves: CurveSummary | None) -> dict:
             "pairs": [erasure_pair_json(p) for p in summary.pairs], "curves": curves}
 
 
+def erasure_settings(erasure: ErasureResults) -> dict:
+    """The study's settings as metrics.json states them: every erasure option, the fill by its name, the split and
+    the control pairs are verified against."""
+    options = erasure.study.erasure
+    return {**asdict(options), "split": erasure.split, "fill": fill_name(options.fill),
+            "control": erasure.study.control}
+
+
 def metrics(results: Results) -> dict:
     """Every number of the run (the metrics.json layout)."""
     analysis, erasure, context = results.analysis, results.erasure, results.context
@@ -108,7 +117,7 @@ def metrics(results: Results) -> dict:
         "settings": {"alpha": options.alpha, "correction": options.correction, "min_count": options.min_count,
                      "tolerance": options.tolerance, "quorum": analysis.quorum, "margin": options.margin,
                      "replicates": options.groups, "model_dependence": dependence_settings(analysis),
-                     "erasure": erasure.settings if erasure else None},
+                     "erasure": erasure_settings(erasure) if erasure else None},
         "classes": list(analysis.classes),
         "models": {name: {"accuracy": m.accuracy, "errors": m.errors, "n": m.n,
                           "source": analysis.sources.get(name, ""),

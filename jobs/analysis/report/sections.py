@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from miscause.jobs.analysis.erasure.fills import fill_name
 from miscause.jobs.analysis.patterns import causes
 from miscause.jobs.analysis.patterns.misclassification import Analysis
 from miscause.jobs.analysis.pipeline import ErasureResults, Results
@@ -76,18 +77,18 @@ def _p(value: float | None) -> str:
 
 
 def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
-    s = erasure.settings
+    s = erasure.study.erasure
     blocks: list[Block] = [
         ("h2", "Erasure study"),
-        ("p", f"Split `{s['split']}`. Saliency `{s['saliency_method']}` of the predicted class; boxes of "
-              f"b x b pixels anchored at the top p% pixels, filled with `{s['fill']}`. "
-              f"Default p = {s['top_percent']}, b = {s['box']}; sweep p in {s['sweep_top_percent']}, "
-              f"b in {s['sweep_box']}. Control (a): as many anchors drawn uniformly at random (seed "
-              f"{s['seed']}); control (b): the same erasure on correctly classified images; the location-matched "
+        ("p", f"Split `{erasure.split}`. Saliency `{s.saliency_method}` of the predicted class; boxes of "
+              f"b x b pixels anchored at the top p% pixels, filled with `{fill_name(s.fill)}`. "
+              f"Default p = {s.top_percent}, b = {s.box}; sweep p in {s.sweep_top_percent}, "
+              f"b in {s.sweep_box}. Control (a): as many anchors drawn uniformly at random (seed "
+              f"{s.seed}); control (b): the same erasure on correctly classified images; the location-matched "
               "control: the saliency mask of another image with the same predicted class (one draw per setting "
-              f"here, {s['control_draws']} at the primary setting). A pair is verified when saliency erasure "
-              f"corrects its errors more than the `{s['control']}` control does (one-sided sign-flip permutation "
-              "test of the paired differences, the control's draws averaged per image)."),
+              f"here, {s.control_draws} at the primary setting). A pair is verified when saliency erasure "
+              f"corrects its errors more than the `{erasure.study.control}` control does (one-sided sign-flip "
+              "permutation test of the paired differences, the control's draws averaged per image)."),
     ]
     blocks += report_endpoints.secondary_blocks(erasure.endpoints)
     for name, summary in erasure.summaries.items():
