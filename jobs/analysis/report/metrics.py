@@ -47,7 +47,7 @@ def pair_json(record: PairRecord) -> dict:
 PAIR_OUTCOMES = ("corrected", "third_class", "unchanged", "corrected_rate")  # what a pair's entry keeps per anchor
 
 
-def test_key(control: str) -> str:
+def paired_test_key(control: str) -> str:
     """Where the paired test of saliency against `control` is kept: `test` for random anchors, else `test_NAME`."""
     return "test" if control == "random" else f"test_{control}"
 
@@ -55,13 +55,13 @@ def test_key(control: str) -> str:
 def compared_json(compared: Compared, keep: tuple[str, ...] | None = None,
                   extra: dict[str, dict] | None = None) -> dict:
     """Each anchor kind's outcomes under its name (only the keys `keep`, with `extra`'s keys per anchor) and each
-    paired test under `test_key` (the control's count named `random_only` whichever control it is)."""
+    paired test under `paired_test_key` (the control's count named `random_only` whichever control it is)."""
     out: dict = {}
     for anchor, outcomes in compared.outcomes.items():
         entry = asdict(outcomes)
         out[anchor] = {**{k: entry[k] for k in keep or entry}, **(extra or {}).get(anchor, {})}
     for control, test in compared.tests.items():
-        out[test_key(control)] = {"saliency_only": test.saliency_only, "random_only": test.control_only,
+        out[paired_test_key(control)] = {"saliency_only": test.saliency_only, "random_only": test.control_only,
                                   "p_value": test.p_value}
     return out
 
