@@ -32,7 +32,14 @@ from miscause.jobs.analysis.erasure.controls import (
 from miscause.jobs.analysis.erasure.curves import Curves, area, compute_curves, ranks, step_counts
 from miscause.jobs.analysis.erasure.fills import BLUR_SIGMA, canvas, fill_masked
 from miscause.jobs.analysis.erasure.run import Draws, ErasureOptions, MethodRun, SplitRun, run_split
-from miscause.jobs.analysis.erasure.runner_up import oracle, runner_up, runner_up_outcomes
+from miscause.jobs.analysis.erasure.runner_up import (
+    GroupCorrection,
+    Oracle,
+    RuleOutcomes,
+    oracle,
+    runner_up,
+    runner_up_outcomes,
+)
 from miscause.jobs.analysis.erasure.summaries import summarize
 from miscause.jobs.analysis.inputs.repository_model import live_model
 from miscause.jobs.analysis.inputs.results import anchor_descriptions, combine_results, load_results, write_results
@@ -146,18 +153,18 @@ def test_runner_up_counts_on_a_constructed_case() -> None:
     assert before.tolist() == [1, 1, 2, 0, 0, 0] and second.tolist() == [2, 2, 1, 2, 2, 1]
     after = np.array([2, 0, 1, 2, 0, 0])  # errors: rows 0, 1, 2, 5 (runner-up true: 0, 1, 2, 5)
     result = runner_up_outcomes(labels, before, second, after)
-    assert result["changed"] == 3 and result["to_runner_up"] == 2
-    assert result["to_runner_up_rate"] == pytest.approx(2 / 3)
-    assert result["runner_up_true"] == {"errors": 4, "corrected": 2, "corrected_rate": 0.5}
-    assert result["runner_up_other"] == {"errors": 0, "corrected": 0, "corrected_rate": 0.0}
+    assert result.changed == 3 and result.to_runner_up == 2
+    assert result.to_runner_up_rate == pytest.approx(2 / 3)
+    assert result.runner_up_true == GroupCorrection(errors=4, corrected=2, corrected_rate=0.5)
+    assert result.runner_up_other == GroupCorrection(errors=0, corrected=0, corrected_rate=0.0)
     # the runner-up rule on the images the erasure changed (rows 0, 1, 2, 3): corrects 0, 1, 2; breaks 3
-    assert result["runner_up_on_changed"] == {"applied": 4, "corrected": 3, "broken": 1}
+    assert result.runner_up_on_changed == RuleOutcomes(applied=4, corrected=3, broken=1)
     labels_other = np.array([0, 2, 1, 0, 0, 2])  # row 0's runner-up (2) is now not its true class (0)
     split = runner_up_outcomes(labels_other, before, second, after)
-    assert split["runner_up_true"]["errors"] == 2 and split["runner_up_other"] == {"errors": 2, "corrected": 0,
-                                                                                  "corrected_rate": 0.0}
-    assert oracle(labels, before, second) == {"applied": 6, "corrected": 4, "broken": 2, "errors": 4,
-                                              "corrected_rate": 1.0, "correct": 2, "broken_rate": 1.0}
+    assert split.runner_up_true.errors == 2
+    assert split.runner_up_other == GroupCorrection(errors=2, corrected=0, corrected_rate=0.0)
+    assert oracle(labels, before, second) == Oracle(applied=6, corrected=4, broken=2, errors=4, corrected_rate=1.0,
+                                                    correct=2, broken_rate=1.0)
 
 
 def test_summary_reports_runner_up_and_every_control() -> None:
@@ -167,16 +174,16 @@ def test_summary_reports_runner_up_and_every_control() -> None:
     candidates = np.zeros((3, 3), bool)
     candidates[0, 1] = candidates[2, 1] = True
     summary = summarize(run, (5.0, 3), candidates, 0.05, "holm", control="matched")
-    default = summary["settings"][0]
-    assert default["test_matched"] == default["test"] and summary["control"] == "matched"
-    saliency = default["runner_up"]["saliency"]
-    assert saliency["runner_up_true"] == {"errors": 30, "corrected": 30, "corrected_rate": 1.0}
-    assert saliency["runner_up_other"] == {"errors": 30, "corrected": 15, "corrected_rate": 0.5}
-    assert saliency["to_runner_up"] == 30 and saliency["changed"] == 45  # only cat->dog went to its runner-up
-    assert summary["runner_up_oracle"]["corrected"] == 30 and summary["runner_up_oracle"]["broken"] == 40
-    pairs = {(p["true"], p["pred"]): p for p in summary["pairs"]}
-    assert pairs["cat", "dog"]["runner_up_true"] == 30 and pairs["ship", "dog"]["runner_up_true"] == 0
-    assert pairs["cat", "dog"]["verified"] is True and pairs["cat", "dog"]["matched"]["corrected"] == 0
+    default = summary.settings[0]
+    assert default.compared.tests["matched"] == default.compared.tests["random"] and summary.control == "matched"
+    saliency = default.runner_up["saliency"]
+    assert saliency.runner_up_true == GroupCorrection(errors=30, corrected=30, corrected_rate=1.0)
+    assert saliency.runner_up_other == GroupCorrection(errors=30, corrected=15, corrected_rate=0.5)
+    assert saliency.to_runner_up == 30 and saliency.changed == 45  # only cat->dog went to its runner-up
+    assert summary.runner_up_oracle.corrected == 30 and summary.runner_up_oracle.broken == 40
+    pairs = {(p.true, p.pred): p for p in summary.pairs}
+    assert pairs["cat", "dog"].runner_up_true == 30 and pairs["ship", "dog"].runner_up_true == 0
+    assert pairs["cat", "dog"].verified is True and pairs["cat", "dog"].compared.outcomes["matched"].corrected == 0
 
 
 def test_fills_give_the_right_pixel_values() -> None:
@@ -311,8 +318,8 @@ def test_result_files_round_trip_every_part(tmp_path: Path) -> None:
     result = analyze_runs([loaded], Study(erasure=erasure, control="shifted", policy_min_gain=1),
                           AnalysisOptions(min_count=2), Context(created="now", command="", versions={}), data)
     summary = result.erasure.summaries["m"]
-    assert [f["fill"] for f in summary["fills"]["fills"]] == ["mean", "blur"]
-    assert summary["curves"]["orders"]["gradient"]["deletion"]["auc"] == pytest.approx(
+    assert [f.fill for f in summary.fills.fills] == ["mean", "blur"]
+    assert result.erasure.curves["m"].orders["gradient"]["deletion"].auc == pytest.approx(
         float(area(curves.probabilities["gradient"]["deletion"]).mean()))
     assert result.randomisation is None and loaded.randomisation is None
     endpoints = result.erasure.endpoints["m"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import statsmodels.api as sm
 
 from miscause.cli import main
 from miscause.errors import MiscauseError
-from miscause.jobs.analysis.erasure.cause_interaction import cause_interaction
+from miscause.jobs.analysis.erasure.cause_interaction import Tally, cause_interaction
+from miscause.jobs.analysis.erasure.summaries import Compared, Outcomes, PairSummary
 from miscause.jobs.analysis.erasure.verification_power import verification_power
 from miscause.jobs.analysis.inputs.predictions import make_predictions
 from miscause.jobs.analysis.patterns.causes import MORPHOLOGICAL, NON_ESSENTIAL, UNDETERMINED
@@ -258,29 +260,37 @@ def test_cli_dependence_report_and_bad_input(tmp_path: Path, capsys: pytest.Capt
         assert not target.exists()
 
 
-def erasure_pair(true: str, pred: str, errors: int, corrected: int, random: int = 0) -> dict:
-    """One pair's entry of an erasure summary, as `erasure.pair_summaries` writes it."""
-    return {"true": true, "pred": pred, "errors": errors, "saliency": {"corrected": corrected},
-            "random": {"corrected": random}}
+def erasure_pair(true: str, pred: str, errors: int, corrected: int, random: int = 0,
+                 candidate: bool = False) -> PairSummary:
+    """One pair of an erasure summary, as `erasure.pair_summaries` makes it, with what these tests read."""
+
+    def outcomes(fixed: int) -> Outcomes:
+        return Outcomes(errors=errors, corrected=fixed, third_class=0, unchanged=errors - fixed,
+                        corrected_rate=fixed / errors, correct=0, broken=0, broken_rate=0.0)
+
+    return PairSummary(true=true, pred=pred, errors=errors,
+                       compared=Compared(outcomes={"saliency": outcomes(corrected), "random": outcomes(random)},
+                                         tests={}),
+                       runner_up_true=0, saliency_to_runner_up=0, candidate=candidate)
 
 
 def test_erasure_corrects_non_essential_errors_more_often(analysis) -> None:
     morphological = [erasure_pair("cat", "dog", 200, 20, 10), erasure_pair("deer", "horse", 100, 10, 5)]
-    summaries = {"a0": {"pairs": [erasure_pair("bird", "airplane", 150, 60, 12), *morphological,
-                                  erasure_pair("bird", "truck", 9, 9)]},
-                 "b0": {"pairs": [erasure_pair("bird", "airplane", 6, 6), *morphological]},
-                 "c0": {"pairs": morphological}}
+    summaries = {"a0": SimpleNamespace(pairs=[erasure_pair("bird", "airplane", 150, 60, 12), *morphological,
+                                              erasure_pair("bird", "truck", 9, 9)]),
+                 "b0": SimpleNamespace(pairs=[erasure_pair("bird", "airplane", 6, 6), *morphological]),
+                 "c0": SimpleNamespace(pairs=morphological)}
     result = cause_interaction(analysis, summaries)
     a0 = result["a0"]
-    assert a0["causes"][NON_ESSENTIAL] == {"pairs": 1, "errors": 150, "corrected": 60, "rate": 0.4,
-                                           "random_corrected": 12, "random_rate": 0.08}
-    assert a0["causes"][MORPHOLOGICAL]["errors"] == 300 and a0["causes"][MORPHOLOGICAL]["rate"] == pytest.approx(0.1)
-    assert a0["test"]["significant"] and a0["test"]["p_adjusted"] < 1e-6
-    assert [(p["true"], p["pred"], p["significant"]) for p in a0["pairs"]] == [("bird", "airplane", True)]
+    assert a0.causes[NON_ESSENTIAL] == Tally(pairs=1, errors=150, corrected=60, rate=0.4, random_corrected=12,
+                                             random_rate=0.08)
+    assert a0.causes[MORPHOLOGICAL].errors == 300 and a0.causes[MORPHOLOGICAL].rate == pytest.approx(0.1)
+    assert a0.test.significant and a0.test.p_adjusted < 1e-6
+    assert [(p.true, p.pred, p.significant) for p in a0.pairs] == [("bird", "airplane", True)]
     # bird -> airplane is not significant in b0, so its errors there belong to no cause; bird -> truck to none
-    b0 = result["b0"]["causes"][NON_ESSENTIAL]
-    assert b0["errors"] == 0 and b0["rate"] is None
-    assert result["b0"]["test"]["p_value"] == 1.0 and not result["c0"]["test"]["significant"]
+    b0 = result["b0"].causes[NON_ESSENTIAL]
+    assert b0.errors == 0 and b0.rate is None
+    assert result["b0"].test.p_value == 1.0 and not result["c0"].test.significant
 
 
 def test_verification_power() -> None:
@@ -290,11 +300,11 @@ def test_verification_power() -> None:
     assert mcnemar_min_detectable(6, 0.01) == (7, None)
     rates = [mcnemar_min_detectable(n, 0.01)[1] for n in (7, 10, 24, 100)]
     assert all(a > b for a, b in zip(rates, rates[1:], strict=False)) and rates[0] > 0.9
-    summaries = {"m": {"pairs": [{**erasure_pair("cat", "dog", 24, 11, 6), "candidate": True},
-                                 {**erasure_pair("ship", "airplane", 6, 0, 0), "candidate": True},
-                                 {**erasure_pair("dog", "bird", 3, 1, 0), "candidate": False}]}}
+    summaries = {"m": SimpleNamespace(pairs=[erasure_pair("cat", "dog", 24, 11, 6, candidate=True),
+                                             erasure_pair("ship", "airplane", 6, 0, 0, candidate=True),
+                                             erasure_pair("dog", "bird", 3, 1, 0)])}
     rows = verification_power(summaries, 0.05, "holm")["m"]
-    assert [(r["true"], r["level"], r["needed"]) for r in rows] == [("cat", 0.025, 6), ("ship", 0.025, 6)]
-    assert rows[0]["min_detectable_rate"] == pytest.approx(mcnemar_min_detectable(24, 0.025)[1])
-    assert rows[1]["min_detectable_rate"] is not None
-    assert verification_power(summaries, 0.05, "none")["m"][0]["needed"] == 5
+    assert [(r.true, r.level, r.needed) for r in rows] == [("cat", 0.025, 6), ("ship", 0.025, 6)]
+    assert rows[0].min_detectable_rate == pytest.approx(mcnemar_min_detectable(24, 0.025)[1])
+    assert rows[1].min_detectable_rate is not None
+    assert verification_power(summaries, 0.05, "none")["m"][0].needed == 5

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from miscause.jobs.analysis.erasure.endpoints import MARGIN, endpoint, paired_effect, verdict
+from miscause.jobs.analysis.erasure.endpoints import MARGIN, endpoint, verdict
+from miscause.jobs.analysis.erasure.paired import mean_difference
 from miscause.jobs.analysis.erasure.run import Draws
 
 N_ERRORS, N_CORRECT, DRAWS = 1500, 3000, 10
@@ -37,7 +38,7 @@ def test_a_planted_specific_correction_is_found_with_its_size() -> None:
     # errors: 0.40 corrected by saliency, 0.15 by the control; correct answers: 0.10 broken by both
     labels, predicted, saliency, control = planted(0, 0.40, 0.15, 0.10, 0.10)
     result = endpoint(labels, predicted, saliency, control, "matched")
-    assert result.correction.n == N_ERRORS and result.draws == DRAWS and result.left_out == 0
+    assert result.correction.images == N_ERRORS and result.draws == DRAWS and result.left_out == 0
     assert result.correction.positive and covers(result.correction, 0.25) and result.correction.p_value < 1e-6
     # flips: errors 0.40 vs 0.15 (every change here corrects), correct 0.10 vs 0.10: interaction 0.25
     assert result.specificity.positive and covers(result.specificity, 0.25)
@@ -74,12 +75,12 @@ def test_images_without_the_control_are_left_out() -> None:
                     corrected=np.where(missing, 0, control.corrected).astype(np.uint8),
                     changed=np.where(missing, 0, control.changed).astype(np.uint8))
     result = endpoint(labels, predicted, saliency, partial, "shifted")
-    assert result.left_out == missing.sum() and result.correction.n == (~missing[:N_ERRORS]).sum()
+    assert result.left_out == missing.sum() and result.correction.images == (~missing[:N_ERRORS]).sum()
     full = endpoint(labels[~missing], predicted[~missing], saliency[~missing], control.rows(~missing), "shifted")
     assert result.correction == full.correction and result.specificity == full.specificity
 
 
 def test_undefined_effects_are_none_not_zero() -> None:
-    constant = paired_effect(np.zeros(5))
-    assert constant.estimate == 0.0 and constant.ci95 is None and constant.p_value is None
-    assert paired_effect(np.zeros(0)).estimate is None
+    constant = mean_difference(np.zeros(5), "greater")
+    assert constant.mean == 0.0 and constant.ci95 is None and constant.p_value is None
+    assert mean_difference(np.zeros(0), "greater").mean is None

@@ -16,7 +16,7 @@ from miscause.jobs.analysis.erasure import policy_selection
 from miscause.jobs.analysis.erasure.examples import round_robin
 from miscause.jobs.analysis.erasure.policy_fit import apply_rules, evaluate_policy, policy_document, setting_rules
 from miscause.jobs.analysis.erasure.run import SplitRun
-from miscause.jobs.analysis.erasure.summaries import summarize, verified_pairs
+from miscause.jobs.analysis.erasure.summaries import summarize
 from miscause.jobs.analysis.patterns.causes import CAUSES
 from miscause.jobs.training.zoo import FlipTTA
 from miscause.kernels import anchor_count
@@ -155,7 +155,7 @@ def test_erasure_study_end_to_end(workspace: dict) -> None:
     for name in ("tiny_a", "tiny_b"):
         endpoint = metrics["endpoints"][name]
         assert endpoint["primary"]["control"] == "matched" and endpoint["primary"]["draws"] == 3
-        assert endpoint["primary"]["correction"]["n"] == metrics["models"][name]["errors"]
+        assert endpoint["primary"]["correction"]["images"] == metrics["models"][name]["errors"]
         assert endpoint["verdict"] in ("supported", "absent", "undetermined")
         assert [s["control"] for s in endpoint["secondary"]] == ["shifted", "random"]
         assert len(endpoint["sweep"]) == 15 + 3  # every setting, then the three further fills
@@ -216,16 +216,18 @@ def test_pair_verification_against_random_control() -> None:
     candidates = np.zeros((3, 3), bool)
     candidates[0, 1] = candidates[2, 1] = True
     summary = summarize(run, (5.0, 3), candidates, 0.05, "holm", control="random")
-    assert verified_pairs(summary) == [("cat", "dog")]
-    pairs = {(p["true"], p["pred"]): p for p in summary["pairs"]}
-    assert pairs["cat", "dog"]["test"] == {"saliency_only": 30, "random_only": 0, "p_value": pytest.approx(0.5 ** 30)}
-    verification = pairs["cat", "dog"]["verification"]
-    assert verification["difference"] == 1.0 and verification["control_corrected"] == 0.0
-    assert verification["p_value"] == pytest.approx(1 / 10_000)  # every sign flip but the identity falls short
-    assert pairs["ship", "dog"]["saliency"]["corrected"] == 15 == pairs["ship", "dog"]["random"]["corrected"]
-    assert pairs["ship", "dog"]["verified"] is False
-    default = summary["settings"][0]
-    assert default["saliency"]["broken"] == 40 and default["random"]["broken"] == 0
+    assert summary.verified_pairs == [("cat", "dog")]
+    pairs = {(p.true, p.pred): p for p in summary.pairs}
+    test = pairs["cat", "dog"].compared.tests["random"]
+    assert (test.saliency_only, test.control_only) == (30, 0) and test.p_value == pytest.approx(0.5 ** 30)
+    verification = pairs["cat", "dog"].verification
+    assert verification.difference == 1.0 and verification.control_corrected == 0.0
+    assert verification.p_value == pytest.approx(1 / 10_000)  # every sign flip but the identity falls short
+    ship = pairs["ship", "dog"].compared.outcomes
+    assert ship["saliency"].corrected == 15 == ship["random"].corrected
+    assert pairs["ship", "dog"].verified is False
+    default = summary.settings[0].compared.outcomes
+    assert default["saliency"].broken == 40 and default["random"].broken == 0
 
 
 def planted_fit(run: SplitRun, index: int) -> dict:

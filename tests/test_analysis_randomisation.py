@@ -211,21 +211,21 @@ def planted_curves(differences: dict[str, float], images: int = 200) -> Curves:
 def test_areas_against_random_cover_the_planted_difference_and_say_where_no_better() -> None:
     planted = {"faithful": -0.1, "backwards": 0.1, "same": 0.0}
     curves = planted_curves(planted)
-    summary = summarize_curves(curves, np.zeros(200, bool), alpha=0.05)
+    summary = summarize_curves(curves, np.zeros(200, bool), "mean", "blur", alpha=0.05)
     for method, shift in planted.items():
         for mode in ("deletion", "insertion"):
-            comparison = summary["versus_random"][method][mode]
+            comparison = summary.versus_random[method][mode]
             low, high = comparison.difference.ci95
             assert low < comparison.difference.mean < high and high - low < 0.03
             assert comparison.difference.mean == pytest.approx(shift, abs=0.02), (method, mode, comparison)
             measured = area(curves.probabilities[method][mode]) - area(curves.probabilities["random"][mode])
             assert comparison.difference.mean == pytest.approx(measured.mean())
     verdicts = {method: {mode: c.verdict for mode, c in by_mode.items()}
-                for method, by_mode in summary["versus_random"].items()}
+                for method, by_mode in summary.versus_random.items()}
     assert verdicts["faithful"] == {"deletion": BETTER, "insertion": WORSE}
     assert verdicts["backwards"] == {"deletion": WORSE, "insertion": BETTER}
     assert verdicts["same"] == {"deletion": NOT_SHOWN, "insertion": NOT_SHOWN}
-    assert "random" not in summary["versus_random"]
+    assert "random" not in summary.versus_random
 
 
 def test_the_interval_covers_the_planted_difference_about_95_times_in_100() -> None:

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def test_result_files_alone_reproduce_what_the_trained_models_give(device_run: d
             with torch.no_grad():
                 after = model(erased).argmax(1).numpy()
             assert (setting["top_percent"], setting["box"]) == (top_percent, box)
-            assert setting["saliency"] == {**outcomes(labels, logits.argmax(1), after),
+            assert setting["saliency"] == {**asdict(outcomes(labels, logits.argmax(1), after)),
                                            "mean_erased_pixels": pytest.approx(mask.sum((1, 2)).float().mean().item())}
             anchors = kernels.anchor_count(top_percent, 32 * 32)
             assert anchors <= setting["random"]["mean_erased_pixels"] <= anchors * box * box
@@ -128,7 +129,7 @@ def test_result_files_alone_reproduce_what_the_trained_models_give(device_run: d
         fills = {f["fill"]: f for f in summary["fills"]["fills"]}
         assert list(fills) == ["mean", "blur"] and fills["mean"]["saliency"] == {
             key: value for key, value in summary["settings"][0]["saliency"].items() if key != "mean_erased_pixels"}
-        assert fills["blur"]["saliency"] == outcomes(labels, logits.argmax(1), blurred)
+        assert fills["blur"]["saliency"] == asdict(outcomes(labels, logits.argmax(1), blurred))
         assert summary["curves"]["images"] == 16 and set(summary["curves"]["orders"]) == {"gradient", "random"}
         endpoints = metrics["endpoints"][f"{arch}_s0"]
         assert endpoints["primary"]["draws"] == 2 and {c["method"] for c in endpoints["sweep"]} == {"gradient"}

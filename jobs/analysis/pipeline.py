@@ -9,16 +9,16 @@ yields the same report. Every number the report shows is computed here, once, in
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
 from miscause.defaults import RANDOMISATION_IMAGES
 from miscause.jobs.analysis.erasure import policy_fit, policy_selection
-from miscause.jobs.analysis.erasure.cause_interaction import cause_interaction
+from miscause.jobs.analysis.erasure.cause_interaction import CauseInteraction, cause_interaction
 from miscause.jobs.analysis.erasure.collect import ModelRuns, collect_runs
 from miscause.jobs.analysis.erasure.controls import DRAWS
-from miscause.jobs.analysis.erasure.curves import summarize_curves
+from miscause.jobs.analysis.erasure.curves import CurveSummary, summarize_curves
 from miscause.jobs.analysis.erasure.examples import Example
 from miscause.jobs.analysis.erasure.fills import constant_values, fill_name
 from miscause.jobs.analysis.erasure.randomisation import (
@@ -27,8 +27,8 @@ from miscause.jobs.analysis.erasure.randomisation import (
     randomisation_summaries,
 )
 from miscause.jobs.analysis.erasure.run import ErasureOptions, infer
-from miscause.jobs.analysis.erasure.summaries import PRIMARY_CONTROL, Endpoints, endpoints, summarize, verified_pairs
-from miscause.jobs.analysis.erasure.verification_power import verification_power
+from miscause.jobs.analysis.erasure.summaries import PRIMARY_CONTROL, Endpoints, ErasureSummary, endpoints, summarize
+from miscause.jobs.analysis.erasure.verification_power import PairPower, verification_power
 from miscause.jobs.analysis.inputs.data_record import data_record
 from miscause.jobs.analysis.inputs.images import subset
 from miscause.jobs.analysis.inputs.predictions import make_predictions
@@ -66,16 +66,18 @@ class Study:
 @dataclass(kw_only=True)
 class ErasureResults:
     """The erasure study's outputs per model: the endpoints (the primary one first), the test-split summary, the
-    policy document, the example images, erasure by cause and the power of the verification; and the settings it
-    ran with."""
+    deletion and insertion curves (None where none were run), the policy document, the example images, erasure by
+    cause and the power of the verification; and the study as it ran, on which split."""
 
-    summaries: dict[str, dict]
+    study: Study
+    split: str = "test"
+    summaries: dict[str, ErasureSummary]
     endpoints: dict[str, Endpoints] = field(default_factory=dict)
+    curves: dict[str, CurveSummary | None] = field(default_factory=dict)
     policies: dict[str, dict] = field(default_factory=dict)
     examples: dict[str, list[Example]] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
-    cause_interaction: dict[str, dict] = field(default_factory=dict)
-    verification_power: dict[str, list[dict]] = field(default_factory=dict)
+    cause_interaction: dict[str, CauseInteraction] = field(default_factory=dict)
+    verification_power: dict[str, list[PairPower]] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -149,12 +151,10 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
     summaries = {m.name: summarize(m.test, erasure.default, analysis.models[m.name].significant, options.alpha,
                                    options.correction, study.control, study.seed) for m in models}
     primary = {m.name: endpoints(m.test, erasure.default, erasure.saliency_method, erasure.fill) for m in models}
-    for m in models:
-        summaries[m.name]["curves"] = (
-            {**summarize_curves(m.curves, m.test.predicted != m.test.labels, options.alpha),
-             "deletion_fill": fill_name(erasure.fill), "insertion_canvas": erasure.insertion_canvas}
-            if m.curves else None)
-    apply_erasure_check(analysis, {name: verified_pairs(s) for name, s in summaries.items()})
+    curves = {m.name: summarize_curves(m.curves, m.test.predicted != m.test.labels, fill_name(erasure.fill),
+                                       erasure.insertion_canvas, options.alpha) if m.curves else None
+              for m in models}
+    apply_erasure_check(analysis, {name: s.verified_pairs for name, s in summaries.items()})
     policies, warnings = {}, []
     warnings += [f"{name}: the controls took {e.primary.draws} draws per image, fewer than the {DRAWS} the primary "
                  "endpoint asks for" for name, e in primary.items() if e.primary.draws < DRAWS]
@@ -175,9 +175,8 @@ def analyze_runs(models: list[ModelRuns], study: Study, options: AnalysisOptions
             model.name, honest.written, honest.test, model.test.classes, erasure.saliency_method, fill,
             {**honest.fitted_on, "data": data["path"], "min_gain": study.policy_min_gain, "accuracy": val_accuracy},
             honest.selection, context.created, context.versions)
-    settings = {**asdict(erasure), "split": "test", "fill": fill_name(erasure.fill), "control": study.control}
-    results = ErasureResults(summaries=summaries, endpoints=primary, policies=policies,
-                             examples={m.name: m.examples for m in models}, settings=settings,
+    results = ErasureResults(study=study, summaries=summaries, endpoints=primary, curves=curves, policies=policies,
+                             examples={m.name: m.examples for m in models},
                              cause_interaction=cause_interaction(analysis, summaries),
                              verification_power=verification_power(summaries, options.alpha, options.correction))
     return Results(analysis=analysis, context=context, data=data, erasure=results, warnings=warnings,

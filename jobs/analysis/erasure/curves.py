@@ -124,29 +124,51 @@ class AgainstRandom:
 def against_random(method: np.ndarray, random: np.ndarray, mode: str, alpha: float) -> AgainstRandom:
     """The paired per-image comparison of a method's areas [C] with the random order's [C] in `mode`."""
     difference = mean_difference(method - random, FAITHFUL[mode])
-    low, high = difference.ci95
+    low, high = difference.ci95 or (None, None)
     worse = (low is not None and low > 0) if mode == "deletion" else (high is not None and high < 0)
     better = difference.p_value is not None and difference.p_value <= alpha
     verdict = BETTER if better else WORSE if worse else NOT_SHOWN
     return AgainstRandom(difference=difference, alpha=alpha, verdict=verdict)
 
 
-def summarize_curves(curves: Curves, wrong: np.ndarray, alpha: float = 0.05) -> dict:
+@dataclass(frozen=True, kw_only=True, eq=False)
+class CurveMean:
+    """One order's curves in one mode: the mean curve [steps+1] and its area, over all the curve images and over
+    the misclassified (None without images)."""
+
+    curve: np.ndarray
+    auc: float | None
+    auc_errors: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurveSummary:
+    """The deletion and insertion curves of one model: how many images (and errors) and steps, per order and mode
+    the mean curve and its areas, per method and mode its areas against the random order's, and what deletion
+    fills with and insertion starts from."""
+
+    images: int
+    errors: int
+    steps: int
+    orders: dict[str, dict[str, CurveMean]]
+    versus_random: dict[str, dict[str, AgainstRandom]]
+    deletion_fill: str
+    insertion_canvas: str
+
+
+def summarize_curves(curves: Curves, wrong: np.ndarray, deletion_fill: str, insertion_canvas: str,
+                     alpha: float = 0.05) -> CurveSummary:
     """Per order and mode: the mean curve and its area, over all the curve images and over the misclassified;
     per method and mode, its areas against the random order's (`versus_random`, on all the curve images)."""
     errors = wrong[curves.rows]
-    summary = {"images": len(curves.rows), "errors": int(errors.sum()), "steps": curves.steps, "orders": {},
-               "versus_random": {}}
-    for name, by_mode in curves.probabilities.items():
-        summary["orders"][name] = {
-            mode: {"curve": values.mean(0) if len(values) else np.zeros(curves.steps + 1),
-                   "auc": float(area(values).mean()) if len(values) else None,
-                   "auc_errors": float(area(values[errors]).mean()) if errors.any() else None}
-            for mode, values in by_mode.items()}
+    orders = {name: {mode: CurveMean(curve=values.mean(0) if len(values) else np.zeros(curves.steps + 1),
+                                     auc=float(area(values).mean()) if len(values) else None,
+                                     auc_errors=float(area(values[errors]).mean()) if errors.any() else None)
+                     for mode, values in by_mode.items()}
+              for name, by_mode in curves.probabilities.items()}
     random = curves.probabilities.get(RANDOM)
-    if random is not None:
-        summary["versus_random"] = {
-            name: {mode: against_random(area(values), area(random[mode]), mode, alpha)
-                   for mode, values in by_mode.items()}
-            for name, by_mode in curves.probabilities.items() if name != RANDOM}
-    return summary
+    versus = {} if random is None else {
+        name: {mode: against_random(area(values), area(random[mode]), mode, alpha) for mode, values in by_mode.items()}
+        for name, by_mode in curves.probabilities.items() if name != RANDOM}
+    return CurveSummary(images=len(curves.rows), errors=int(errors.sum()), steps=curves.steps, orders=orders,
+                        versus_random=versus, deletion_fill=deletion_fill, insertion_canvas=insertion_canvas)

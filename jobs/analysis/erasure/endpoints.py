@@ -7,39 +7,23 @@ Per image the saliency erasure's outcome (1 or 0) is paired with the control's m
 - specificity: a flip is a changed prediction; the mean paired difference in flips among the errors minus that
   among the correct answers, i.e. (flip rate among errors - among correct) for saliency minus the same for the
   control: positive when saliency erasure changes errors more than it changes correct answers, beyond the control.
-Intervals and p-values from scipy: the one-sample t test of the paired differences, Welch's two-sample t test of
-the interaction; the correction's equivalence by two one-sided tests against `MARGIN`.
+Intervals and p-values from scipy: the one-sample t test of the paired differences (`paired.mean_difference`),
+Welch's two-sample t test of the interaction (as the same `paired.MeanDifference`); the correction's equivalence
+by two one-sided tests against `MARGIN`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from miscause.jobs.analysis.erasure.paired import MeanDifference, mean_difference, t_interval, varies
 from miscause.jobs.analysis.erasure.run import Draws
 
-LEVEL = 0.95
 MARGIN = 0.03  # equivalence margin of the correction difference: 3 points of the errors
 EQUIVALENCE_ALPHA = 0.05
-
-
-@dataclass(frozen=True, kw_only=True)
-class Effect:
-    """A mean difference over `n` units with its two-sided 95% interval and the one-sided p-value of "> 0";
-    interval and p-value None where undefined (fewer than two units, or no variation)."""
-
-    estimate: float | None
-    ci95: tuple[float, float] | None
-    p_value: float | None
-    n: int
-
-    @property
-    def positive(self) -> bool:
-        """Whether the 95% interval lies above 0."""
-        return self.ci95 is not None and self.ci95[0] > 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,9 +54,9 @@ class Endpoint:
     control: str
     draws: int
     left_out: int
-    correction: Effect
-    specificity: Effect
-    net_accuracy: Effect
+    correction: MeanDifference
+    specificity: MeanDifference
+    net_accuracy: MeanDifference
     equivalence: Equivalence
     saliency: Rates
     control_rates: Rates
@@ -82,42 +66,25 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def _interval(result: Any, level: float) -> tuple[float, float] | None:
-    low, high = result.confidence_interval(level)
-    return (float(low), float(high)) if np.isfinite(low) and np.isfinite(high) else None
-
-
-def _varies(*samples: np.ndarray) -> bool:
-    return all(len(s) >= 2 for s in samples) and any(np.ptp(s) > 0 for s in samples)
-
-
-def paired_effect(differences: np.ndarray) -> Effect:
-    """The mean of paired differences, its t interval and one-sided p-value (scipy `ttest_1samp`)."""
-    if not _varies(differences):
-        return Effect(estimate=_mean(differences), ci95=None, p_value=None, n=len(differences))
-    result = stats.ttest_1samp(differences, 0.0, alternative="greater")
-    return Effect(estimate=float(differences.mean()), ci95=_interval(stats.ttest_1samp(differences, 0.0), LEVEL),
-                  p_value=float(result.pvalue), n=len(differences))
-
-
-def interaction_effect(first: np.ndarray, second: np.ndarray) -> Effect:
-    """mean(first) - mean(second) of independent groups, Welch's interval and one-sided p-value (scipy)."""
+def interaction_effect(first: np.ndarray, second: np.ndarray) -> MeanDifference:
+    """mean(first) - mean(second) of independent groups, Welch's interval and one-sided p-value of "> 0" (scipy)."""
     estimate = None if not (len(first) and len(second)) else float(first.mean() - second.mean())
-    if not (len(first) >= 2 and len(second) >= 2 and _varies(first, second)):
-        return Effect(estimate=estimate, ci95=None, p_value=None, n=len(first) + len(second))
+    if not varies(first, second):
+        return MeanDifference(images=len(first) + len(second), mean=estimate, ci95=None, alternative="greater",
+                              p_value=None)
     result = stats.ttest_ind(first, second, equal_var=False, alternative="greater")
-    two_sided = stats.ttest_ind(first, second, equal_var=False)
-    return Effect(estimate=estimate, ci95=_interval(two_sided, LEVEL), p_value=float(result.pvalue),
-                  n=len(first) + len(second))
+    return MeanDifference(images=len(first) + len(second), mean=estimate,
+                          ci95=t_interval(stats.ttest_ind(first, second, equal_var=False)),
+                          alternative="greater", p_value=float(result.pvalue))
 
 
 def equivalence(differences: np.ndarray, margin: float = MARGIN) -> Equivalence:
     """Two one-sided t tests of the mean paired difference against -margin and +margin (scipy)."""
-    if not _varies(differences):
+    if not varies(differences):
         return Equivalence(margin=margin, ci90=None, p_value=None, equivalent=False)
     p = max(stats.ttest_1samp(differences, -margin, alternative="greater").pvalue,
             stats.ttest_1samp(differences, margin, alternative="less").pvalue)
-    return Equivalence(margin=margin, ci90=_interval(stats.ttest_1samp(differences, 0.0), 1 - 2 * EQUIVALENCE_ALPHA),
+    return Equivalence(margin=margin, ci90=t_interval(stats.ttest_1samp(differences, 0.0), 1 - 2 * EQUIVALENCE_ALPHA),
                        p_value=float(p), equivalent=bool(p < EQUIVALENCE_ALPHA))
 
 
@@ -139,9 +106,9 @@ def endpoint(labels: np.ndarray, predicted: np.ndarray, saliency_after: np.ndarr
     control_flipped = control.changed / control.count
     corrected, flipped = saliency_corrected - control_corrected, saliency_flipped - control_flipped
     return Endpoint(control=name, draws=control.drawn, left_out=int((~has).sum()),
-                    correction=paired_effect(corrected[wrong]),
+                    correction=mean_difference(corrected[wrong], "greater"),
                     specificity=interaction_effect(flipped[wrong], flipped[~wrong]),
-                    net_accuracy=paired_effect(corrected), equivalence=equivalence(corrected[wrong]),
+                    net_accuracy=mean_difference(corrected, "greater"), equivalence=equivalence(corrected[wrong]),
                     saliency=_rates(wrong, saliency_corrected, saliency_flipped),
                     control_rates=_rates(wrong, control_corrected, control_flipped))
 

@@ -1,10 +1,12 @@
-"""Means of per-image values with their 95% t intervals (scipy's one-sample t test), for the saliency checks:
-the similarity of two maps of each image, and paired per-image differences with a one-sided test."""
+"""Means with their 95% t intervals (scipy's t tests), one implementation for every analysis that reports one:
+the mean of per-image values (the similarity of two maps of each image), and a difference of means with a
+one-sided test in a stated direction (the erasure endpoints, the curves against the random order, the
+randomisation steps against the seed-to-seed reference)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy.stats import ttest_1samp
@@ -27,18 +29,36 @@ class MeanInterval:
 
 @dataclass(frozen=True, kw_only=True)
 class MeanDifference:
-    """A paired per-image difference: its mean over the images where it is defined, the 95% t interval, and the
-    one-sided p-value of the t test in the stated direction (`alternative`: `less` or `greater` than 0)."""
+    """A difference of means over `images` (paired per-image differences, or two independent groups together):
+    its estimate `mean` (None without images), its two-sided 95% t interval and the one-sided p-value that it is
+    `alternative` (`less` or `greater`) than 0; interval and p-value None where undefined (fewer than two images,
+    or no variation)."""
 
     images: int
     mean: float | None
-    ci95: tuple[float | None, float | None]
+    ci95: tuple[float, float] | None
     alternative: str
     p_value: float | None
+
+    @property
+    def positive(self) -> bool:
+        """Whether the 95% interval lies above 0."""
+        return self.ci95 is not None and self.ci95[0] > 0
 
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+def varies(*samples: np.ndarray) -> bool:
+    """Whether a t test is defined: every sample has two values or more, and some sample is not constant."""
+    return all(len(s) >= 2 for s in samples) and any(np.ptp(s) > 0 for s in samples)
+
+
+def t_interval(result: Any, level: float = LEVEL) -> tuple[float, float] | None:
+    """A scipy t test result's interval at `level`; None where it is not finite."""
+    low, high = result.confidence_interval(level)
+    return (float(low), float(high)) if np.isfinite(low) and np.isfinite(high) else None
 
 
 def mean_interval(values: np.ndarray) -> MeanInterval:
@@ -47,12 +67,9 @@ def mean_interval(values: np.ndarray) -> MeanInterval:
     defined = values[np.isfinite(values)]
     if len(defined) == 0:
         return MeanInterval(images=len(values), undefined=len(values), mean=None, median=None, ci95=(None, None))
-    ci = (None, None)
-    if len(defined) >= 2 and np.ptp(defined) > 0:
-        interval = ttest_1samp(defined, 0.0).confidence_interval(LEVEL)
-        ci = (_finite(interval.low), _finite(interval.high))
+    interval = t_interval(ttest_1samp(defined, 0.0)) if varies(defined) else None
     return MeanInterval(images=len(values), undefined=len(values) - len(defined), mean=float(defined.mean()),
-                        median=float(np.median(defined)), ci95=ci)
+                        median=float(np.median(defined)), ci95=interval or (None, None))
 
 
 def mean_difference(differences: np.ndarray, alternative: Literal["less", "greater"]) -> MeanDifference:
@@ -60,11 +77,9 @@ def mean_difference(differences: np.ndarray, alternative: Literal["less", "great
     t test that the mean is `alternative` than 0."""
     values = np.asarray(differences, dtype=np.float64)
     values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return MeanDifference(images=len(values), mean=_finite(values.mean()) if len(values) else None,
-                              ci95=(None, None), alternative=alternative, p_value=None)
-    interval = ttest_1samp(values, 0.0).confidence_interval(LEVEL)
-    p_value = ttest_1samp(values, 0.0, alternative=alternative).pvalue
-    return MeanDifference(images=len(values), mean=float(values.mean()),
-                          ci95=(_finite(interval.low), _finite(interval.high)), alternative=alternative,
-                          p_value=_finite(p_value))
+    mean = float(values.mean()) if len(values) else None
+    if not varies(values):
+        return MeanDifference(images=len(values), mean=mean, ci95=None, alternative=alternative, p_value=None)
+    return MeanDifference(images=len(values), mean=mean, ci95=t_interval(ttest_1samp(values, 0.0)),
+                          alternative=alternative,
+                          p_value=_finite(ttest_1samp(values, 0.0, alternative=alternative).pvalue))

@@ -12,21 +12,35 @@ been verified whatever erasure did.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from miscause.jobs.analysis.erasure.summaries import ErasureSummary
 from miscause.jobs.analysis.patterns.significance import mcnemar_min_detectable
 
 POWER = 0.8
 
 
-def verification_power(summaries: dict[str, dict], alpha: float, correction: str) -> dict[str, list[dict]]:
+@dataclass(frozen=True, kw_only=True)
+class PairPower:
+    """One tested pair: its errors, the per-pair level, the errors needed at best and the smallest detectable
+    correction rate (None: impossible with its errors)."""
+
+    true: str
+    pred: str
+    errors: int
+    level: float
+    needed: int
+    min_detectable_rate: float | None
+
+
+def verification_power(summaries: dict[str, ErasureSummary], alpha: float,
+                       correction: str) -> dict[str, list[PairPower]]:
     """Per model, per tested pair: errors, level, errors needed at best, smallest detectable correction rate."""
     out = {}
     for name, summary in summaries.items():
-        tested = [p for p in summary["pairs"] if p["candidate"]]
+        tested = [p for p in summary.pairs if p.candidate]
         level = alpha if correction == "none" or not tested else alpha / len(tested)
-        rows = []
-        for pair in tested:
-            needed, rate = mcnemar_min_detectable(pair["errors"], level, POWER)
-            rows.append({"true": pair["true"], "pred": pair["pred"], "errors": pair["errors"], "level": level,
-                         "needed": needed, "min_detectable_rate": rate})
-        out[name] = rows
+        out[name] = [PairPower(true=pair.true, pred=pair.pred, errors=pair.errors, level=level, needed=needed,
+                               min_detectable_rate=rate)
+                     for pair in tested for needed, rate in (mcnemar_min_detectable(pair.errors, level, POWER),)]
     return out

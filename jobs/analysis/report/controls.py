@@ -5,11 +5,10 @@ sanity check, all models in one table."""
 from __future__ import annotations
 
 from miscause.jobs.analysis.erasure.controls import MATCHED
-from miscause.jobs.analysis.erasure.curves import BETTER, MODES
+from miscause.jobs.analysis.erasure.curves import BETTER, MODES, AgainstRandom, CurveSummary
 from miscause.jobs.analysis.erasure.paired import MeanDifference, MeanInterval
 from miscause.jobs.analysis.erasure.randomisation import MEASURES, ModelRandomisation
-from miscause.jobs.analysis.erasure.run import ANCHORS
-from miscause.jobs.analysis.erasure.summaries import test_key
+from miscause.jobs.analysis.erasure.summaries import ErasureSummary, FillSweep, Setting
 from miscause.jobs.analysis.report.document import Block
 from miscause.jobs.analysis.report.figures import figure_file
 
@@ -29,57 +28,53 @@ def _number(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def anchors_of(setting: dict) -> list[str]:
-    """The anchor kinds a setting's summary holds, saliency first."""
-    return [a for a in ANCHORS if a in setting]
-
-
-def outcome_rows(setting: dict) -> list[list]:
+def outcome_rows(setting: Setting) -> list[list]:
     """The default setting: one row per anchor kind, its erased pixels included."""
-    return [[ANCHOR_LABELS[a], o["corrected"], o["third_class"], o["unchanged"], _percent(o["corrected_rate"]),
-             f"{o['broken']} / {o['correct']}", _percent(o["broken_rate"]), f"{o['mean_erased_pixels']:.1f}"]
-            for a in anchors_of(setting) for o in (setting[a],)]
+    return [[ANCHOR_LABELS[a], o.corrected, o.third_class, o.unchanged, _percent(o.corrected_rate),
+             f"{o.broken} / {o.correct}", _percent(o.broken_rate), f"{setting.erased_pixels[a]:.1f}"]
+            for a in setting.compared.anchors for o in (setting.compared.outcomes[a],)]
 
 
 OUTCOME_HEADERS = ["anchors", "corrected", "third class", "unchanged", "corrected rate", "broken / correct",
                    "broken rate", "erased pixels (mean)"]
 
 
-def sweep_table(settings: list[dict]) -> Block:
+def sweep_table(settings: tuple[Setting, ...]) -> Block:
     """The sweep: per setting and anchor kind the corrected and broken rates, erased pixels, and the tests."""
-    anchors = anchors_of(settings[0])
+    anchors = settings[0].compared.anchors
     controls = anchors[1:]
     headers = (["p", "b"] + [f"{a} corrected" for a in anchors] + [f"{a} broken" for a in anchors]
                + [f"{a} pixels" for a in anchors] + [f"McNemar p vs {c}" for c in controls])
-    rows = [[x["top_percent"], x["box"]] + [_percent(x[a]["corrected_rate"]) for a in anchors]
-            + [_percent(x[a]["broken_rate"]) for a in anchors] + [f"{x[a]['mean_erased_pixels']:.0f}" for a in anchors]
-            + [f"{x[test_key(c)]['p_value']:.3g}" for c in controls] for x in settings]
+    rows = [[x.top_percent, x.box] + [_percent(o[a].corrected_rate) for a in anchors]
+            + [_percent(o[a].broken_rate) for a in anchors] + [f"{x.erased_pixels[a]:.0f}" for a in anchors]
+            + [f"{x.compared.tests[c].p_value:.3g}" for c in controls]
+            for x in settings for o in (x.compared.outcomes,)]
     return ("table", headers, rows)
 
 
-def test_text(setting: dict) -> str:
+def test_text(setting: Setting) -> str:
     """The paired tests of the default setting, in words."""
-    return "; ".join(f"Against {c}: saliency-only corrections {t['saliency_only']}, {c}-only {t['random_only']}, "
-                     f"one-sided McNemar p = {t['p_value']:.3g}"
-                     for c in anchors_of(setting)[1:] for t in (setting[test_key(c)],)) + "."
+    return "; ".join(f"Against {c}: saliency-only corrections {t.saliency_only}, {c}-only {t.control_only}, "
+                     f"one-sided McNemar p = {t.p_value:.3g}"
+                     for c in setting.compared.anchors[1:] for t in (setting.compared.tests[c],)) + "."
 
 
-def runner_up_blocks(summary: dict, setting: dict) -> list[Block]:
+def runner_up_blocks(summary: ErasureSummary, setting: Setting) -> list[Block]:
     """How many corrections only hand the answer to the model's second choice, and the runner-up oracle."""
-    oracle = summary["runner_up_oracle"]
+    oracle = summary.runner_up_oracle
     rows = []
-    for anchor, r in setting["runner_up"].items():
-        changed = r["runner_up_on_changed"]
-        rows.append([ANCHOR_LABELS[anchor], _share(r["to_runner_up"], r["changed"]),
-                     _share(r["runner_up_true"]["corrected"], r["runner_up_true"]["errors"]),
-                     _share(r["runner_up_other"]["corrected"], r["runner_up_other"]["errors"]),
-                     f"{setting[anchor]['corrected']} / {setting[anchor]['broken']}",
-                     f"{changed['corrected']} / {changed['broken']} (of {changed['applied']})"])
+    for anchor, r in setting.runner_up.items():
+        changed, outcomes = r.runner_up_on_changed, setting.compared.outcomes[anchor]
+        rows.append([ANCHOR_LABELS[anchor], _share(r.to_runner_up, r.changed),
+                     _share(r.runner_up_true.corrected, r.runner_up_true.errors),
+                     _share(r.runner_up_other.corrected, r.runner_up_other.errors),
+                     f"{outcomes.corrected} / {outcomes.broken}",
+                     f"{changed.corrected} / {changed.broken} (of {changed.applied})"])
     return [
         ("p", f"Runner-up baseline (default setting). Runner-up: the class of the second-largest logit. "
-              f"Runner-up oracle, answering the runner-up on every image: corrects {oracle['corrected']} of "
-              f"{oracle['errors']} errors ({_percent(oracle['corrected_rate'])}, the errors whose runner-up is the "
-              f"true class) and breaks all {oracle['correct']} correct answers. An erasure that mostly corrects "
+              f"Runner-up oracle, answering the runner-up on every image: corrects {oracle.corrected} of "
+              f"{oracle.errors} errors ({_percent(oracle.corrected_rate)}, the errors whose runner-up is the "
+              f"true class) and breaks all {oracle.correct} correct answers. An erasure that mostly corrects "
               "errors whose runner-up is true, by moving them to the runner-up, shows that the saliency map found "
               "the evidence for the predicted class, not what caused the error."),
         ("table", ["anchors", "changed errors to the runner-up", "corrected, runner-up true",
@@ -88,24 +83,24 @@ def runner_up_blocks(summary: dict, setting: dict) -> list[Block]:
     ]
 
 
-def fill_blocks(fills: dict | None) -> list[Block]:
+def fill_blocks(fills: FillSweep | None) -> list[Block]:
     """The fill sweep at its setting: per fill the corrected and broken rates of every anchor kind, the tests."""
     if not fills:
         return []
-    anchors = anchors_of(fills["fills"][0])
+    anchors = fills.fills[0].compared.anchors
     headers = (["fill"] + [f"{a} corrected" for a in anchors] + [f"{a} broken" for a in anchors]
                + [f"McNemar p vs {c}" for c in anchors[1:]])
-    rows = [[f"`{f['fill']}`"] + [_percent(f[a]["corrected_rate"]) for a in anchors]
-            + [_percent(f[a]["broken_rate"]) for a in anchors]
-            + [f"{f[test_key(c)]['p_value']:.3g}" for c in anchors[1:]] for f in fills["fills"]]
-    return [("p", f"Fill sweep at p = {fills['top_percent']}, b = {fills['box']}: what erased pixels become "
+    rows = [[f"`{f.fill}`"] + [_percent(f.compared.outcomes[a].corrected_rate) for a in anchors]
+            + [_percent(f.compared.outcomes[a].broken_rate) for a in anchors]
+            + [f"{f.compared.tests[c].p_value:.3g}" for c in anchors[1:]] for f in fills.fills]
+    return [("p", f"Fill sweep at p = {fills.top_percent}, b = {fills.box}: what erased pixels become "
                   "(`mean`: the dataset mean, `black`: pixel value 0, `image_mean`: the image's own mean per "
                   "channel, `blur`: the image blurred with a Gaussian)."),
             ("table", headers, rows)]
 
 
-def _interval(ci: tuple[float | None, float | None], fmt: str = ".3f") -> str:
-    return "-" if None in ci else f"[{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
+def _interval(ci: tuple[float | None, float | None] | None, fmt: str = ".3f") -> str:
+    return "-" if ci is None or None in ci else f"[{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
 
 
 def _difference(d: MeanDifference) -> str:
@@ -113,7 +108,7 @@ def _difference(d: MeanDifference) -> str:
     return f"{_number(d.mean, '+.3f')} {_interval(d.ci95, '+.3f')}, p = {p}"
 
 
-def versus_random_blocks(name: str, versus: dict) -> list[Block]:
+def versus_random_blocks(name: str, versus: dict[str, dict[str, AgainstRandom]]) -> list[Block]:
     """Each method's areas against the random order's on the same images, and in words where it is no better."""
     if not versus:
         return []
@@ -133,28 +128,27 @@ def versus_random_blocks(name: str, versus: dict) -> list[Block]:
             ("p", verdict)]
 
 
-def curve_blocks(name: str, curves: dict | None) -> list[Block]:
+def curve_blocks(name: str, curves: CurveSummary | None) -> list[Block]:
     """The deletion and insertion curves: their figure, the areas under them and each method against random."""
     if not curves:
         return []
-    rows = [[order] + [_number(by_mode[mode][key]) for mode in MODES
-                       for key in ("auc", "auc_errors")] for order, by_mode in curves["orders"].items()]
-    return [("p", f"Deletion and insertion curves (Petsiuk et al., 2018) on {curves['images']} test images "
-                  f"({curves['errors']} misclassified), {curves['steps']} steps: the probability of the predicted "
-                  f"class as its pixels are deleted (filled with `{curves['deletion_fill']}`) or inserted into a "
-                  f"`{curves['insertion_canvas']}` canvas, most salient first or in random order. Lower deletion "
+    rows = [[order] + [_number(value) for mode in MODES for value in (by_mode[mode].auc, by_mode[mode].auc_errors)]
+            for order, by_mode in curves.orders.items()]
+    return [("p", f"Deletion and insertion curves (Petsiuk et al., 2018) on {curves.images} test images "
+                  f"({curves.errors} misclassified), {curves.steps} steps: the probability of the predicted "
+                  f"class as its pixels are deleted (filled with `{curves.deletion_fill}`) or inserted into a "
+                  f"`{curves.insertion_canvas}` canvas, most salient first or in random order. Lower deletion "
                   "and higher insertion areas mean a more faithful ranking."),
             ("table", ["order", "deletion AUC", "deletion AUC (errors)", "insertion AUC", "insertion AUC (errors)"],
              rows),
-            *versus_random_blocks(name, curves.get("versus_random", {})),
+            *versus_random_blocks(name, curves.versus_random),
             ("figure", figure_file("curves", name),
              f"{name}: deletion and insertion curves, per saliency method and random")]
 
 
-def control_blocks(name: str, summary: dict, setting: dict) -> list[Block]:
+def control_blocks(name: str, summary: ErasureSummary, curves: CurveSummary | None) -> list[Block]:
     """Every control block of one model, after its default-setting outcomes."""
-    return (runner_up_blocks(summary, setting) + fill_blocks(summary.get("fills"))
-            + curve_blocks(name, summary.get("curves")))
+    return runner_up_blocks(summary, summary.default_setting) + fill_blocks(summary.fills) + curve_blocks(name, curves)
 
 
 def _similarity(s: MeanInterval) -> str:

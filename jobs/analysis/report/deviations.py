@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from miscause.jobs.analysis.erasure.fills import fill_name
 from miscause.jobs.analysis.pipeline import Results
 
 
@@ -32,19 +33,19 @@ def deviations(results: Results) -> list[str]:
         "find a difference is not sameness.",
     ]
     if erasure is not None:
-        s = erasure.settings
+        s = erasure.study.erasure
         items += [
-            f"Erasure: boxes of {s['box']} x {s['box']} pixels around each of the top {s['top_percent']}% pixels of "
-            f"the `{s['saliency_method']}` saliency map of the predicted class, filled with {s['fill']} in "
+            f"Erasure: boxes of {s.box} x {s.box} pixels around each of the top {s.top_percent}% pixels of "
+            f"the `{s.saliency_method}` saliency map of the predicted class, filled with {fill_name(s.fill)} in "
             "normalised units (the dataset mean). The anchor share follows the paper's top 5% by default; the box "
             "size, the fill and the saliency method are this project's choices (options of `miscause analyze`), "
             "and the sweep over them shows how much the result depends on them. The saliency is taken of the "
             "predicted class because a served model does not know the true one; the dataset mean as fill "
             "removes the pixels' content without adding a colour the training images lack.",
             "Verification: the paper shows that erasure corrects errors; here erasure at the salient pixels is "
-            f"compared with the `{s['control']}` control on the same images (a one-sided sign-flip permutation "
-            f"test of the paired differences, the control's draws averaged per image, {o.correction} correction "
-            "over each model's significant edges), since any erasure changes some answers; and the primary "
+            f"compared with the `{erasure.study.control}` control on the same images (a one-sided sign-flip "
+            f"permutation test of the paired differences, the control's draws averaged per image, {o.correction} "
+            "correction over each model's significant edges), since any erasure changes some answers; and the primary "
             "endpoint asks whether it changes errors more than correct answers (specificity).",
             "Interaction of the two causes, which the paper leaves to future work: the correction rates of "
             "non-essential and morphological errors compared with an exact one-sided Fisher test per model.",

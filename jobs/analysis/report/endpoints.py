@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from miscause.jobs.analysis.erasure.endpoints import Effect, Endpoint
+from miscause.jobs.analysis.erasure.endpoints import Endpoint
+from miscause.jobs.analysis.erasure.paired import MeanDifference
 from miscause.jobs.analysis.erasure.summaries import Cell, Endpoints
 from miscause.jobs.analysis.report.document import Block
 from miscause.jobs.analysis.report.figures import figure_file
@@ -19,13 +20,13 @@ def points(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:+.1f}"
 
 
-def effect_text(effect: Effect) -> str:
+def effect_text(effect: MeanDifference) -> str:
     """A difference in points with its 95% interval and one-sided p-value."""
-    if effect.estimate is None:
+    if effect.mean is None:
         return "-"
     interval = "" if effect.ci95 is None else f" [{points(effect.ci95[0])}, {points(effect.ci95[1])}]"
     p = "" if effect.p_value is None else f", p = {effect.p_value:.3g}"
-    return f"{points(effect.estimate)}{interval}{p}"
+    return f"{points(effect.mean)}{interval}{p}"
 
 
 def _share(x: float | None) -> str:
@@ -89,7 +90,7 @@ def sweep_grids(cells: tuple[Cell, ...], fill: str) -> dict[str, tuple[list[floa
         values, excludes = np.full((len(ps), len(bs)), np.nan), np.zeros((len(ps), len(bs)), bool)
         for c in mine:
             at = (ps.index(c.top_percent), bs.index(c.box))
-            values[at] = np.nan if c.correction.estimate is None else c.correction.estimate
+            values[at] = np.nan if c.correction.mean is None else c.correction.mean
             excludes[at] = c.correction.ci95 is not None and (c.correction.ci95[0] > 0 or c.correction.ci95[1] < 0)
         grids[method] = (ps, bs, values, excludes)
     return grids

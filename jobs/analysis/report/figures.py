@@ -9,8 +9,10 @@ import networkx as nx
 import numpy as np
 from matplotlib.figure import Figure
 
+from miscause.jobs.analysis.erasure.curves import CurveSummary
 from miscause.jobs.analysis.erasure.examples import Example
 from miscause.jobs.analysis.erasure.randomisation import MEASURES, ModelRandomisation
+from miscause.jobs.analysis.erasure.summaries import Setting
 
 
 def file_stem(name: str) -> str:
@@ -91,20 +93,20 @@ def similarity_figure(names: list[str], spearman: np.ndarray, jaccard: np.ndarra
 ANCHOR_STYLES = {"saliency": "-o", "random": "--x", "matched": ":s"}
 
 
-def erasure_figure(name: str, settings: list[dict]) -> bytes:
+def erasure_figure(name: str, settings: tuple[Setting, ...]) -> bytes:
     """The sweep: errors corrected and correct answers broken, saliency-anchored vs each control, per box."""
     figure = Figure(figsize=(11, 4))
     corrected_ax, broken_ax = figure.subplots(1, 2)
-    boxes = sorted({s["box"] for s in settings})
+    boxes = sorted({s.box for s in settings})
     colors = dict(zip(boxes, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"], strict=False))
-    anchors = [a for a in ANCHOR_STYLES if a in settings[0]]
+    anchors = [a for a in ANCHOR_STYLES if a in settings[0].compared.outcomes]
     for box in boxes:
-        rows = sorted((s for s in settings if s["box"] == box), key=lambda s: s["top_percent"])
-        p = [s["top_percent"] for s in rows]
+        rows = sorted((s for s in settings if s.box == box), key=lambda s: s.top_percent)
+        p = [s.top_percent for s in rows]
         for ax, key in ((corrected_ax, "corrected_rate"), (broken_ax, "broken_rate")):
             for anchor in anchors:
-                ax.plot(p, [s[anchor][key] for s in rows], ANCHOR_STYLES[anchor], color=colors.get(box),
-                        label=f"{anchor}, box {box}")
+                ax.plot(p, [getattr(s.compared.outcomes[anchor], key) for s in rows], ANCHOR_STYLES[anchor],
+                        color=colors.get(box), label=f"{anchor}, box {box}")
     corrected_ax.set_title(f"{name}: misclassified images corrected", fontsize=9)
     broken_ax.set_title(f"{name}: correct images broken (control b)", fontsize=9)
     for ax in (corrected_ax, broken_ax):
@@ -140,19 +142,19 @@ def sweep_figure(name: str, grids: dict[str, tuple[list[float], list[int], np.nd
     return png(figure)
 
 
-def curves_figure(name: str, curves: dict) -> bytes:
+def curves_figure(name: str, curves: CurveSummary) -> bytes:
     """Deletion and insertion: mean probability of the predicted class against the fraction of pixels changed,
     one line per saliency method, the random order dashed."""
     figure = Figure(figsize=(11, 4))
     axes = figure.subplots(1, 2)
-    fraction = np.linspace(0, 1, curves["steps"] + 1)
+    fraction = np.linspace(0, 1, curves.steps + 1)
     for ax, mode in zip(axes, ("deletion", "insertion"), strict=True):
-        for order, by_mode in curves["orders"].items():
-            auc = by_mode[mode]["auc"]
-            ax.plot(fraction, by_mode[mode]["curve"], "--" if order == "random" else "-",
+        for order, by_mode in curves.orders.items():
+            auc = by_mode[mode].auc
+            ax.plot(fraction, by_mode[mode].curve, "--" if order == "random" else "-",
                     color="black" if order == "random" else None,
                     label=order if auc is None else f"{order} (AUC {auc:.3f})")
-        ax.set_title(f"{name}: {mode}, {curves['images']} images", fontsize=9)
+        ax.set_title(f"{name}: {mode}, {curves.images} images", fontsize=9)
         ax.set_xlabel(f"fraction of pixels {'deleted' if mode == 'deletion' else 'inserted'}", fontsize=8)
         ax.set_ylabel("probability of the predicted class", fontsize=8)
         ax.set_ylim(0, 1)

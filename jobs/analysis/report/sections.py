@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from miscause.jobs.analysis.erasure.fills import fill_name
 from miscause.jobs.analysis.patterns import causes
 from miscause.jobs.analysis.patterns.misclassification import Analysis
 from miscause.jobs.analysis.pipeline import ErasureResults, Results
@@ -76,42 +77,41 @@ def _p(value: float | None) -> str:
 
 
 def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
-    s = erasure.settings
+    s = erasure.study.erasure
     blocks: list[Block] = [
         ("h2", "Erasure study"),
-        ("p", f"Split `{s['split']}`. Saliency `{s['saliency_method']}` of the predicted class; boxes of "
-              f"b x b pixels anchored at the top p% pixels, filled with `{s['fill']}`. "
-              f"Default p = {s['top_percent']}, b = {s['box']}; sweep p in {s['sweep_top_percent']}, "
-              f"b in {s['sweep_box']}. Control (a): as many anchors drawn uniformly at random (seed "
-              f"{s['seed']}); control (b): the same erasure on correctly classified images; the location-matched "
+        ("p", f"Split `{erasure.split}`. Saliency `{s.saliency_method}` of the predicted class; boxes of "
+              f"b x b pixels anchored at the top p% pixels, filled with `{fill_name(s.fill)}`. "
+              f"Default p = {s.top_percent}, b = {s.box}; sweep p in {s.sweep_top_percent}, "
+              f"b in {s.sweep_box}. Control (a): as many anchors drawn uniformly at random (seed "
+              f"{s.seed}); control (b): the same erasure on correctly classified images; the location-matched "
               "control: the saliency mask of another image with the same predicted class (one draw per setting "
-              f"here, {s['control_draws']} at the primary setting). A pair is verified when saliency erasure "
-              f"corrects its errors more than the `{s['control']}` control does (one-sided sign-flip permutation "
-              "test of the paired differences, the control's draws averaged per image)."),
+              f"here, {s.control_draws} at the primary setting). A pair is verified when saliency erasure "
+              f"corrects its errors more than the `{erasure.study.control}` control does (one-sided sign-flip "
+              "permutation test of the paired differences, the control's draws averaged per image)."),
     ]
     blocks += report_endpoints.secondary_blocks(erasure.endpoints)
     for name, summary in erasure.summaries.items():
-        default = next(x for x in summary["settings"] if (x["top_percent"], x["box"]) ==
-                       (summary["default"]["top_percent"], summary["default"]["box"]))
-        anchors = report_controls.anchors_of(default)
+        default = summary.default_setting
+        anchors = default.compared.anchors
         blocks += [
             ("h3", f"{name}"),
-            ("p", f"{summary['errors']} misclassified of {summary['n']} images; default setting. "
+            ("p", f"{summary.errors} misclassified of {summary.n} images; default setting. "
                   + report_controls.test_text(default)),
             ("table", report_controls.OUTCOME_HEADERS, report_controls.outcome_rows(default)),
-            report_controls.sweep_table(summary["settings"]),
+            report_controls.sweep_table(summary.settings),
             ("figure", figure_file("erasure", name), f"{name}: erasure sweep, saliency against the controls"),
         ]
-        candidates = [r for r in summary["pairs"] if r["candidate"]]
+        candidates = [r for r in summary.pairs if r.candidate]
         if candidates:
             blocks.append(("table", ["true", "pred", "errors", "runner-up true"]
                            + [f"{a} corrected" for a in anchors]
-                           + [f"{summary['control']} corrected (mean over draws)", "adjusted p", "verified"],
-                           [[r["true"], r["pred"], r["errors"], r.get("runner_up_true", "-")]
-                            + [r[a]["corrected"] for a in anchors]
-                            + [f"{r['verification']['control_corrected']:.1f}", f"{r['p_adjusted']:.3g}",
-                               "yes" if r["verified"] else "no"] for r in candidates]))
-        blocks += report_controls.control_blocks(name, summary, default)
+                           + [f"{summary.control} corrected (mean over draws)", "adjusted p", "verified"],
+                           [[r.true, r.pred, r.errors, r.runner_up_true]
+                            + [r.compared.outcomes[a].corrected for a in anchors]
+                            + [f"{r.verification.control_corrected:.1f}", f"{r.p_adjusted:.3g}",
+                               "yes" if r.verified else "no"] for r in candidates]))
+        blocks += report_controls.control_blocks(name, summary, erasure.curves.get(name))
         if erasure.examples.get(name):
             blocks.append(("figure", figure_file("examples", name),
                            f"{name}: misclassified test images, saliency of the predicted class, erased image"))

@@ -103,8 +103,8 @@ def detectable(record: PairRecord) -> str:
     return f"{smallest}; equal called shared {percent(d.shared_power)}"
 
 
-def _rate(tally: dict, key: str) -> str:
-    return "-" if tally[key] is None else percent(tally[key])
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else percent(rate)
 
 
 def interaction_blocks(analysis: Analysis, erasure: ErasureResults) -> list[Block]:
@@ -113,12 +113,12 @@ def interaction_blocks(analysis: Analysis, erasure: ErasureResults) -> list[Bloc
     results = erasure.cause_interaction
     rows, pair_rows = [], []
     for name, result in results.items():
-        ne, mo = result["causes"][causes.NON_ESSENTIAL], result["causes"][causes.MORPHOLOGICAL]
-        rows.append([name, ne["pairs"], f"{ne['corrected']} / {ne['errors']}", _rate(ne, "rate"),
-                     _rate(ne, "random_rate"), mo["pairs"], f"{mo['corrected']} / {mo['errors']}", _rate(mo, "rate"),
-                     _rate(mo, "random_rate"), f"{result['test']['p_adjusted']:.3g}"])
-        pair_rows += [[name, p["true"], p["pred"], f"{p['corrected']} / {p['errors']}", percent(p["rate"]),
-                       f"{p['p_adjusted']:.3g}"] for p in result["pairs"]]
+        ne, mo = result.causes[causes.NON_ESSENTIAL], result.causes[causes.MORPHOLOGICAL]
+        rows.append([name, ne.pairs, f"{ne.corrected} / {ne.errors}", _rate(ne.rate), _rate(ne.random_rate),
+                     mo.pairs, f"{mo.corrected} / {mo.errors}", _rate(mo.rate), _rate(mo.random_rate),
+                     f"{result.test.p_adjusted:.3g}"])
+        pair_rows += [[name, p.true, p.pred, f"{p.corrected} / {p.errors}", percent(p.rate), f"{p.p_adjusted:.3g}"]
+                      for p in result.pairs]
     blocks: list[Block] = [
         ("h2", "Erasure by cause"),
         ("p", "Whether erasure corrects the errors of model-dependent (non-essential interference) pairs more often "
@@ -134,8 +134,8 @@ def interaction_blocks(analysis: Analysis, erasure: ErasureResults) -> list[Bloc
     if pair_rows:
         blocks.append(("table", ["model", "true", "pred", "corrected / errors", "rate", "Fisher adj. p"], pair_rows))
     power = erasure.verification_power
-    power_rows = [[name, r["true"], r["pred"], r["errors"], f"{r['level']:.3g}", r["needed"],
-                   "impossible" if r["min_detectable_rate"] is None else percent(r["min_detectable_rate"])]
+    power_rows = [[name, r.true, r.pred, r.errors, f"{r.level:.3g}", r.needed,
+                   "impossible" if r.min_detectable_rate is None else percent(r.min_detectable_rate)]
                   for name, rows in power.items() for r in rows]
     if power_rows:
         blocks += [

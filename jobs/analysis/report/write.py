@@ -43,9 +43,9 @@ def figure_set(analysis: Analysis, erasure: ErasureResults | None,
         for name, e in erasure.endpoints.items():
             out[figure_file("sweep", name)] = figures.sweep_figure(name, sweep_grids(e.sweep, e.fill))
         for name, summary in erasure.summaries.items():
-            out[figure_file("erasure", name)] = figures.erasure_figure(name, summary["settings"])
-            if summary.get("curves"):
-                out[figure_file("curves", name)] = figures.curves_figure(name, summary["curves"])
+            out[figure_file("erasure", name)] = figures.erasure_figure(name, summary.settings)
+            if erasure.curves.get(name):
+                out[figure_file("curves", name)] = figures.curves_figure(name, erasure.curves[name])
             if erasure.examples.get(name):
                 out[figure_file("examples", name)] = figures.examples_figure(erasure.examples[name])
     return out
