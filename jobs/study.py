@@ -94,13 +94,12 @@ def schedule(args: argparse.Namespace, arch: str) -> dict:
 
 
 def stage_erasure(args: argparse.Namespace, seed: int) -> ErasureOptions:
-    """The erasure study of the stage trained with `seed`: for a full-sweep seed as given (a design's sweep where
-    an option was not given); for the others the default setting and the study's method alone, with its controls
-    and the randomisation check, but no further method, no fill sweep and no curves."""
+    """The erasure study of the stage trained with `seed`: for a full-sweep seed as given (the design's sweep where
+    an option was not given, `resolve_defaults`); for the others the default setting and the study's method alone,
+    with its controls and the randomisation check, but no further method, no fill sweep and no curves."""
     options = erasure_options(args, seed=seed)
     if seed in args.sweep_seeds:
-        sweep = DESIGNS[args.design].sweep if args.design else {}
-        return replace(options, **{key: value for key, value in sweep.items() if getattr(args, key) is None})
+        return options
     return replace(options, sweep_top_percent=(options.top_percent,), sweep_box=(options.box,), sweep_fill=(),
                    sweep_methods=(options.saliency_method,), curve_images=0)
 
@@ -232,14 +231,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_defaults(args: argparse.Namespace) -> None:
-    """Fill the options left unset from the design, if one is named, else from the study's own defaults (after
-    `check_arguments`, which sees what was given)."""
+    """Fill the options left unset from the design, if one is named (its sweep among them), else from the study's
+    own defaults (after `check_arguments`, which sees what was given)."""
     chosen = DESIGNS[args.design] if args.design else None
     args.archs = args.archs or list(chosen.archs if chosen else zoo.STUDY_ARCHS)
     args.seeds = args.seeds or list(chosen.seeds if chosen else (0,))
     args.sweep_seeds = args.sweep_seeds or list(chosen.sweep_seeds if chosen else args.seeds)
     if args.results is None:
         args.results = chosen.results if chosen else args.out and args.out / "results"
+    for key, value in (chosen.sweep if chosen else {}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
 
 def check_arguments(args: argparse.Namespace) -> None:

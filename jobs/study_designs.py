@@ -24,7 +24,7 @@ class Design:
     epochs: dict[str, int]  # per architecture: its recipe's batch size, learning rate and schedule, these epochs
     sweep_seeds: tuple[int, ...]  # their stages run the sweep; the others the default setting only
     results: Path  # the result files' folder, relative to the working directory
-    sweep: dict[str, tuple] = field(default_factory=dict)  # the sweep seeds' `ErasureOptions`, unless given
+    sweep: dict[str, tuple] = field(default_factory=dict)  # defaults of the sweep options (the sweep seeds run them)
 
 
 DESIGNS: dict[str, Design] = {

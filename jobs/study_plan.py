@@ -24,6 +24,7 @@ import torch
 from miscause.jobs.analysis.erasure.collect import split_options
 from miscause.jobs.analysis.erasure.run import ErasureOptions, run_split
 from miscause.jobs.analysis.inputs.repository_model import live_model
+from miscause.jobs.analysis.inputs.results import SPLITS
 from miscause.jobs.training import zoo
 from miscause.jobs.training.data import CIFAR10_MEAN, CIFAR10_STD, VALIDATION_SIZE
 from miscause.jobs.training.train import Recipe, measure_step_seconds
@@ -32,7 +33,6 @@ from miscause.repository import ModelConfig
 CIFAR10_SIZES = {"train": 50_000 - VALIDATION_SIZE, "val": VALIDATION_SIZE, "test": 10_000}
 OVERHEAD_SECONDS = 20.0  # per stage: building the model, checkpoints, examples, the result file
 CPU_ERASURE_IMAGES = 64  # a CPU's cost per image varies little beyond this batch (resnet18: 1.6x at 16)
-SPLITS = ("test", "val")  # the erasure study's runs
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,13 @@ class ModelRuns:
     randomisation: Randomisation | None = None
 
 
+TEST_ONLY = "test"  # the split that carries pixels, draws, geometry and the further methods
+
+
 def split_options(erasure: ErasureOptions, split: str) -> ErasureOptions:
     """What `split` is run with: the test split every option; another (validation, for the policy fit) keeps only
     the study method's classes after erasure, so it runs no further method and one control draw."""
-    if split == "test":
+    if split == TEST_ONLY:
         return erasure
     return replace(erasure, sweep_methods=(erasure.saliency_method,), control_draws=1)
 

@@ -240,23 +240,22 @@ def randomisation_study(model: RepositoryModel, images: np.ndarray, count: int, 
                         device: torch.device) -> Randomisation | None:
     """The cascading check of every saliency method `model` offers on up to `count` of the uint8 images
     [N,H,W,3] (drawn with `CHECK_SEED` as the curves draw theirs), `batch_size` at a time; None when `count` is 0."""
-    seed = CHECK_SEED
     if count == 0:
         return None
-    rows = curve_rows(len(images), count, seed)
+    rows = curve_rows(len(images), count, CHECK_SEED)
     layers = cascade_layers(model.module)
     methods = [method for method in kernels.METHODS if model.config.offers(method)]
     parts: dict[str, list[CascadeScores]] = {method: [] for method in methods}
     for begin in range(0, len(rows), batch_size):
         x = model.prepare(images[rows[begin:begin + batch_size]], device)
         for method in methods:
-            parts[method].append(cascade_check(model.module, x, method, layers, seed=seed,
+            parts[method].append(cascade_check(model.module, x, method, layers, seed=CHECK_SEED,
                                                **model.config.saliency_options(method)))
 
     def joined(method: str, key: str, axis: int) -> np.ndarray:
         return np.concatenate([getattr(part, key) for part in parts[method]], axis=axis)
 
-    return Randomisation(rows=rows, seed=seed, layers=tuple(layer.name for layer in layers),
+    return Randomisation(rows=rows, seed=CHECK_SEED, layers=tuple(layer.name for layer in layers),
                          spearman={m: joined(m, "spearman", 1).astype(np.float32) for m in methods},
                          ssim={m: joined(m, "ssim", 1).astype(np.float32) for m in methods},
                          maps={m: joined(m, "trained", 0)[:REFERENCE_IMAGES].astype(np.float16) for m in methods})

@@ -56,7 +56,7 @@ import numpy as np
 
 from miscause.atomic import atomic_path
 from miscause.errors import MiscauseError
-from miscause.jobs.analysis.erasure.collect import ModelRuns
+from miscause.jobs.analysis.erasure.collect import TEST_ONLY, ModelRuns
 from miscause.jobs.analysis.erasure.controls import GEOMETRY, MATCHED, SHIFTED
 from miscause.jobs.analysis.erasure.curves import MODES, Curves
 from miscause.jobs.analysis.erasure.examples import Example
@@ -66,7 +66,6 @@ from miscause.jobs.analysis.inputs.predictions import make_predictions
 
 FORMAT_VERSION = 4
 SPLITS = ("val", "test")
-TEST_ONLY = "test"  # the split that carries pixels, draws, geometry and the further methods
 METHOD_ANCHORS = ("saliency", MATCHED)
 META_KEYS = ("arch", "model", "classes", "training", "erasure", "data", "methods", "draws", "draw_setting")
 DRAW_KINDS = ("count", "corrected", "changed")
