@@ -14,7 +14,7 @@ last block whose output is still a spatial feature map, before the global poolin
 | googlenet | `inception5b` | 1024 x 8 x 8 |
 | densenet161 | `features.norm5`, the batch norm closing the last dense block | 2208 x 4 x 4 |
 | mobilenet_v2 | `features.18`, the last 1x1 conv block | 1280 x 4 x 4 |
-| mobilenet_v2_half | `features.18`, as mobilenet_v2 (its stem has stride 2, its first two stride-2 blocks 1) | 1280 x 4 x 4 |
+| mobilenet_v2_half | `features.18`, as mobilenet_v2 (stages at 16, 16, 8, 4) | 1280 x 4 x 4 |
 | inception_v3 | `Mixed_7c` | 2048 x 3 x 3 |
 
 A model's config.json records its layer (`grad_cam_layer`); files written before it did get this table's entry.
