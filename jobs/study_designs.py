@@ -31,7 +31,7 @@ DESIGNS: dict[str, Design] = {
     "cpu": Design(
         archs=("cifarnet", "resnet18", "vgg16_bn_half", "mobilenet_v2_half"),
         seeds=(0, 1, 2),
-        epochs={"cifarnet": 6, "resnet18": 6, "vgg16_bn_half": 9, "mobilenet_v2_half": 10},
+        epochs={"cifarnet": 6, "resnet18": 5, "vgg16_bn_half": 9, "mobilenet_v2_half": 10},
         sweep_seeds=(0,),
         results=Path("docs/study-cpu/results"),
         sweep={"sweep_top_percent": (1.0, 5.0, 20.0), "sweep_box": (1, 3), "sweep_methods": ("gradient",)},
