@@ -175,6 +175,46 @@ def write_result_file(path: Path, arch: str, seed: int) -> None:
     np.savez_compressed(path, meta=np.asarray(json.dumps(meta)), **arrays)
 
 
+def without_sweep(path: Path, seed: int, **erasure: object) -> None:
+    """Rewrite a planted result file as a stage off the design's sweep seeds writes it: the primary setting only,
+    no fill sweep, further method or curves, its own seed (and any further `erasure` options)."""
+    with np.load(path) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["erasure"].update(seed=seed, sweep_top_percent=[5.0], sweep_fill=[], sweep_methods=["gradient"],
+                           curve_images=0, **erasure)
+    meta.update(fill_sweep=None, methods=[], curves=None)
+    kept = {key: value[:1] if key.startswith(("val/after/", "test/after/", "test/pixels/", "settings")) else value
+            for key, value in arrays.items()
+            if not key.startswith(("curves/", "test/method/")) and "/fill/" not in key}
+    np.savez_compressed(path, meta=np.asarray(json.dumps(meta)), **kept)
+
+
+def test_a_sweep_seed_and_a_plain_seed_make_one_report_and_other_primary_options_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    files = [tmp_path / "net_a.npz", tmp_path / "net_b.npz"]
+    for seed, path in enumerate(files):
+        write_result_file(path, path.stem, seed)
+    without_sweep(files[1], seed=1)
+    out = tmp_path / "report"
+    argv = ["analyze", "--results", *map(str, files), "--min-count", "2", "--policy-min-gain", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    made = json.loads((out / "metrics.json").read_text())
+    stages = made["data"]["stages"]
+    assert (stages["net_a"]["seed"], stages["net_b"]["seed"]) == (0, 1)
+    assert (stages["net_a"]["sweep_top_percent"], stages["net_b"]["sweep_top_percent"]) == ([5.0, 20.0], [5.0])
+    assert made["settings"]["erasure"]["sweep_top_percent"] == [5.0, 20.0]
+    assert [s["top_percent"] for s in made["erasure"]["net_a"]["settings"]] == [5.0, 20.0]
+    assert [s["top_percent"] for s in made["erasure"]["net_b"]["settings"]] == [5.0]
+    assert {name: e["primary"]["correction"]["images"] for name, e in made["endpoints"].items()} == {
+        name: made["models"][name]["errors"] for name in ("net_a", "net_b")}
+    without_sweep(files[1], seed=1, control_draws=5)
+    assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
+    error = capsys.readouterr().err
+    assert "erasure options differ" in error and "control_draws 5 against 10" in error and error.count("\n") == 1
+    assert not (tmp_path / "refused").exists()
+
+
 def test_result_file_analysis_is_unchanged(tmp_path: Path) -> None:
     archs = ("net_a", "net_b", "net_c", "net_d")
     for seed, arch in enumerate(archs):

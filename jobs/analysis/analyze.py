@@ -176,12 +176,7 @@ def run_results(args: argparse.Namespace, options: AnalysisOptions, context: Con
     """The result-file path: the runs come from the files, the default setting and method from the options."""
     from miscause.jobs.analysis.inputs.results import combine_results, load_results
     loaded = [load_results(path) for path in args.results]
-    erasure, _ = combine_results(loaded, args.top_percent, args.box, args.saliency_method)
-    (meta, first), names = loaded[0], [runs.name for _, runs in loaded]
-    data = data_record(f"Result files of {', '.join(names)} (`miscause study --stage-only`), each run",
-                       len(first.test.labels), path=meta["data"]["path"], split_size=meta["data"]["test_size"],
-                       validation_n=len(first.val.labels), results=[runs.source for _, runs in loaded],
-                       models=names, devices={runs.name: meta["device"] for meta, runs in loaded})
+    erasure, data = combine_results(loaded, args.top_percent, args.box, args.saliency_method)
     results = analyze_runs([runs for _, runs in loaded], study(args, erasure), options, context, data)
     results.warnings += [f"{runs.name}: its result file (format version {meta['format_version']}) does not carry "
                          "the model-randomisation check as now run (cascading, layer by layer), so the report has "

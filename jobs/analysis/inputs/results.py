@@ -62,6 +62,7 @@ from miscause.jobs.analysis.erasure.curves import MODES, Curves
 from miscause.jobs.analysis.erasure.examples import Example
 from miscause.jobs.analysis.erasure.randomisation import Randomisation
 from miscause.jobs.analysis.erasure.run import ANCHORS, DRAWN, Draws, ErasureOptions, MethodRun, SplitRun
+from miscause.jobs.analysis.inputs.data_record import data_record
 from miscause.jobs.analysis.inputs.predictions import make_predictions
 
 FORMAT_VERSION = 4
@@ -70,6 +71,10 @@ METHOD_ANCHORS = ("saliency", MATCHED)
 META_KEYS = ("arch", "model", "classes", "training", "erasure", "data", "methods", "draws", "draw_setting")
 DRAW_KINDS = ("count", "corrected", "changed")
 TUPLE_OPTIONS = ("sweep_top_percent", "sweep_box", "sweep_fill", "sweep_methods", "curve_methods")
+# erasure options each stage chooses for itself: its seed and batch, and how much of the sweep and the curves it
+# runs (a design sweeps on one seed per architecture); every other option defines the primary endpoint and the
+# files must agree on it
+STAGE_OPTIONS = ("seed", "batch_size", "sweep_top_percent", "sweep_box", "sweep_fill", "sweep_methods", "curve_images")
 # name -> dtype of the example arrays; `rows` index the test split's rows, `after` is the erased image's class
 EXAMPLE_ARRAYS = {"rows": np.int64, "after": np.int64, "image": np.uint8, "saliency": np.float32,
                   "erased": np.uint8, "mask": np.bool_}
@@ -366,25 +371,37 @@ def load_results(path: str | os.PathLike) -> tuple[dict, ModelRuns]:
 
 def combine_results(loaded: list[tuple[dict, ModelRuns]], top_percent: float, box: int,
                     saliency_method: str) -> tuple[ErasureOptions, dict]:
-    """The erasure options all files share, with the default setting chosen, and the data description; files
-    that ran other settings or other images are an error."""
+    """The erasure options the files share, with the default setting chosen (the sweeps: every value some file
+    ran; the seed: the first file's), and the data description with each file's own stage options; files that
+    ran another primary setting or other images are an error."""
     if not loaded:
         raise MiscauseError("no result files given")
     first_meta, first = loaded[0]
+    shared = {key: value for key, value in first_meta["erasure"].items() if key not in STAGE_OPTIONS}
     for meta, runs in loaded[1:]:
-        if meta["erasure"] != first_meta["erasure"]:
-            raise MiscauseError(f"{runs.source}: erasure options {meta['erasure']} differ from {first.source}: "
-                                f"{first_meta['erasure']}")
+        mine = {key: value for key, value in meta["erasure"].items() if key not in STAGE_OPTIONS}
+        differ = sorted(key for key in {*mine, *shared} if mine.get(key) != shared.get(key))
+        if differ:
+            raise MiscauseError(f"{runs.source}: erasure options differ from {first.source}'s, "
+                                + ", ".join(f"{key} {mine.get(key)!r} against {shared.get(key)!r}" for key in differ))
         for split in SPLITS:
-            mine, theirs = getattr(runs, split), getattr(first, split)
-            if not (np.array_equal(mine.positions, theirs.positions) and np.array_equal(mine.labels, theirs.labels)):
+            own, theirs = getattr(runs, split), getattr(first, split)
+            if not (np.array_equal(own.positions, theirs.positions) and np.array_equal(own.labels, theirs.labels)):
                 raise MiscauseError(f"{runs.source}: its {split} images differ from {first.source}'s: not the same "
                                     "data or --limit")
-    stored = first_meta["erasure"]
-    fill = stored["fill"]
-    options = ErasureOptions(**{**stored, "top_percent": top_percent, "box": box,
-                                **{key: tuple(stored[key]) for key in TUPLE_OPTIONS},
-                                "fill": tuple(fill) if isinstance(fill, list) else fill})
+    stages = {runs.name: {key: meta["erasure"][key] for key in STAGE_OPTIONS} for meta, runs in loaded}
+    swept = {key: [value for stage in stages.values() for value in stage[key]]
+             for key in ("sweep_top_percent", "sweep_box", "sweep_fill", "sweep_methods")}
+    fill = shared["fill"]
+    options = ErasureOptions(**{
+        **first_meta["erasure"], "top_percent": top_percent, "box": box,
+        **{key: tuple(shared[key]) for key in TUPLE_OPTIONS if key in shared},
+        "sweep_top_percent": tuple(sorted(set(swept["sweep_top_percent"]))),
+        "sweep_box": tuple(sorted(set(swept["sweep_box"]))),
+        "sweep_fill": tuple(dict.fromkeys(swept["sweep_fill"])),
+        "sweep_methods": tuple(dict.fromkeys(swept["sweep_methods"])),
+        "curve_images": max(stage["curve_images"] for stage in stages.values()),
+        "fill": tuple(fill) if isinstance(fill, list) else fill})
     if options.default != first.test.draw_setting:
         raise MiscauseError(f"the result files drew their controls at top percent {first.test.draw_setting[0]:g}, "
                             f"box {first.test.draw_setting[1]}, not at top percent {top_percent:g}, box {box}: the "
@@ -393,12 +410,12 @@ def combine_results(loaded: list[tuple[dict, ModelRuns]], top_percent: float, bo
         raise MiscauseError(f"the result files hold saliency method {options.saliency_method!r} only, not "
                             f"{saliency_method!r}")
     names = [runs.name for _, runs in loaded]
-    data = {"path": first_meta["data"]["path"], "split": "test", "n": len(first.test.labels),
-            "split_size": first_meta["data"]["test_size"], "validation_n": len(first.val.labels),
-            "results": [runs.source for _, runs in loaded], "models": names,
-            "devices": {runs.name: meta["device"] for meta, runs in loaded}}
-    data["description"] = (
-        f"Result files of {', '.join(names)} (`miscause study --stage-only`), each run on {data['n']} of the "
-        f"{data['split_size']} images of the test split of `{data['path']}`. The correction policy is fitted on "
-        f"{data['validation_n']} validation-split images.")
+    data = data_record(f"Result files of {', '.join(names)} (`miscause study --stage-only`), each run",
+                       len(first.test.labels), path=first_meta["data"]["path"],
+                       split_size=first_meta["data"]["test_size"], validation_n=len(first.val.labels),
+                       results=[runs.source for _, runs in loaded], models=names,
+                       devices={runs.name: meta["device"] for meta, runs in loaded}, stages=stages)
+    seeds = ", ".join(f"{name} {stage['seed']}" for name, stage in stages.items())
+    data["description"] += (f" Each stage drew its controls with its own seed ({seeds}) and ran its own sweep "
+                            "(`data.stages`); a model's sweep tables show what it ran.")
     return options, data

@@ -83,9 +83,10 @@ def _erasure_blocks(erasure: ErasureResults) -> list[Block]:
         ("p", f"Split `{erasure.split}`. Saliency `{s.saliency_method}` of the predicted class; boxes of "
               f"b x b pixels anchored at the top p% pixels, filled with `{fill_name(s.fill)}`. "
               f"Default p = {s.top_percent}, b = {s.box}; sweep p in {s.sweep_top_percent}, "
-              f"b in {s.sweep_box}. Control (a): as many anchors drawn uniformly at random (seed "
-              f"{s.seed}); control (b): the same erasure on correctly classified images; the location-matched "
-              "control: the saliency mask of another image with the same predicted class (one draw per setting "
+              f"b in {s.sweep_box} (where a model ran it). Control (a): as many anchors drawn uniformly at "
+              "random (with the erasure seed of the run, or of each result file); control (b): the same erasure "
+              "on correctly classified images; the location-matched control: the saliency mask of another "
+              "image with the same predicted class (one draw per setting "
               f"here, {s.control_draws} at the primary setting). A pair is verified when saliency erasure "
               f"corrects its errors more than the `{erasure.study.control}` control does (one-sided sign-flip "
               "permutation test of the paired differences, the control's draws averaged per image)."),
