@@ -369,6 +369,11 @@ def load_results(path: str | os.PathLike) -> tuple[dict, ModelRuns]:
     return meta, model
 
 
+def primary_options(meta: dict) -> dict:
+    """A result file's erasure options less those each stage chooses for itself (`STAGE_OPTIONS`)."""
+    return {key: value for key, value in meta["erasure"].items() if key not in STAGE_OPTIONS}
+
+
 def combine_results(loaded: list[tuple[dict, ModelRuns]], top_percent: float, box: int,
                     saliency_method: str) -> tuple[ErasureOptions, dict]:
     """The erasure options the files share, with the default setting chosen (the sweeps: every value some file
@@ -377,9 +382,9 @@ def combine_results(loaded: list[tuple[dict, ModelRuns]], top_percent: float, bo
     if not loaded:
         raise MiscauseError("no result files given")
     first_meta, first = loaded[0]
-    shared = {key: value for key, value in first_meta["erasure"].items() if key not in STAGE_OPTIONS}
+    shared = primary_options(first_meta)
     for meta, runs in loaded[1:]:
-        mine = {key: value for key, value in meta["erasure"].items() if key not in STAGE_OPTIONS}
+        mine = primary_options(meta)
         differ = sorted(key for key in {*mine, *shared} if mine.get(key) != shared.get(key))
         if differ:
             raise MiscauseError(f"{runs.source}: erasure options differ from {first.source}'s, "
