@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from miscause.cli import COMMANDS, main, subcommand_parser
+from miscause.jobs.analysis.report.write import ENTRIES
 
 CLASSES = ("cat", "dog", "ship", "truck")
 
@@ -103,6 +104,23 @@ def test_failed_run_leaves_existing_report(tmp_path: Path, capsys: pytest.Captur
     fails(capsys, ["analyze", "--predictions", str(empty), "--out", str(out)], "file is empty")
     assert (out / "metrics.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.npz", "good.npz", "out"]
+
+
+def test_a_report_replaces_only_a_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The report replaces its folder whole: it writes exactly the report's entries, rewrites a report's folder, and
+    refuses a folder that holds anything else (here its own input file), leaving that folder as it was."""
+    out = tmp_path / "out"
+    assert main(["analyze", "--predictions", str(write(tmp_path / "good.npz")), "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == ENTRIES
+    assert main(["analyze", "--predictions", str(write(tmp_path / "good.npz", seed=1)), "--out", str(out)]) == 0
+    study = tmp_path / "study"
+    (study / "results").mkdir(parents=True)
+    inputs = write(study / "results" / "a.npz")
+    capsys.readouterr()
+    fails(capsys, ["analyze", "--predictions", str(inputs), "--out", str(study)], "holds results, which is not part")
+    assert [p.name for p in study.rglob("*")] == ["results", "a.npz"]
+    (tmp_path / "file").touch()
+    fails(capsys, ["analyze", "--predictions", str(inputs), "--out", str(tmp_path / "file")], "is not a directory")
 
 
 def test_options_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

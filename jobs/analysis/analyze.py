@@ -46,7 +46,7 @@ from miscause.jobs.analysis.pipeline import (
     analyze_repository,
     analyze_runs,
 )
-from miscause.jobs.analysis.report.write import write_report
+from miscause.jobs.analysis.report.write import check_out, write_report
 from miscause.jobs.analysis.versions import versions
 
 REPEATED = ("replicates",)  # options given once per value
@@ -126,9 +126,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise MiscauseError(f"--randomisation-images must be at least 0, got {args.randomisation_images}")
     if args.examples < 0:
         raise MiscauseError(f"--examples must be at least 0, got {args.examples}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise MiscauseError(f"--out {out} exists and is not a directory")
+    check_out(args.out)
 
 
 def command_line(args: argparse.Namespace) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import networkx as nx
 
 from miscause.atomic import atomic_directory
+from miscause.errors import MiscauseError
 from miscause.jobs.analysis.erasure.randomisation import ModelRandomisation
 from miscause.jobs.analysis.patterns.misclassification import Analysis
 from miscause.jobs.analysis.patterns.networks import network_json
@@ -23,6 +24,20 @@ from miscause.jobs.analysis.report.endpoints import sweep_grids
 from miscause.jobs.analysis.report.figures import figure_file, file_stem
 from miscause.jobs.analysis.report.metrics import metrics, plain
 from miscause.jobs.analysis.report.sections import document
+
+ENTRIES = frozenset({"figures", "networks", "metrics.json", "report.md", "report.html"})
+
+
+def check_out(out: str | os.PathLike) -> None:
+    """Refuse an output folder the report would replace with something else in it (result files, say): the
+    report replaces its folder whole, so anything but an earlier report there would be lost."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise MiscauseError(f"--out {folder} exists and is not a directory")
+    others = sorted(entry.name for entry in folder.iterdir() if entry.name not in ENTRIES) if folder.is_dir() else []
+    if others:
+        raise MiscauseError(f"--out {folder} holds {', '.join(others)}, which is not part of a report; the report "
+                            "replaces its folder whole, so give a new or a report's folder")
 
 
 def figure_set(analysis: Analysis, erasure: ErasureResults | None,
@@ -59,6 +74,7 @@ def write_network(graph: nx.DiGraph, folder: Path, stem: str) -> None:
 
 def write_report(out: str | os.PathLike, results: Results) -> Path:
     """Render everything first, then write the directory atomically: complete or untouched."""
+    check_out(out)
     analysis = results.analysis
     figure_bytes = figure_set(analysis, results.erasure, results.randomisation)
     blocks = document(results)
