@@ -1,4 +1,4 @@
-"""The CPU study's report (docs/study-cpu) is made from its committed result files alone: rerunning the command
+"""The CPU study's report (docs/study-cpu/report) is made from its committed result files alone: rerunning the command
 written at the top of its report.md, in the repository, gives the committed metrics.json, key for key."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from test_analysis_fixture import assert_same, scrubbed
 from miscause.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-STUDY = REPO / "docs" / "study-cpu"
+STUDY = REPO / "docs" / "study-cpu" / "report"
 
 
 def report_command(report: Path) -> list[str]:
@@ -33,7 +33,7 @@ def with_out(words: list[str], out: Path) -> list[str]:
 @pytest.mark.timeout(0)  # the whole report: several minutes, more on a loaded machine
 def test_the_report_is_remade_from_the_committed_result_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not (STUDY / "metrics.json").exists():
-        pytest.skip("docs/study-cpu/metrics.json is not made yet: the study's result files are still being added")
+        pytest.skip("docs/study-cpu/report/metrics.json is not made yet: the study's result files are being added")
     words = report_command(STUDY / "report.md")
     results = [Path(w) for w in words[words.index("--results") + 1:] if w.endswith(".npz")]
     assert results and all((REPO / path).is_file() for path in results), "the command names committed files"
