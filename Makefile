@@ -10,11 +10,16 @@ TRITON36 := .venv-triton36
 TRITON36_STAMP := $(TRITON36)/.installed
 
 # The GPU machines' package versions on Python 3.12 (benchmarks/gpu/device-image.txt), the wheels a call carries
-# (the service's grpcio and protobuf; scikit-image and what it needs beyond the image, for the stage's SSIM),
+# (the service's grpcio, protobuf and aiohttp with its dependencies; scikit-image and what it needs beyond the image,
+# for the stage's SSIM),
 # and the rehearsal of the device scripts with them (docs/device.md).
 DEVICE_ENV := .venv-device
-PYTHON312 ?= $(firstword $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python))
+# The first Python 3.12 that runs (a pyenv shim for a version not selected is found but fails).
+PYTHON312 ?= $(firstword $(foreach p,$(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python),\
+	$(shell $(p) -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && echo $(p))))
 WHEELS := carry/wheels
+CARRIED := grpcio|grpcio-health-checking|grpcio-reflection|protobuf|aiohttp|aiohappyeyeballs|aiosignal|attrs|frozenlist
+CARRIED := $(CARRIED)|multidict|propcache|yarl|idna|scikit-image|imageio|tifffile|lazy-loader|packaging
 WHEEL_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64,--platform $(p))
 
 .PHONY: setup serve test lint proto clean triton36 device-env wheelhouse carry-data device-rehearsal
@@ -66,8 +71,7 @@ wheelhouse:
 	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		$(WHEEL_PLATFORMS) -d $(WHEELS) \
-		$$(grep -E '^(grpcio|grpcio-health-checking|grpcio-reflection|protobuf|scikit-image|imageio|tifffile|lazy-loader|packaging)==' \
-			requirements.lock)
+		$$(grep -E "^($(CARRIED))==" requirements.lock)
 
 carry-data:
 	mkdir -p carry

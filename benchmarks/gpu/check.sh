@@ -9,7 +9,8 @@
 #   OUT=DIR benchmarks/gpu/check.sh --dry-run    print the steps and their time limits, run nothing
 #
 # Carried into the working tree's git-ignored carry/ folder: wheels/*.whl (`make wheelhouse`: grpcio, protobuf,
-# grpcio-health-checking, grpcio-reflection, which the image lacks or holds too old), installed first with no index.
+# grpcio-health-checking, grpcio-reflection, aiohttp and its dependencies, which the image lacks or holds too old),
+# installed first with no index.
 #
 # $OUT receives at most 8 files: check.log, STEP.json for main-case, bench-kernels, bench-model and
 # bench-serve-targets, binaries.txt, and with Nsight ncu-main-case.txt and main-case.ncu-rep.
@@ -157,7 +158,7 @@ install() {
     if compgen -G "$CARRY/wheels/*.whl" > /dev/null; then
         "$PYTHON" -m pip install -q --no-deps --no-index "$CARRY"/wheels/*.whl || return 1
     else
-        echo "no wheels in $CARRY/wheels: the service needs grpcio-health-checking and grpcio-reflection (make wheelhouse)"
+        echo "no wheels in $CARRY/wheels: the service needs grpcio-health-checking, grpcio-reflection and aiohttp (make wheelhouse)"
     fi
     if ! "$PYTHON" -c "import importlib.metadata as m; m.distribution('miscause')" 2> /dev/null; then
         "$PYTHON" -m pip install -q --no-deps --no-build-isolation --no-index -e . || return 1
