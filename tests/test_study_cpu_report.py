@@ -32,8 +32,6 @@ def with_out(words: list[str], out: Path) -> list[str]:
 
 @pytest.mark.timeout(0)  # the whole report: several minutes, more on a loaded machine
 def test_the_report_is_remade_from_the_committed_result_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not (STUDY / "metrics.json").exists():
-        pytest.skip("docs/study-cpu/report/metrics.json is not made yet: the study's result files are being added")
     words = report_command(STUDY / "report.md")
     results = [Path(w) for w in words[words.index("--results") + 1:] if w.endswith(".npz")]
     assert results and all((REPO / path).is_file() for path in results), "the command names committed files"
