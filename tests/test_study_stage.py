@@ -178,10 +178,12 @@ def test_epochs_fitted_to_a_budget() -> None:
 
 def test_the_stage_needs_no_statsmodels_and_the_wheelhouse_carries_scikit_image() -> None:
     """The device image lacks both: the stage's code (training, collect_runs, the result file) must not import
-    statsmodels, and the scikit-image it imports for the cascade's SSIM travels in `make wheelhouse`."""
+    statsmodels, and the scikit-image it imports for the cascade's SSIM travels in `make wheelhouse` (as does the
+    service's aiohttp): the names in the command make would run."""
     code = ("import sys, miscause.jobs.study_stage, miscause.jobs.study_plan; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'statsmodels', 'skimage'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() in ("[]", "['skimage']")
-    wheelhouse = (REPO / "Makefile").read_text().split("\nwheelhouse:", 1)[1].split("\n\n", 1)[0]
-    assert all(name in wheelhouse for name in ("scikit-image", "imageio", "tifffile", "lazy-loader"))
+    wheelhouse = subprocess.run(["make", "-n", "wheelhouse"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout
+    assert all(f"|{name}|" in wheelhouse for name in ("scikit-image", "imageio", "tifffile", "lazy-loader", "aiohttp"))
